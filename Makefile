@@ -1,0 +1,42 @@
+# sporeprint — set-up, demo and tests. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	@# The CPU build of torch where no NVIDIA GPU is present; the default (CUDA) build otherwise.
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing torch $(TORCH_VERSION) (CUDA build)"; \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)"; \
+	elif $(PY) -m pip download --no-index --no-deps -d /tmp/sporeprint-torch-probe "torch==$(TORCH_VERSION)" 2>/dev/null | grep -q '+cpu'; then \
+		echo "no GPU: installing torch $(TORCH_VERSION) (local CPU build)"; \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)"; \
+	else \
+		echo "no GPU: installing torch $(TORCH_VERSION) (CPU build from the PyTorch CPU index)"; \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu \
+			|| $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
+	fi
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## create the virtual environment and install everything
+
+demo: install  ## run the end-to-end demo on simulated data (small scale)
+	$(VENV)/bin/sporeprint demo --dir demo-run --scale small
+
+test: install  ## run the test suite
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install  ## run every benchmark at a small size
+	for b in benchmarks/bench_*.py; do $(PY) $$b --small || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache

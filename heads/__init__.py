@@ -1,0 +1,1 @@
+"""PyTorch classifier heads, losses, training, ensembles, metrics and the decision rule."""

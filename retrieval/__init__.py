@@ -1,0 +1,1 @@
+"""FAISS vector index, look-alike search and open-set (unknown species) detection."""

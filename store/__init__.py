@@ -1,0 +1,1 @@
+"""DuckDB-fronted feature store: schema, ingestion, metadata encoding, splits, image embedding."""
