@@ -1,0 +1,131 @@
+"""The official FungiCLEF scores, per observation.
+
+Definitions (DESIGN §5): unknown species are ``-1`` in truth and prediction;
+a class is poisonous when it is in the official list, so ``-1`` counts as
+edible. Scores are computed over observations: when several rows share an
+observation id only the first one counts, as in the official scoring.
+
+Example:
+    >>> s = fungiclef_scores([1, 2, -1], [1, -1, 2], poisonous_class_ids=[2])
+    >>> round(s["track2"], 3)   # one poisonous observation answered "unknown"
+    33.667
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+UNKNOWN = -1
+
+# Track 2 costs: a poisonous mushroom called edible is a hundred times worse
+# than an edible one called poisonous.
+COST_POISONOUS_AS_EDIBLE = 100.0
+COST_EDIBLE_AS_POISONOUS = 1.0
+# Track 4 costs.
+COST_UNKNOWN_AS_SPECIES = 10.0
+COST_SPECIES_AS_UNKNOWN = 0.1
+
+
+def first_per_observation(
+    observation_ids: Iterable[int], *arrays: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Keep the first row of each observation id, in order of first appearance."""
+    obs = np.asarray(observation_ids)
+    _, first = np.unique(obs, return_index=True)
+    keep = np.sort(first)
+    return (obs[keep], *(np.asarray(a)[keep] for a in arrays))
+
+
+def fungiclef_scores(
+    y_true: Iterable[int],
+    y_pred: Iterable[int],
+    poisonous_class_ids: Iterable[int],
+    observation_ids: Iterable[int] | None = None,
+) -> dict[str, float]:
+    """Accuracy, macro F1 (×100) and Tracks 1–4 with the official definitions.
+
+    ``y_true`` and ``y_pred`` are class ids with ``-1`` for unknown. When
+    ``observation_ids`` is given, rows are reduced to the first one per
+    observation before scoring.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(
+            f"y_true and y_pred must be 1-d arrays of one length, got shapes "
+            f"{y_true.shape} and {y_pred.shape}"
+        )
+    if observation_ids is not None:
+        obs = np.asarray(observation_ids)
+        if obs.shape != y_true.shape:
+            raise ValueError(
+                f"observation_ids has shape {obs.shape}, expected {y_true.shape}"
+            )
+        _, y_true, y_pred = first_per_observation(obs, y_true, y_pred)
+    n = len(y_true)
+    if n == 0:
+        raise ValueError("cannot score an empty prediction set")
+
+    poison = np.asarray(sorted(set(int(c) for c in poisonous_class_ids)), dtype=np.int64)
+    true_pois = np.isin(y_true, poison)
+    pred_pois = np.isin(y_pred, poison)
+    wrong = y_pred != y_true
+
+    pois_as_edible = int(np.sum(true_pois & ~pred_pois))
+    edible_as_pois = int(np.sum(~true_pois & pred_pois))
+    unknown_as_species = int(np.sum((y_true == UNKNOWN) & (y_pred != UNKNOWN)))
+    species_as_unknown = int(np.sum((y_true != UNKNOWN) & (y_pred == UNKNOWN)))
+    other_errors = int(np.sum(wrong & (y_true != UNKNOWN) & (y_pred != UNKNOWN)))
+
+    track1 = float(np.sum(wrong)) / n
+    track2 = (COST_POISONOUS_AS_EDIBLE * pois_as_edible
+              + COST_EDIBLE_AS_POISONOUS * edible_as_pois) / n
+    track4 = (other_errors + COST_UNKNOWN_AS_SPECIES * unknown_as_species
+              + COST_SPECIES_AS_UNKNOWN * species_as_unknown) / n
+    macro_f1 = 100.0 * f1_score(y_true, y_pred, average="macro", zero_division=0)
+    return {
+        "n": n,
+        "accuracy": 1.0 - track1,
+        "macro_f1": float(macro_f1),
+        "track1": track1,
+        "track2": track2,
+        "track3": track1 + track2,
+        "track4": track4,
+        "poisonous_as_edible": pois_as_edible,
+        "edible_as_poisonous": edible_as_pois,
+        "poisonous_correct_flag": int(np.sum(true_pois & pred_pois)),
+        "edible_correct_flag": int(np.sum(~true_pois & ~pred_pois)),
+        "unknown_as_species": unknown_as_species,
+        "species_as_unknown": species_as_unknown,
+        "other_errors": other_errors,
+    }
+
+
+def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of rows whose label index is among the ``k`` highest scores.
+
+    ``labels`` are column indices into ``probs``; rows with a negative label
+    (not a column, e.g. unknown) count as misses.
+    """
+    probs = np.asarray(probs)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or len(labels) != len(probs):
+        raise ValueError(f"probs must be (n, C) and labels (n,), got {probs.shape}, {labels.shape}")
+    if len(labels) == 0:
+        return float("nan")
+    k = min(k, probs.shape[1])
+    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def poisonous_recall(y_true: np.ndarray, y_pred: np.ndarray,
+                     poisonous_class_ids: Iterable[int]) -> float:
+    """Share of truly poisonous rows whose predicted class is poisonous too."""
+    poison = np.asarray(list(poisonous_class_ids))
+    true_pois = np.isin(np.asarray(y_true), poison)
+    if not true_pois.any():
+        return float("nan")
+    return float(np.mean(np.isin(np.asarray(y_pred)[true_pois], poison)))
