@@ -1,0 +1,217 @@
+"""Table definitions and the column vocabulary of metadata files.
+
+All DDL lives here so that a reader finds every table in one place. Values are
+always bound as parameters; the only names formatted into SQL are the fixed
+column names below and validated embedding-space names.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Observation-level columns: (name, SQL type). Every image row of one observation
+# must agree on all of them (otherwise the row is a conflict).
+OBSERVATION_COLUMNS: list[tuple[str, str]] = [
+    ("role", "VARCHAR"),
+    ("class_id", "INTEGER"),
+    ("year", "INTEGER"),
+    ("month", "INTEGER"),
+    ("day", "INTEGER"),
+    ("country_code", "VARCHAR"),
+    ("locality", "VARCHAR"),
+    ("latitude", "DOUBLE"),
+    ("longitude", "DOUBLE"),
+    ("coord_uncert", "DOUBLE"),
+    ("substrate", "VARCHAR"),
+    ("meta_substrate", "VARCHAR"),
+    ("habitat", "VARCHAR"),
+    ("level0_gid", "VARCHAR"),
+    ("level0_name", "VARCHAR"),
+    ("level1_gid", "VARCHAR"),
+    ("level1_name", "VARCHAR"),
+    ("level2_gid", "VARCHAR"),
+    ("level2_name", "VARCHAR"),
+    ("taxon_id", "VARCHAR"),
+    ("scientific_name", "VARCHAR"),
+    ("species", "VARCHAR"),
+    ("genus", "VARCHAR"),
+    ("family", "VARCHAR"),
+    ("order", "VARCHAR"),
+    ("class", "VARCHAR"),
+    ("phylum", "VARCHAR"),
+    ("kingdom", "VARCHAR"),
+    ("specific_epithet", "VARCHAR"),
+    ("taxon_rank", "VARCHAR"),
+]
+OBSERVATION_FIELDS = [name for name, _ in OBSERVATION_COLUMNS]
+IMAGE_FIELDS = ["image_path", "image_unique_id", "rights_holder"]
+TAXONOMY_FIELDS = ["species", "scientific_name", "genus", "family", "order", "class", "phylum"]
+
+# Canonical column -> names accepted in metadata files (DF20 spelling first).
+SOURCE_ALIASES: dict[str, tuple[str, ...]] = {
+    "observation_id": ("observationID", "observation_id"),
+    "class_id": ("class_id",),
+    "year": ("year",),
+    "month": ("month",),
+    "day": ("day",),
+    "country_code": ("countryCode", "country_code"),
+    "locality": ("locality",),
+    "latitude": ("Latitude", "latitude"),
+    "longitude": ("Longitude", "longitude"),
+    "coord_uncert": ("CoorUncert", "coord_uncert"),
+    "substrate": ("Substrate", "substrate"),
+    "meta_substrate": ("MetaSubstrate", "meta_substrate"),
+    "habitat": ("Habitat", "habitat"),
+    "level0_gid": ("level0Gid", "level0_gid"),
+    "level0_name": ("level0Name", "level0_name"),
+    "level1_gid": ("level1Gid", "level1_gid"),
+    "level1_name": ("level1Name", "level1_name"),
+    "level2_gid": ("level2Gid", "level2_gid"),
+    "level2_name": ("level2Name", "level2_name"),
+    "taxon_id": ("taxonID", "taxon_id"),
+    "scientific_name": ("scientificName", "scientific_name"),
+    "species": ("species",),
+    "genus": ("genus",),
+    "family": ("family",),
+    "order": ("order",),
+    "class": ("class",),
+    "phylum": ("phylum",),
+    "kingdom": ("kingdom",),
+    "specific_epithet": ("specificEpithet", "specific_epithet"),
+    "taxon_rank": ("taxonRank", "taxon_rank"),
+    "image_path": ("image_path", "filename"),
+    "image_unique_id": ("ImageUniqueID", "image_unique_id"),
+    "rights_holder": ("rightsHolder", "rights_holder"),
+}
+REQUIRED_SOURCE = ("observation_id", "image_path")
+
+TABLES = [
+    "meta", "species", "observations", "images", "embedding_spaces", "embedding_failures",
+    "rejects", "encoders", "features", "splits", "runs", "predictions",
+]
+
+
+def q(name: str) -> str:
+    """Quote an identifier (``order`` and ``class`` are SQL keywords)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _observation_ddl() -> str:
+    cols = ",\n    ".join(f"{q(n)} {t}" for n, t in OBSERVATION_COLUMNS)
+    return f"""
+CREATE TABLE IF NOT EXISTS observations (
+    observation_id BIGINT PRIMARY KEY,
+    {cols},
+    source_file VARCHAR,
+    ingested_at TIMESTAMP DEFAULT current_timestamp
+)"""
+
+
+DDL: list[str] = [
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    """
+CREATE TABLE IF NOT EXISTS species (
+    class_id INTEGER PRIMARY KEY,
+    species VARCHAR,
+    scientific_name VARCHAR,
+    genus VARCHAR,
+    family VARCHAR,
+    "order" VARCHAR,
+    class VARCHAR,
+    phylum VARCHAR,
+    poisonous BOOLEAN NOT NULL
+)""",
+    _observation_ddl(),
+    """
+CREATE TABLE IF NOT EXISTS images (
+    image_id BIGINT PRIMARY KEY,
+    observation_id BIGINT NOT NULL,
+    image_path VARCHAR NOT NULL UNIQUE,
+    file_path VARCHAR,
+    image_unique_id VARCHAR,
+    rights_holder VARCHAR,
+    source_file VARCHAR,
+    ingested_at TIMESTAMP DEFAULT current_timestamp
+)""",
+    """
+CREATE TABLE IF NOT EXISTS embedding_spaces (
+    space VARCHAR PRIMARY KEY,
+    model_id VARCHAR NOT NULL,
+    revision VARCHAR,
+    dim INTEGER NOT NULL,
+    pooling VARCHAR NOT NULL,
+    dtype VARCHAR NOT NULL,
+    preprocessing JSON,
+    table_name VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp
+)""",
+    """
+CREATE TABLE IF NOT EXISTS embedding_failures (
+    space VARCHAR NOT NULL,
+    image_id BIGINT NOT NULL,
+    reason VARCHAR,
+    recorded_at TIMESTAMP DEFAULT current_timestamp
+)""",
+    """
+CREATE TABLE IF NOT EXISTS rejects (
+    source_file VARCHAR,
+    row_number BIGINT,
+    reason VARCHAR,
+    raw JSON,
+    recorded_at TIMESTAMP DEFAULT current_timestamp
+)""",
+    """
+CREATE TABLE IF NOT EXISTS encoders (
+    encoder_version INTEGER PRIMARY KEY,
+    fitted_on VARCHAR,
+    vocab JSON,
+    columns JSON,
+    created_at TIMESTAMP DEFAULT current_timestamp
+)""",
+    """
+CREATE TABLE IF NOT EXISTS features (
+    observation_id BIGINT NOT NULL,
+    encoder_version INTEGER NOT NULL,
+    vector FLOAT[] NOT NULL,
+    PRIMARY KEY (observation_id, encoder_version)
+)""",
+    """
+CREATE TABLE IF NOT EXISTS splits (
+    observation_id BIGINT NOT NULL,
+    seed INTEGER NOT NULL,
+    part VARCHAR NOT NULL,
+    PRIMARY KEY (observation_id, seed)
+)""",
+    """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    kind VARCHAR,
+    space VARCHAR,
+    head VARCHAR,
+    fold INTEGER,
+    config JSON,
+    metrics JSON,
+    path VARCHAR,
+    created_at TIMESTAMP DEFAULT current_timestamp
+)""",
+    """
+CREATE TABLE IF NOT EXISTS predictions (
+    run_key VARCHAR NOT NULL,
+    batch VARCHAR NOT NULL,
+    observation_id BIGINT NOT NULL,
+    class_id INTEGER,
+    status VARCHAR,
+    reason VARCHAR,
+    poison_prob DOUBLE,
+    unknown_score DOUBLE,
+    top5_class_ids INTEGER[],
+    top5_probs DOUBLE[],
+    evidence_observation_ids BIGINT[],
+    created_at TIMESTAMP DEFAULT current_timestamp
+)""",
+]
+
+
+def embedding_table_ddl(table_name: str, dim: int) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {q(table_name)} "
+            f"(image_id BIGINT PRIMARY KEY, vector FLOAT[{int(dim)}] NOT NULL)")

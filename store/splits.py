@@ -1,0 +1,99 @@
+"""Seeded, species-stratified thirds of the val-role (DF21) observations.
+
+Rule: observations are grouped by ``class_id`` (``-1`` = unknown species is one
+stratum, unlabelled rows another). Each stratum is sorted by observation id,
+shuffled with ``numpy.random.default_rng(seed)`` and dealt round-robin into
+``p1, p2, test`` starting at a random offset. So every part gets
+``floor(n/3)`` or ``ceil(n/3)`` observations of a species; a species with one
+or two observations lands in one or two parts chosen at random (never more
+than one observation per part), and the random offsets keep the three parts
+the same size overall. Same seed and same observations give the same split.
+
+Fold 1: train = role ``train`` + part ``p2``, validation = ``p1``.
+Fold 2: train = role ``train`` + part ``p1``, validation = ``p2``.
+Part ``test`` is held out from both.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from .errors import StoreError
+
+PARTS = ("p1", "p2", "test")
+
+
+def assign_parts(observation_ids: np.ndarray, strata: np.ndarray, seed: int) -> np.ndarray:
+    """Part index (0, 1, 2) per observation; deterministic for a seed and a set of ids.
+
+    >>> assign_parts(np.arange(6), np.zeros(6, int), seed=0).tolist().count(0)
+    2
+    """
+    ids = np.asarray(observation_ids, dtype=np.int64)
+    strata = np.asarray(strata, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((ids, strata))  # by stratum, then id: independent of input order
+    parts = np.empty(len(ids), dtype=np.int64)
+    bounds = np.flatnonzero(np.diff(strata[order])) + 1
+    for group in np.split(order, bounds):
+        if len(group) == 0:
+            continue
+        shuffled = rng.permutation(group)
+        offset = rng.integers(3)
+        parts[shuffled] = (offset + np.arange(len(shuffled))) % 3
+    return parts
+
+
+def make_splits(con: duckdb.DuckDBPyConnection, seed: int = 0) -> pa.Table:
+    rows = con.sql("SELECT observation_id, coalesce(class_id, -2) AS stratum FROM observations "
+                   "WHERE role = 'val' ORDER BY observation_id").to_arrow_table()
+    if rows.num_rows == 0:
+        raise StoreError("no role=val observations to split; ingest the DF21 metadata with "
+                         "--role val first")
+    ids = rows.column("observation_id").to_numpy()
+    parts = assign_parts(ids, rows.column("stratum").to_numpy(), seed)
+    table = pa.table({"observation_id": pa.array(ids, pa.int64()),
+                      "part": pa.array(np.array(PARTS, dtype=object)[parts], pa.string())})
+    con.execute("DELETE FROM splits WHERE seed = ?", [int(seed)])
+    con.register("_split_rows", table)
+    try:
+        con.execute("INSERT INTO splits (observation_id, seed, part) "
+                    "SELECT observation_id, $seed, part FROM _split_rows", {"seed": int(seed)})
+    finally:
+        con.unregister("_split_rows")
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('split_seed', ?)", [str(int(seed))])
+    return table
+
+
+def _seed(con: duckdb.DuckDBPyConnection, seed: int | None) -> int:
+    seeds = [r[0] for r in con.execute("SELECT DISTINCT seed FROM splits ORDER BY 1").fetchall()]
+    if not seeds:
+        raise StoreError("the store has no splits yet; call make_splits(seed) "
+                         "(CLI: sporeprint sql is read-only, use the training pipeline) first")
+    if seed is None:
+        last = con.execute("SELECT value FROM meta WHERE key = 'split_seed'").fetchall()
+        return int(last[0][0]) if last and int(last[0][0]) in seeds else seeds[0]
+    if seed not in seeds:
+        raise StoreError(f"no split with seed {seed}; stored seeds: {seeds}; call "
+                         f"make_splits({seed}) first")
+    return seed
+
+
+def fold_observations(con: duckdb.DuckDBPyConnection, fold: int,
+                      seed: int | None = None) -> dict[str, np.ndarray]:
+    if fold not in (1, 2):
+        raise StoreError(f"fold {fold!r} does not exist; use fold 1 or 2")
+    seed = _seed(con, seed)
+    extra, val = ("p2", "p1") if fold == 1 else ("p1", "p2")
+
+    def ids(query: str, params: list) -> np.ndarray:
+        return con.sql(query, params=params).to_arrow_table().column(0).to_numpy().astype(
+            np.int64)
+
+    part_q = "SELECT observation_id FROM splits WHERE seed = ? AND part = ? ORDER BY 1"
+    train = ids("SELECT observation_id FROM observations WHERE role = 'train' UNION ALL "
+                "SELECT observation_id FROM splits WHERE seed = ? AND part = ? ORDER BY 1",
+                [seed, extra])
+    return {"train": train, "val": ids(part_q, [seed, val]), "test": ids(part_q, [seed, "test"])}
