@@ -1,1 +1,18 @@
 """FAISS vector index, look-alike search and open-set (unknown species) detection."""
+
+from .errors import InvalidVectorsError, NotFittedError, RetrievalError
+from .index import DEFAULT_PARAMS, KINDS, VectorIndex
+from .manifest import id_checksum, read_manifest
+from .openset import OpenSetDetector
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "KINDS",
+    "InvalidVectorsError",
+    "NotFittedError",
+    "OpenSetDetector",
+    "RetrievalError",
+    "VectorIndex",
+    "id_checksum",
+    "read_manifest",
+]

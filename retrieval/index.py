@@ -1,0 +1,444 @@
+"""``VectorIndex``: a FAISS index over one embedding space, keyed by store ids.
+
+Vectors are L2-normalised on the way in (queries too), so the score of a hit
+is the cosine similarity, an inner product in [-1, 1]; higher is closer.
+Results are ``(distances, ids)`` arrays of shape ``(n_queries, k)``; an empty
+slot (fewer than k vectors, or fewer than k allowed by the filter) holds id
+``-1`` and score ``-inf``.
+
+Kinds and their defaults (chosen to reach recall@10 >= 0.95 on clustered
+embeddings such as DINOv2 features of fungus species):
+
+========== ================================================================
+exact      ``IndexFlatIP``: brute force, exact.
+hnsw       ``IndexHNSWFlat``, ``M=32``, ``ef_construction=80``,
+           ``ef_search=96``. Cannot remove vectors.
+ivf_flat   ``IndexIVFFlat``, ``nlist=clip(4*sqrt(n), 1, n/39)`` chosen at the
+           first ``add`` (which trains the quantizer), ``nprobe=max(16, nlist/16)``.
+ivf_pq     ``IndexIVFPQ`` with ``m`` sub-quantizers of ``nbits=8`` (``m`` = the
+           largest divisor of dim that is <= dim/4), same ``nlist``/``nprobe``
+           rules, re-ranked by exact scores of the top ``refine_factor * k``
+           (``refine_factor=4``; 0 disables re-ranking, keeps only the codes and
+           allows ``remove``).
+========== ================================================================
+
+Filtering (``allowed_ids``) happens before ranking: a small allowed set is
+scored exactly from its stored vectors; a large one goes through a FAISS
+``IDSelectorBatch`` on the CPU (widening ``ef_search``/``nprobe`` and finally
+falling back to exact scoring when the approximate search found fewer than k
+allowed hits), or on the GPU through over-fetching and filtering, doubling k
+until k hits or the candidates are exhausted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from . import gpu
+from .errors import InvalidVectorsError, RetrievalError
+from .manifest import FORMAT_VERSION, id_checksum, read_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("exact", "hnsw", "ivf_flat", "ivf_pq")
+
+DEFAULT_PARAMS: dict[str, dict] = {
+    "exact": {},
+    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 96},
+    "ivf_flat": {"nlist": None, "nprobe": None},
+    "ivf_pq": {"nlist": None, "nprobe": None, "m": None, "nbits": 8, "refine_factor": 4},
+}
+
+# Allowed sets up to this size are scored exactly from their stored vectors.
+EXACT_FILTER_MAX = 16384
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.npy"
+
+
+class VectorIndex:
+    """Nearest-neighbour index over L2-normalised float32 vectors with int64 ids.
+
+    Example:
+        >>> index = VectorIndex(4, kind="exact")
+        >>> index.add(np.array([10, 11]), np.eye(2, 4, dtype=np.float32))
+        >>> index.search(np.eye(1, 4, dtype=np.float32), k=3)[1]
+        array([[10, 11, -1]])
+    """
+
+    def __init__(self, dim: int, kind: str = "exact", use_gpu: bool | None = None,
+                 shard: bool = False, **params):
+        if not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise InvalidVectorsError(f"dim must be a positive integer, got {dim!r}")
+        if kind not in KINDS:
+            raise RetrievalError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        unknown = set(params) - set(DEFAULT_PARAMS[kind])
+        if unknown:
+            raise RetrievalError(
+                f"unknown parameter(s) {sorted(unknown)} for kind {kind!r}; "
+                f"it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}"
+            )
+        self.dim = int(dim)
+        self.kind = kind
+        self.params = {**DEFAULT_PARAMS[kind], **params}
+        self.use_gpu = gpu.gpu_count() > 0 if use_gpu is None else bool(use_gpu)
+        self.shard = shard
+        self.manifest: dict = {}
+        self._ids = np.empty(0, dtype=np.int64)  # ids of stored vectors, in insertion order
+        self._index: faiss.Index | None = None  # CPU index; None until the first add (IVF trains then)
+        self._gpu_index: faiss.Index | None = None
+        if kind in ("exact", "hnsw"):
+            self._index = self._new_index(0, None)
+
+    # ------------------------------------------------------------------ building
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the stored vectors (a copy), in insertion order."""
+        return self._ids.copy()
+
+    @property
+    def _native_ids(self) -> bool:
+        """True when FAISS labels are store ids (IVF); else labels are row positions."""
+        return self.kind == "ivf_flat" or (self.kind == "ivf_pq" and not self.params["refine_factor"])
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add ``vectors`` (n, dim) float32 under int64 ``ids`` (n,); ids must be new."""
+        ids = _check_ids(ids)
+        x = self._check_vectors(vectors, "vectors")
+        if ids.size != x.shape[0]:
+            raise InvalidVectorsError(
+                f"{ids.size} ids for {x.shape[0]} vectors; pass one id per vector row"
+            )
+        if ids.size == 0:
+            return
+        if np.unique(ids).size != ids.size:
+            dup = ids[np.argsort(ids)][np.flatnonzero(np.diff(np.sort(ids)) == 0)][:5]
+            raise InvalidVectorsError(f"ids repeat within one add call (e.g. {dup.tolist()}); ids must be unique")
+        clash = np.intersect1d(ids, self._ids)
+        if clash.size:
+            raise InvalidVectorsError(
+                f"{clash.size} id(s) already in the index (e.g. {clash[:5].tolist()}); "
+                "remove them first or add only new ids"
+            )
+        if self._index is None:
+            self._index = self._new_index(x.shape[0], x)
+        if self._native_ids:
+            self._index.add_with_ids(x, ids)
+        else:
+            self._index.add(x)
+        self._ids = np.concatenate([self._ids, ids])
+        self._gpu_index = None
+        logger.debug("added %d vectors to %s index (now %d)", ids.size, self.kind, len(self))
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove the vectors with these ids; returns how many were present."""
+        ids = _check_ids(ids)
+        if self.kind == "hnsw" or (self.kind == "ivf_pq" and self.params["refine_factor"]):
+            raise RetrievalError(
+                f"a {self.kind!r} index cannot remove vectors (FAISS does not support it"
+                + (" with refine_factor > 0" if self.kind == "ivf_pq" else "")
+                + "); rebuild it without those ids, or use kind 'exact' or 'ivf_flat'"
+            )
+        present = np.isin(self._ids, ids)
+        if not present.any() or self._index is None:
+            return 0
+        if self._native_ids:  # IVF with a hashtable direct map takes an IDSelectorArray
+            sel_ids = np.ascontiguousarray(self._ids[present])
+            selector = faiss.IDSelectorArray(sel_ids.size, faiss.swig_ptr(sel_ids))
+        else:
+            sel_ids = np.flatnonzero(present).astype(np.int64)  # IndexFlat compacts, keeping order
+            selector = faiss.IDSelectorBatch(sel_ids.size, faiss.swig_ptr(sel_ids))
+        removed = self._index.remove_ids(selector)
+        self._ids = self._ids[~present]
+        self._gpu_index = None
+        return int(removed)
+
+    def _new_index(self, n: int, train: np.ndarray | None) -> faiss.Index:
+        p = self.params
+        if self.kind == "exact":
+            return faiss.IndexFlatIP(self.dim)
+        if self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, int(p["M"]), faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = int(p["ef_construction"])
+            index.hnsw.efSearch = int(p["ef_search"])
+            return index
+        nlist = int(p["nlist"]) if p["nlist"] else max(1, min(int(4 * math.sqrt(n)), n // 39))
+        if n < nlist:
+            raise RetrievalError(
+                f"{self.kind} with nlist={nlist} needs at least {nlist} vectors in its first add "
+                f"(got {n}) to train; add more vectors at once, lower nlist, or use kind 'exact'"
+            )
+        p["nlist"] = nlist
+        if not p["nprobe"]:
+            p["nprobe"] = min(nlist, max(16, nlist // 16))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        if self.kind == "ivf_flat":
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            m = int(p["m"]) if p["m"] else _largest_divisor_at_most(self.dim, max(1, self.dim // 4))
+            if self.dim % m:
+                raise RetrievalError(f"ivf_pq m={m} must divide dim={self.dim}; pick a divisor of {self.dim}")
+            nbits = int(p["nbits"])
+            if n < 2 ** nbits:
+                raise RetrievalError(
+                    f"ivf_pq with nbits={nbits} needs at least {2 ** nbits} vectors in its first add "
+                    f"(got {n}); lower nbits or use kind 'exact'"
+                )
+            p["m"] = m
+            index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = True
+        quantizer.this.disown()
+        logger.info("training %s (nlist=%d) on %d vectors", self.kind, nlist, n)
+        index.train(train)
+        index.nprobe = int(p["nprobe"])
+        if self.kind == "ivf_pq" and p["refine_factor"]:
+            refined = faiss.IndexRefineFlat(index)
+            refined.k_factor = float(p["refine_factor"])
+            refined.own_fields = True
+            index.this.disown()
+            return refined
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct/remove by store id
+        return index
+
+    # ----------------------------------------------------------------- searching
+    def search(self, queries: np.ndarray, k: int = 10,
+               allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest stored vectors of each query row.
+
+        Returns ``(distances float32 (n, k), ids int64 (n, k))`` sorted by
+        decreasing similarity; ``-inf`` / ``-1`` fill empty slots. With
+        ``allowed_ids`` only those ids are ranked (ids not in the index are ignored).
+        """
+        q = self._check_vectors(queries, "queries")
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise RetrievalError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        if len(self) == 0:
+            raise RetrievalError("the index is empty: add vectors (or build it from the store) before searching")
+        if allowed_ids is None:
+            return self._search_all(q, k)
+        allowed = np.intersect1d(_check_ids(allowed_ids, "allowed_ids"), self._ids)
+        if allowed.size <= EXACT_FILTER_MAX or allowed.size <= k:
+            return self._search_exact_subset(q, k, allowed)
+        if self._on_gpu():
+            return self._search_gpu_filtered(q, k, allowed)
+        return self._search_cpu_filtered(q, k, allowed)
+
+    def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._on_gpu() and k <= gpu.GPU_MAX_K:
+            D, labels = self._gpu().search(q, k)
+        else:
+            D, labels = self._index.search(q, k, params=self._params(None, k))
+        return self._finish(D, labels)
+
+    def _search_exact_subset(self, q, k, allowed):
+        D = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        ids = np.full((q.shape[0], k), -1, dtype=np.int64)
+        if allowed.size == 0:
+            return D, ids
+        vectors = self._reconstruct(allowed)
+        return _exact_topk(q, vectors, allowed, k)
+
+    def _search_cpu_filtered(self, q, k, allowed):
+        labels_allowed = allowed if self._native_ids else self._positions(allowed)
+        selector = faiss.IDSelectorBatch(labels_allowed.size, faiss.swig_ptr(labels_allowed))
+        widen = 1
+        D, labels = self._index.search(q, k, params=self._params(selector, k, widen))
+        D, ids = self._finish(D, labels)
+        want = min(k, allowed.size)
+        short = np.flatnonzero((ids >= 0).sum(1) < want)
+        while short.size and self.kind != "exact" and widen < 16:
+            widen *= 4
+            D2, L2 = self._index.search(q[short], k, params=self._params(selector, k, widen))
+            D[short], ids[short] = self._finish(D2, L2)
+            short = short[(ids[short] >= 0).sum(1) < want]
+        if short.size:  # approximate search still short of k allowed hits
+            D[short], ids[short] = _exact_topk(q[short], self._reconstruct(allowed), allowed, k)
+        return D, ids
+
+    def _search_gpu_filtered(self, q, k, allowed):
+        index = self._gpu()
+        n = q.shape[0]
+        D = np.full((n, k), -np.inf, dtype=np.float32)
+        ids = np.full((n, k), -1, dtype=np.int64)
+        want = min(k, allowed.size)
+        todo = np.arange(n)
+        fetch = min(max(4 * k, k + 64), gpu.GPU_MAX_K, len(self))
+        while todo.size:
+            d_all, lab = index.search(q[todo], fetch)
+            d_all, id_all = self._finish(d_all, lab)
+            keep = np.isin(id_all, allowed)
+            for row, r in enumerate(todo):  # per row: first k allowed hits, already sorted
+                hit = np.flatnonzero(keep[row])[:k]
+                D[r, : hit.size], ids[r, : hit.size] = d_all[row, hit], id_all[row, hit]
+            short = (ids[todo] >= 0).sum(1) < want
+            exhausted = fetch >= len(self)
+            if not short.any() or exhausted:
+                break
+            todo = todo[short]
+            if fetch >= gpu.GPU_MAX_K:  # past the GPU's k limit: finish on the CPU
+                D[todo], ids[todo] = self._search_cpu_filtered(q[todo], k, allowed)
+                break
+            fetch = min(fetch * 4, gpu.GPU_MAX_K, len(self))
+        return D, ids
+
+    def _params(self, selector, k: int, widen: int = 1):
+        if self.kind == "hnsw":
+            ef = max(int(self.params["ef_search"]) * widen, k)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+        if self.kind in ("ivf_flat", "ivf_pq"):
+            nprobe = min(int(self.params["nprobe"]) * widen, int(self.params["nlist"]))
+            ivf = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+            if isinstance(self._index, faiss.IndexRefine):
+                return faiss.IndexRefineSearchParameters(
+                    k_factor=float(self.params["refine_factor"]), base_index_params=ivf)
+            return ivf
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    def _finish(self, D: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.asarray(labels, dtype=np.int64)
+        empty = labels < 0
+        if self._native_ids:
+            ids = labels.copy()
+        else:
+            ids = np.where(empty, -1, self._ids[np.where(empty, 0, labels)])
+        D = np.where(empty, -np.inf, D).astype(np.float32)
+        return D, ids
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        order = np.argsort(self._ids, kind="stable")
+        return order[np.searchsorted(self._ids, ids, sorter=order)].astype(np.int64)
+
+    def _reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of present ``ids`` (decoded codes for ivf_pq without re-ranking)."""
+        keys = ids if self._native_ids else self._positions(ids)
+        base = self._index
+        if isinstance(base, faiss.IndexRefine):
+            base = faiss.downcast_index(base.refine_index)
+        return base.reconstruct_batch(keys)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """Stored (normalised) vectors for ``ids``; every id must be in the index."""
+        ids = _check_ids(ids)
+        missing = np.setdiff1d(ids, self._ids)
+        if missing.size:
+            raise RetrievalError(f"{missing.size} id(s) not in the index (e.g. {missing[:5].tolist()})")
+        return self._reconstruct(ids)
+
+    # ----------------------------------------------------------------------- gpu
+    def _on_gpu(self) -> bool:
+        return self.use_gpu and gpu.supports_gpu(self._index)
+
+    def _gpu(self) -> faiss.Index:
+        if self._gpu_index is None:
+            nprobe = self.params.get("nprobe")
+            self._gpu_index = gpu.to_gpus(self._index, shard=self.shard, nprobe=nprobe)
+        return self._gpu_index
+
+    # ------------------------------------------------------------- persistence
+    def save(self, directory: str | Path, space: str | None = None, extra: dict | None = None) -> Path:
+        """Write ``index.faiss``, ``ids.npy`` and ``manifest.json`` into ``directory``."""
+        if self._index is None:
+            raise RetrievalError("the index is empty: add vectors before saving it")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self._index, str(directory / INDEX_FILE))
+        np.save(directory / IDS_FILE, self._ids)
+        self.manifest = {
+            "format_version": FORMAT_VERSION,
+            "space": space,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "dim": self.dim,
+            "count": len(self),
+            "id_checksum": id_checksum(self._ids),
+            "faiss_version": faiss.__version__,
+            "extra": dict(extra or {}),
+        }
+        write_manifest(directory, self.manifest)
+        logger.info("saved %s index of %d vectors to %s", self.kind, len(self), directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, use_gpu: bool | None = None) -> VectorIndex:
+        """Read an index written by :meth:`save`, checking its ids against the manifest."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        for name in (INDEX_FILE, IDS_FILE):
+            if not (directory / name).is_file():
+                raise RetrievalError(f"{directory / name} is missing; rebuild the index")
+        self = cls(manifest["dim"], manifest["kind"], use_gpu=use_gpu, **manifest["params"])
+        self._index = faiss.read_index(str(directory / INDEX_FILE))
+        self._ids = np.load(directory / IDS_FILE).astype(np.int64)
+        if id_checksum(self._ids) != manifest["id_checksum"] or self._index.ntotal != len(self):
+            raise RetrievalError(
+                f"{directory}: ids do not match the manifest (files from different builds?); rebuild the index"
+            )
+        self.manifest = manifest
+        return self
+
+    # ---------------------------------------------------------------- checking
+    def _check_vectors(self, x, name: str) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InvalidVectorsError(
+                f"{name} have shape {x.shape}, expected (n, {self.dim}); "
+                "use vectors from the embedding space this index was built on"
+            )
+        if x.dtype != np.float32:
+            raise InvalidVectorsError(f"{name} are {x.dtype}, expected float32; pass x.astype(np.float32)")
+        if not np.isfinite(x).all():
+            bad = np.flatnonzero(~np.isfinite(x).all(1))[:5]
+            raise InvalidVectorsError(f"{name} rows {bad.tolist()} hold NaN or inf; drop or re-embed them")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        if (norms == 0).any():
+            bad = np.flatnonzero(norms[:, 0] == 0)[:5]
+            raise InvalidVectorsError(f"{name} rows {bad.tolist()} are all zeros and have no direction")
+        return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
+def _check_ids(ids, name: str = "ids") -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        arr = arr.ravel() if arr.ndim == 0 else arr
+        if arr.ndim != 1:
+            raise InvalidVectorsError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidVectorsError(f"{name} must be integers, got {arr.dtype}; pass int64 store ids")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise InvalidVectorsError(f"{name} must be non-negative (-1 means 'no result'), got {arr.min()}")
+    return arr
+
+
+def _exact_topk(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int):
+    """Top-k inner products of ``q`` against ``vectors`` (both normalised), ties by id."""
+    n = q.shape[0]
+    D = np.full((n, k), -np.inf, dtype=np.float32)
+    out = np.full((n, k), -1, dtype=np.int64)
+    kk = min(k, ids.size)
+    for start in range(0, n, 1024):
+        scores = q[start:start + 1024] @ vectors.T  # (b, m)
+        if kk < ids.size:
+            part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        else:
+            part = np.broadcast_to(np.arange(ids.size), (scores.shape[0], ids.size))
+        top = np.take_along_axis(scores, part, 1)
+        order = np.lexsort((ids[part], -top), axis=1) if top.size else part
+        cols = np.take_along_axis(part, order, 1)
+        D[start:start + 1024, :kk] = np.take_along_axis(scores, cols, 1)
+        out[start:start + 1024, :kk] = ids[cols]
+    return D, out
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, limit + 1) if n % d == 0)

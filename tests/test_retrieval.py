@@ -1,0 +1,259 @@
+"""retrieval: VectorIndex (all kinds), filters, persistence, errors, OpenSetDetector."""
+
+import json
+
+import numpy as np
+import pytest
+
+from retrieval import (
+    InvalidVectorsError,
+    NotFittedError,
+    OpenSetDetector,
+    RetrievalError,
+    VectorIndex,
+    id_checksum,
+)
+
+
+def clustered(n, d, n_genera=30, species_per=6, noise=1.3, seed=0):
+    """Seeded two-level Gaussian clusters (genus -> species -> image), L2-normalised."""
+    rng = np.random.default_rng(seed)
+    genera = rng.normal(size=(n_genera, d))
+    species = (genera[:, None, :] + 0.6 * rng.normal(size=(n_genera, species_per, d))).reshape(-1, d)
+    labels = rng.integers(0, len(species), n)
+    x = species[labels] + noise * rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), labels
+
+
+def brute(q, base, ids, k, allowed=None):
+    scores = q @ base.T
+    if allowed is not None:
+        scores = np.where(np.isin(ids, allowed)[None, :], scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    D = np.take_along_axis(scores, order, 1)
+    return D, np.where(np.isneginf(D), -1, ids[order])
+
+
+def recall_at(found, truth):
+    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)])
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, _ = clustered(6100, 32)
+    ids = np.arange(6000, dtype=np.int64) * 7 + 1000  # store ids, not row numbers
+    return x[:6000], ids, x[6000:]
+
+
+_BUILT = {}
+
+
+def built(kind, data):
+    """One index per kind for the read-only tests (building ivf_pq trains a quantizer)."""
+    if kind not in _BUILT:
+        base, ids, _ = data
+        _BUILT[kind] = VectorIndex(32, kind)
+        _BUILT[kind].add(ids, base)
+    return _BUILT[kind]
+
+
+def test_exact_matches_numpy_brute_force(data):
+    base, ids, q = data
+    index = VectorIndex(32, "exact")
+    index.add(ids[:4000], base[:4000])
+    index.add(ids[4000:], base[4000:])  # two adds keep the id mapping right
+    D, got = index.search(q, 10)
+    Db, Ib = brute(q, base, ids, 10)
+    assert got.dtype == np.int64 and D.dtype == np.float32 and got.shape == (100, 10)
+    np.testing.assert_array_equal(got, Ib)
+    np.testing.assert_allclose(D, Db, atol=1e-5)
+
+
+def test_single_query_and_unnormalised_input(data):
+    base, ids, q = data
+    index = VectorIndex(32, "exact")
+    index.add(ids, base * 3.0)  # scaled vectors are normalised on the way in
+    D, got = index.search(q[0] * 5.0, 4)
+    Db, Ib = brute(q[:1], base, ids, 4)
+    np.testing.assert_array_equal(got, Ib)
+    np.testing.assert_allclose(D, Db, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf_flat", "ivf_pq"])
+def test_approximate_kinds_reach_recall_at_defaults(data, kind):
+    base, ids, q = data
+    _, got = built(kind, data).search(q, 10)
+    _, Ib = brute(q, base, ids, 10)
+    assert recall_at(got, Ib) >= 0.95
+    assert set(np.unique(got)) <= set(ids)
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("n_allowed", [7, 5000])  # small set: exact path; large: IDSelector
+def test_filtered_search_equals_brute_force(data, kind, n_allowed):
+    base, ids, q = data
+    rng = np.random.default_rng(1)
+    allowed = rng.choice(ids, n_allowed, replace=False)
+    allowed = np.concatenate([allowed, [10**12]])  # an id not in the index is ignored
+    index = built(kind, data)
+    import retrieval.index as ri
+    old = ri.EXACT_FILTER_MAX
+    ri.EXACT_FILTER_MAX = 1000  # force the selector path for the large set at this size
+    try:
+        D, got = index.search(q[:20], 10, allowed_ids=allowed)
+    finally:
+        ri.EXACT_FILTER_MAX = old
+    Db, Ib = brute(q[:20], base, ids, 10, allowed)
+    assert np.isin(got[got >= 0], allowed).all()
+    if n_allowed < 10:  # fewer allowed than k: the rest are empty slots
+        assert (got[:, n_allowed:] == -1).all() and np.isneginf(D[:, n_allowed:]).all()
+        assert (got[:, :n_allowed] >= 0).all()
+    if kind == "exact" or n_allowed < 10:
+        np.testing.assert_array_equal(got, Ib)
+        np.testing.assert_allclose(D[got >= 0], Db[got >= 0], atol=1e-5)
+    else:
+        assert (got >= 0).all()  # never fewer than k when k allowed hits exist
+        assert recall_at(got, Ib) >= 0.95
+
+
+def test_empty_slots_when_k_exceeds_size():
+    index = VectorIndex(4, "exact")
+    index.add(np.array([5, 9]), np.eye(2, 4, dtype=np.float32))
+    D, got = index.search(np.eye(3, 4, dtype=np.float32), 3)
+    assert got.tolist()[0] == [5, 9, -1]
+    assert np.isneginf(D[:, 2]).all()
+
+
+def test_remove_exact_and_ivf_but_not_hnsw(data):
+    base, ids, q = data
+    for kind in ("exact", "ivf_flat"):
+        index = VectorIndex(32, kind)
+        index.add(ids, base)
+        _, first = index.search(q[:5], 1)
+        gone = np.unique(first[:, 0])
+        assert index.remove(gone) == gone.size
+        assert len(index) == ids.size - gone.size
+        _, got = index.search(q[:50], 10)
+        assert not np.isin(got, gone).any()
+        keep = ~np.isin(ids, gone)
+        if kind == "exact":
+            np.testing.assert_array_equal(got, brute(q[:50], base[keep], ids[keep], 10)[1])
+    hnsw = VectorIndex(32, "hnsw")
+    hnsw.add(ids[:100], base[:100])
+    with pytest.raises(RetrievalError, match="cannot remove"):
+        hnsw.remove(ids[:1])
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf_pq"])
+def test_save_load_round_trip(tmp_path, data, kind):
+    base, ids, q = data
+    index = built(kind, data)
+    D, got = index.search(q, 10)
+    index.save(tmp_path / "ix", space="dino", extra={"where": "train"})
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["space"] == "dino" and manifest["count"] == ids.size and manifest["dim"] == 32
+    assert manifest["id_checksum"] == id_checksum(ids[::-1])
+    assert manifest["kind"] == kind and manifest["faiss_version"]
+    loaded = VectorIndex.load(tmp_path / "ix")
+    D2, I2 = loaded.search(q, 10)
+    np.testing.assert_array_equal(got, I2)
+    np.testing.assert_allclose(D, D2, atol=1e-6)
+    assert loaded.manifest["extra"] == {"where": "train"}
+    np.save(tmp_path / "ix" / "ids.npy", ids[:-1])  # tampered ids no longer match the manifest
+    with pytest.raises(RetrievalError, match="rebuild"):
+        VectorIndex.load(tmp_path / "ix")
+
+
+def test_id_checksum_changes_with_the_set():
+    a = np.arange(10)
+    assert id_checksum(a) == id_checksum(a[::-1])
+    assert id_checksum(a) != id_checksum(np.arange(11))
+    assert id_checksum(a) != id_checksum(np.r_[a[:-1], 99])
+
+
+def test_bad_input_errors(data):
+    base, ids, q = data
+    index = VectorIndex(32, "exact")
+    with pytest.raises(RetrievalError, match="empty"):
+        index.search(q, 5)
+    with pytest.raises(InvalidVectorsError, match=r"expected \(n, 32\)"):
+        index.add(ids[:3], base[:3, :16])
+    with pytest.raises(ValueError, match="float32"):
+        index.add(ids[:3], base[:3].astype(np.float64))
+    bad = base[:3].copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(ids[:3], bad)
+    index.add(ids[:3], base[:3])
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(ids[:1], base[:1])
+    with pytest.raises(ValueError, match=r"expected \(n, 32\)"):
+        index.search(q[:, :8], 5)
+    with pytest.raises(RetrievalError, match="unknown index kind"):
+        VectorIndex(32, "lsh")
+    with pytest.raises(RetrievalError, match="nlist"):
+        VectorIndex(32, "ivf_flat", nlist=64).add(ids[:10], base[:10])
+    assert len(index) == 3  # failed adds stored nothing
+
+
+# ------------------------------------------------------------------ open set
+@pytest.fixture(scope="module")
+def openset_data():
+    x, labels = clustered(6000, 32, noise=0.8, seed=3)
+    unknown_species = labels % 3 == 0  # a third of the species never seen in training
+    train = x[:3000][~unknown_species[:3000]]
+    val, val_unk = x[3000:4500], unknown_species[3000:4500]
+    test, test_unk = x[4500:], unknown_species[4500:]
+    return train, val, val_unk, test, test_unk
+
+
+def test_openset_separates_unknowns_and_threshold_lowers_track1_error(openset_data):
+    train, val, val_unk, test, test_unk = openset_data
+    det = OpenSetDetector(k=5).fit(train)
+    metrics = det.evaluate(test, test_unk)
+    assert metrics["auroc"] > 0.8
+    assert 0.0 <= metrics["fpr_at_95_tpr"] < 0.9
+    det.calibrate(val, val_unk)
+    assert det.val_error_ < det.val_error_never_
+    pred = det.predict(test)
+    assert pred.dtype == bool and pred.shape == (test.shape[0],)
+    assert np.mean(pred != test_unk) < np.mean(test_unk)  # beats never predicting unknown
+
+
+def test_openset_known_recall_target_and_fusion(openset_data):
+    train, val, val_unk, test, test_unk = openset_data
+    det = OpenSetDetector(k=5).fit(train)
+    det.calibrate(val, val_unk, target="known_recall", known_recall=0.9)
+    kept = ~det.predict(val)[~val_unk]
+    assert abs(kept.mean() - 0.9) < 0.02
+    # A head uncertainty that carries real signal improves the fused AUROC.
+    rng = np.random.default_rng(0)
+    unc_val = val_unk + rng.normal(0, 0.6, val_unk.size)
+    unc_test = test_unk + rng.normal(0, 0.6, test_unk.size)
+    plain = OpenSetDetector(k=5).fit(train).evaluate(test, test_unk)["auroc"]
+    det.calibrate(val, val_unk, uncertainty=unc_val)
+    fused = det.evaluate(test, test_unk, uncertainty=unc_test)["auroc"]
+    assert fused > plain
+    with pytest.raises(RetrievalError, match="uncertainty"):
+        det.predict(test)
+
+
+def test_openset_track1_uses_known_correct(openset_data):
+    train, val, val_unk, _, _ = openset_data
+    # When the classifier is wrong on most knowns anyway, flagging them costs nothing more.
+    wrong = np.zeros(val_unk.size, bool)
+    det = OpenSetDetector(k=5).fit(train).calibrate(val, val_unk, known_correct=wrong)
+    assert det.predict(val).all() or det.val_error_ <= det.val_error_never_
+    right = OpenSetDetector(k=5).fit(train).calibrate(val, val_unk)
+    assert det.threshold_ <= right.threshold_
+
+
+def test_openset_not_fitted_errors(openset_data):
+    train, val, val_unk, _, _ = openset_data
+    with pytest.raises(NotFittedError, match="fit"):
+        OpenSetDetector().score_samples(val)
+    with pytest.raises(NotFittedError, match="calibrate"):
+        OpenSetDetector(k=3).fit(train).predict(val)
+    with pytest.raises(RetrievalError, match="k="):
+        OpenSetDetector(k=0).fit(train)
