@@ -1,1 +1,50 @@
-"""PyTorch classifier heads, losses, training, ensembles, metrics and the decision rule."""
+"""PyTorch classifier heads, losses, training, ensembles, metrics and the decision rule.
+
+Names are re-exported lazily so that ``import heads.metrics`` does not load torch.
+
+Example:
+    >>> from heads import Classifier, TrainConfig
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "HeadsError": "heads.errors",
+    "NotFittedError": "heads.errors",
+    "HeadConfig": "heads.modules",
+    "LinearConfig": "heads.modules",
+    "MLPConfig": "heads.modules",
+    "FusionConfig": "heads.modules",
+    "LinearHead": "heads.modules",
+    "MLPHead": "heads.modules",
+    "FusionHead": "heads.modules",
+    "HeadOutput": "heads.modules",
+    "build_head": "heads.modules",
+    "make_config": "heads.modules",
+    "metadata_groups": "heads.modules",
+    "SeesawLoss": "heads.losses",
+    "FocalLoss": "heads.losses",
+    "HeadLoss": "heads.losses",
+    "species_loss": "heads.losses",
+    "HeadData": "heads.train",
+    "TrainConfig": "heads.train",
+    "TrainResult": "heads.train",
+    "train_head": "heads.train",
+    "evaluate": "heads.train",
+    "Classifier": "heads.classifier",
+    "Ensemble": "heads.classifier",
+    "EvalSet": "heads.classifier",
+    "aggregate_by_observation": "heads.inference",
+    "fungiclef_scores": "heads.metrics",
+    "topk_accuracy": "heads.metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'heads' has no attribute {name!r}")
