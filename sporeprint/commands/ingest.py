@@ -1,0 +1,47 @@
+"""Load metadata (DF20 train, DF21 val, FungiCLEF 2023/2024 test; CSV or Parquet) or
+precomputed per-image embeddings (Parquet: image_path, embedding) into a store.
+Each file is one transaction: a failure changes nothing. Re-ingesting a file
+adds nothing; rows that conflict with stored ones are reported, never
+overwritten."""
+
+from __future__ import annotations
+
+HELP = "ingest metadata CSV/Parquet or precomputed embeddings into a store"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--store", required=True, help="DuckDB store file (created if absent)")
+    parser.add_argument("--metadata", nargs="+", metavar="FILE", help="metadata CSV/Parquet file(s)")
+    parser.add_argument("--images", metavar="DIR", help="folder holding the image files")
+    parser.add_argument("--role", default="train", choices=["train", "val", "test", "new"],
+                        help="train for DF20, val for DF21, test/new for unlabelled batches")
+    parser.add_argument("--embeddings", metavar="FILE", help="Parquet of image_path + embedding")
+    parser.add_argument("--space", help="embedding space name for --embeddings (e.g. dinov2_l)")
+    parser.add_argument("--model-id", help="model that made the embeddings")
+
+
+def run(args) -> int:
+    from sporeprint.cli import CommandError
+    from store import FeatureStore
+
+    if not args.metadata and not args.embeddings:
+        raise CommandError("nothing to ingest; pass --metadata FILE and/or --embeddings FILE "
+                           "--space NAME")
+    if args.embeddings and not args.space:
+        raise CommandError("--embeddings needs --space NAME (e.g. --space dinov2_l)")
+    with FeatureStore(args.store) as fs:
+        for path in args.metadata or []:
+            report = fs.ingest_metadata(path, role=args.role, images_dir=args.images)
+            print(f"{path}: read {report.read:,}  stored {report.stored:,}  "
+                  f"rejected {report.rejected:,} (conflicts {report.conflicts:,})  "
+                  f"duplicate {report.duplicate:,}  new observations "
+                  f"{report.observations_added:,}")
+            for row, reason in report.examples:
+                print(f"  row {row}: {reason}")
+            if report.rejected > len(report.examples):
+                print(f"  ... {report.rejected - len(report.examples):,} more; see "
+                      f"`sporeprint sql --store {args.store} \"SELECT * FROM rejects\"`")
+        if args.embeddings:
+            report = fs.ingest_embeddings(args.embeddings, args.space, model_id=args.model_id)
+            print(f"{args.embeddings}: {report}")
+    return 0

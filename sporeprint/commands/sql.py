@@ -1,0 +1,74 @@
+"""Run one SQL statement against a store and print or save the result. The store
+is opened read-only unless --write is given. Tables: species, observations,
+images, embedding_spaces, emb_<space>, embedding_failures, rejects, encoders,
+features, splits, runs, predictions."""
+
+from __future__ import annotations
+
+HELP = "run SQL on a store (read-only unless --write)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--store", required=True, help="DuckDB store file")
+    parser.add_argument("query", help='SQL, e.g. "SELECT role, count(*) FROM observations GROUP BY 1"')
+    parser.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    parser.add_argument("--out", metavar="FILE", help="write the result to FILE instead of stdout")
+    parser.add_argument("--write", action="store_true", help="open the store for writing")
+    parser.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table")
+
+
+def format_table(table, max_rows: int = 50, max_width: int = 40) -> str:
+    """Aligned plain-text rendering of an Arrow table."""
+    rows = table.slice(0, max_rows).to_pylist()
+    names = table.column_names
+
+    def cell(v) -> str:
+        s = "NULL" if v is None else str(v)
+        return s if len(s) <= max_width else s[: max_width - 1] + "…"
+
+    grid = [[cell(r[n]) for n in names] for r in rows]
+    widths = [max([len(n)] + [len(g[i]) for g in grid]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(g, widths, strict=True)) for g in grid]
+    if table.num_rows > max_rows:
+        lines.append(f"... {table.num_rows - max_rows:,} more rows ({table.num_rows:,} in all)")
+    else:
+        lines.append(f"({table.num_rows:,} rows)")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import io
+    import json
+    import sys
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from sporeprint.cli import CommandError
+    from store import FeatureStore
+
+    if args.format == "parquet" and not args.out:
+        raise CommandError("--format parquet needs --out FILE")
+    with FeatureStore(args.store, read_only=not args.write) as fs:
+        table = fs.sql(args.query)
+    if args.format == "parquet":
+        pq.write_table(table, args.out)
+        print(f"wrote {table.num_rows:,} rows to {args.out}")
+        return 0
+    if args.format == "csv":
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        text = buf.getvalue().decode("utf-8")
+    elif args.format == "json":
+        text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
+    else:
+        text = format_table(table, args.max_rows) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {table.num_rows:,} rows to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
