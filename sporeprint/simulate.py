@@ -1,0 +1,355 @@
+"""A FungiCLEF-like data simulator: DF20/DF21-format metadata and per-image embeddings.
+
+The real Danish Fungi images and a DINOv2 backbone are not needed to exercise
+sporeprint: this module draws a seeded, deterministic stand-in with the real
+problem's shape (see docs/simulator.md for the generative model and its knobs).
+
+>>> from sporeprint.simulate import SimConfig, simulate, write_simulation
+>>> sim = simulate(SimConfig(scale="small", seed=0))
+>>> paths = write_simulation(sim, "sim-out")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sporeprint.simulator.counts import (
+    images_per_observation,
+    period_weights,
+    split_into_observations,
+    train_image_counts,
+)
+from sporeprint.simulator.embeddings import EmbeddingModel, EmbeddingParams
+from sporeprint.simulator.metadata import SpeciesPreferences, draw_observations
+from sporeprint.simulator.taxonomy import FUNGAL_CLASSES, build_taxonomy, keep_classes
+from store.reference import NUM_CLASSES, poison_status
+
+log = logging.getLogger(__name__)
+
+DF20_COLUMNS = [
+    "observationID", "year", "month", "day", "countryCode", "locality", "taxonID",
+    "scientificName", "kingdom", "phylum", "class", "order", "family", "genus",
+    "specificEpithet", "taxonRank", "species", "level0Gid", "level0Name", "level1Gid",
+    "level1Name", "level2Gid", "level2Name", "ImageUniqueID", "Substrate", "rightsHolder",
+    "Latitude", "Longitude", "CoorUncert", "Habitat", "image_path", "class_id", "MetaSubstrate",
+    "poisonous",
+]
+LABEL_COLUMNS = ["taxonID", "scientificName", "kingdom", "phylum", "class", "order", "family",
+                 "genus", "specificEpithet", "taxonRank", "species", "class_id", "poisonous"]
+# scale -> (default number of classes, multiplier on DF20's per-class training counts)
+SCALES = {"small": (200, 0.1), "medium": (600, 0.3), "full": (NUM_CLASSES, 1.0)}
+DF20_TRAIN_IMAGES = 295_938
+DF21_OBSERVATIONS_PER_TRAIN_IMAGE = 30_131 / 295_938
+EXTRA_SPECIES = 2_713 - NUM_CLASSES  # DF21 species absent from DF20
+
+
+@dataclass
+class SimConfig:
+    """What to simulate. ``scale`` picks defaults for ``classes`` and ``count_scale``.
+
+    >>> SimConfig(scale="small", classes=120, seed=3).resolved().count_scale
+    0.1
+    """
+
+    scale: str = "small"
+    classes: int | None = None  # known DF20 classes kept (all 49 poisonous always are)
+    seed: int = 0
+    dim: int = 1024
+    images: bool = False  # write JPEGs too (used by write_simulation / the CLI)
+    count_scale: float | None = None  # multiplier on DF20-like training counts per class
+    min_count: int = 30  # training images of the rarest class at full scale
+    max_count: int = 1900  # training images of the most frequent class at full scale
+    unknown_fraction: float = 1 / 3  # share of val/test observations from unknown species
+    poisonous_fraction: float = 0.02  # share of val/test observations of poisonous species
+    period_observations: float = DF21_OBSERVATIONS_PER_TRAIN_IMAGE  # val (and test) obs / train image
+    missing: float = 0.03  # base rate of missing metadata values
+    metadata_strength: float = 1.0  # 0 = metadata independent of species
+    embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
+
+    def resolved(self) -> SimConfig:
+        """A copy with scale defaults filled in and values checked."""
+        if self.scale not in SCALES:
+            raise ValueError(f"scale={self.scale!r} is not one of {sorted(SCALES)}; "
+                             "pass --scale small, medium or full")
+        classes, count_scale = SCALES[self.scale]
+        classes = self.classes if self.classes is not None else classes
+        if not 1 <= classes <= NUM_CLASSES:
+            raise ValueError(f"classes={classes} is outside 1..{NUM_CLASSES}; pass a value in range")
+        for name in ("unknown_fraction", "poisonous_fraction", "missing"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{name}={v} must be in [0, 1)")
+        if self.unknown_fraction + self.poisonous_fraction >= 1.0:
+            raise ValueError("unknown_fraction + poisonous_fraction must stay below 1")
+        if self.dim < 2:
+            raise ValueError(f"dim={self.dim} is too small; use at least 2 (default 1024)")
+        emb = EmbeddingParams(**{**asdict(self.embedding), "dim": self.dim})
+        return SimConfig(**{**asdict(self), "classes": classes, "embedding": emb,
+                            "count_scale": self.count_scale or count_scale})
+
+
+@dataclass
+class Simulation:
+    """A simulated dataset held in memory.
+
+    ``train``/``val``/``test`` hold one row per image in the DF20 columns (test keeps its
+    labels here; ``test_public()`` drops them). Vectors are aligned with ``image_paths``,
+    ``image_observation_ids``, ``image_class_ids``, ``image_roles`` and ``image_species``.
+    """
+
+    config: SimConfig
+    species: pa.Table
+    train: pa.Table
+    val: pa.Table
+    test: pa.Table
+    image_paths: np.ndarray
+    vectors: np.ndarray
+    image_observation_ids: np.ndarray
+    image_class_ids: np.ndarray
+    image_roles: np.ndarray
+    image_species: np.ndarray  # row of each image's species in ``species``
+
+    @property
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.image_paths, self.vectors
+
+    @property
+    def poisonous_class_ids(self) -> np.ndarray:
+        s = self.species
+        mask = pc.and_(s["known"], s["poisonous"])
+        return np.asarray(s.filter(mask)["class_id"], dtype=np.int64)
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """The known DF20 class ids present in this simulation."""
+        return np.asarray(self.species.filter(self.species["known"])["class_id"], dtype=np.int64)
+
+    @property
+    def unknown_species(self) -> list[str]:
+        return self.species.filter(pc.invert(self.species["known"]))["species"].to_pylist()
+
+    def test_public(self) -> pa.Table:
+        """The 2024-style test table: no label columns, ``observation_id`` for the id."""
+        t = self.test.drop_columns(LABEL_COLUMNS)
+        return t.rename_columns(["observation_id" if c == "observationID" else c
+                                 for c in t.column_names])
+
+    def test_truth(self) -> pa.Table:
+        """``observation_id, class_id``: one row per test observation."""
+        return _first_per_observation(self.test).select(["observationID", "class_id"]) \
+            .rename_columns(["observation_id", "class_id"])
+
+    def summary(self) -> dict:
+        """Counts and shares per split (observation level for unknown/poisonous shares)."""
+        out = {}
+        for role in ("train", "val", "test"):
+            obs = _first_per_observation(getattr(self, role))
+            cid = np.asarray(obs["class_id"])
+            out[role] = {"images": getattr(self, role).num_rows, "observations": len(cid),
+                         "unknown_share": float(np.mean(cid == -1)) if len(cid) else 0.0,
+                         "poisonous_share": float(np.mean(np.asarray(obs["poisonous"]) == 1))
+                         if len(cid) else 0.0}
+        return out
+
+
+def _first_per_observation(t: pa.Table) -> pa.Table:
+    ids = np.asarray(t["observationID"])
+    _, first = np.unique(ids, return_index=True)
+    return t.take(np.sort(first))
+
+
+def _species_table(tax, keys: np.ndarray, train_counts: np.ndarray) -> pa.Table:
+    names = tax.species_names()
+    g = tax.genus_idx[keys]
+    f = tax.family_idx[g]
+    o = tax.order_idx[f]
+    c = tax.class_idx[o]
+    return pa.table({
+        "key": pa.array(keys, pa.int64()),
+        "class_id": pa.array(tax.class_id[keys], pa.int64()),
+        "species": [names[k] for k in keys],
+        "scientific_name": [f"{names[k]} {tax.authors[k]}" for k in keys],
+        "specific_epithet": [tax.epithets[k] for k in keys],
+        "taxon_id": pa.array(tax.taxon_id[keys], pa.int64()),
+        "genus": [tax.genus_names[i] for i in g],
+        "family": [tax.family_names[i] for i in f],
+        "order": [tax.order_names[i] for i in o],
+        "class": [FUNGAL_CLASSES[i][0] for i in c],
+        "phylum": [FUNGAL_CLASSES[i][1] for i in c],
+        "poisonous": pa.array(tax.poisonous[keys]),
+        "known": pa.array(tax.known[keys]),
+        "train_images": pa.array(train_counts, pa.int64()),
+    })
+
+
+def _split_table(species: pa.Table, obs_species: np.ndarray,
+                 n_images: np.ndarray, obs_ids: np.ndarray, image_numbers: np.ndarray,
+                 meta: dict[str, np.ndarray]) -> pa.Table:
+    """One row per image in DF20 column order."""
+    per_obs = np.repeat(np.arange(len(obs_species)), n_images)
+    sp = species.take(obs_species[per_obs])
+    ids = pa.array(obs_ids[per_obs], pa.int64())
+    paths = pc.binary_join_element_wise(pc.cast(ids, pa.string()),
+                                        pc.cast(pa.array(image_numbers), pa.string()), "-")
+    paths = pc.binary_join_element_wise(paths, pa.scalar(".JPG"), "")
+    n = len(per_obs)
+
+    def obs_col(name, typ):
+        v = meta[name][per_obs]
+        if v.dtype == object:
+            return pa.array(v, typ, from_pandas=True)
+        if v.dtype.kind == "f":
+            missing = np.isnan(v)
+            if pa.types.is_integer(typ):
+                v = np.where(missing, 0, v).astype(np.int64)
+            return pa.array(v, typ, mask=missing)
+        return pa.array(v, typ)
+
+    cols = {
+        "observationID": ids,
+        "year": obs_col("year", pa.int64()),
+        "month": obs_col("month", pa.int64()),
+        "day": obs_col("day", pa.int64()),
+        "countryCode": obs_col("countryCode", pa.string()),
+        "locality": obs_col("locality", pa.string()),
+        "taxonID": sp["taxon_id"],
+        "scientificName": sp["scientific_name"],
+        "kingdom": pa.array(np.full(n, "Fungi", dtype=object), pa.string()),
+        "phylum": sp["phylum"], "class": sp["class"], "order": sp["order"],
+        "family": sp["family"], "genus": sp["genus"],
+        "specificEpithet": sp["specific_epithet"],
+        "taxonRank": pa.array(np.full(n, "SPECIES", dtype=object), pa.string()),
+        "species": sp["species"],
+    }
+    for name in ("level0Gid", "level0Name", "level1Gid", "level1Name", "level2Gid", "level2Name"):
+        cols[name] = obs_col(name, pa.string())
+    cols["ImageUniqueID"] = pa.nulls(n, pa.string())
+    cols["Substrate"] = obs_col("Substrate", pa.string())
+    cols["rightsHolder"] = obs_col("rightsHolder", pa.string())
+    for name in ("Latitude", "Longitude", "CoorUncert"):
+        cols[name] = obs_col(name, pa.float64())
+    cols["Habitat"] = obs_col("Habitat", pa.string())
+    cols["image_path"] = paths
+    cols["class_id"] = sp["class_id"]
+    cols["MetaSubstrate"] = obs_col("MetaSubstrate", pa.string())
+    cols["poisonous"] = pc.cast(sp["poisonous"], pa.int64())
+    return pa.table([cols[c] for c in DF20_COLUMNS], names=DF20_COLUMNS)
+
+
+def simulate(config: SimConfig) -> Simulation:
+    """Draw a simulated dataset; the same config always gives the same data."""
+    cfg = config.resolved()
+    seeds = np.random.SeedSequence([cfg.seed, 20_240_315])
+    rng_tax, rng_counts, rng_meta, rng_period, rng_ids, rng_emb, rng_vec = (
+        np.random.default_rng(s) for s in seeds.spawn(7))
+
+    status = poison_status()
+    poisonous = np.array([status[c] for c in range(NUM_CLASSES)])
+    tax = build_taxonomy(rng_tax, poisonous, n_unknown=EXTRA_SPECIES)
+    full_counts = train_image_counts(rng_counts, NUM_CLASSES, DF20_TRAIN_IMAGES, cfg.min_count,
+                                     cfg.max_count, poisonous=poisonous)
+    known_keys = keep_classes(tax, rng_counts, cfg.classes)
+    n_unknown = max(5, round(EXTRA_SPECIES * cfg.classes / NUM_CLASSES))
+    unknown_keys = NUM_CLASSES + np.sort(rng_counts.choice(EXTRA_SPECIES, n_unknown, replace=False))
+    keys = np.concatenate([known_keys, unknown_keys])
+    floor = max(2, round(cfg.min_count * cfg.count_scale))
+    counts = np.zeros(len(keys), np.int64)
+    counts[: len(known_keys)] = np.maximum(
+        floor, np.rint(full_counts[known_keys] * cfg.count_scale)).astype(np.int64)
+    species = _species_table(tax, keys, counts)
+
+    # Observations: training from the long-tailed counts, val/test from the period weights.
+    tr_rows, tr_n = split_into_observations(rng_counts, counts)
+    tr_order = rng_counts.permutation(len(tr_rows))
+    tr_rows, tr_n = tr_rows[tr_order], tr_n[tr_order]
+    p = period_weights(rng_period, counts, tax.known[keys], tax.poisonous[keys],
+                       cfg.unknown_fraction, cfg.poisonous_fraction)
+    n_period = max(1, round(cfg.period_observations * int(counts.sum())))
+    va_rows = rng_period.choice(len(keys), size=n_period, p=p)
+    te_rows = rng_period.choice(len(keys), size=n_period, p=p)
+    va_n = images_per_observation(rng_period, n_period)
+    te_n = images_per_observation(rng_period, n_period)
+
+    prefs = SpeciesPreferences.draw(rng_meta, tax.genus_idx[keys], cfg.metadata_strength)
+    splits = [("train", tr_rows, tr_n, (2000, 2020)), ("val", va_rows, va_n, (2021, 2021)),
+              ("test", te_rows, te_n, (2022, 2022))]
+    n_obs = [len(s[1]) for s in splits]
+    n_img = [int(s[2].sum()) for s in splits]
+    obs_ids = 2_200_000_000 + rng_ids.choice(800_000_000, size=sum(n_obs), replace=False)
+    image_numbers = 1 + rng_ids.permutation(sum(n_img))
+
+    model = EmbeddingModel.draw(rng_emb, cfg.embedding, tax.genus_idx[keys], tax.family_idx,
+                                species_count=len(keys))
+    vectors = np.empty((sum(n_img), cfg.dim), np.float32)
+    tables, o0, i0 = {}, 0, 0
+    for (role, rows, n_images, years), no, ni in zip(splits, n_obs, n_img, strict=True):
+        meta = draw_observations(rng_meta, prefs, rows, years, missing=cfg.missing)
+        tables[role] = _split_table(species, rows, n_images,
+                                    obs_ids[o0:o0 + no], image_numbers[i0:i0 + ni], meta)
+        model.generate(rng_vec, rows, n_images, later_period=role != "train",
+                       out=vectors[i0:i0 + ni])
+        o0, i0 = o0 + no, i0 + ni
+        log.debug("simulated %s: %d observations, %d images", role, no, ni)
+
+    allt = [tables[r] for r in ("train", "val", "test")]
+    paths = np.concatenate([np.asarray(t["image_path"], dtype=object) for t in allt])
+    return Simulation(
+        config=cfg, species=species, train=tables["train"], val=tables["val"],
+        test=tables["test"], image_paths=paths, vectors=vectors,
+        image_observation_ids=np.concatenate([np.asarray(t["observationID"]) for t in allt]),
+        image_class_ids=np.concatenate([np.asarray(t["class_id"]) for t in allt]),
+        image_roles=np.repeat(np.array(["train", "val", "test"]), n_img),
+        image_species=np.concatenate([np.repeat(s[1], s[2]) for s in splits]),
+    )
+
+
+def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None = None,
+                     image_size: int = 96, row_group: int = 16_384,
+                     progress: bool = False) -> dict[str, Path]:
+    """Write the simulation in the real formats; returns ``{name: path}``.
+
+    Files: ``df20_train.csv``, ``df21_val.csv``, ``test_2024.csv`` (no labels),
+    ``test_2024_truth.csv``, ``embeddings.parquet`` (``image_path``, ``embedding``
+    fixed-size list of float32) and, with ``images`` (default: ``sim.config.images``),
+    ``images/<image_path>`` JPEGs.
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a directory; pass a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"train": out / "df20_train.csv", "val": out / "df21_val.csv",
+             "test": out / "test_2024.csv", "truth": out / "test_2024_truth.csv",
+             "embeddings": out / "embeddings.parquet"}
+    pacsv.write_csv(sim.train, paths["train"])
+    pacsv.write_csv(sim.val, paths["val"])
+    pacsv.write_csv(sim.test_public(), paths["test"])
+    pacsv.write_csv(sim.test_truth(), paths["truth"])
+
+    dim = sim.vectors.shape[1]
+    schema = pa.schema([("image_path", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+    with pq.ParquetWriter(paths["embeddings"], schema,
+                          compression={"image_path": "snappy", "embedding": "none"}) as w:
+        for s in range(0, len(sim.image_paths), row_group):
+            chunk = np.ascontiguousarray(sim.vectors[s:s + row_group])
+            emb = pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1)), dim)
+            w.write_table(pa.table([pa.array(sim.image_paths[s:s + row_group], pa.string()), emb],
+                                   schema=schema))
+    if sim.config.images if images is None else images:
+        from sporeprint.simulator.images import SpeciesLook, write_images
+
+        looks = [SpeciesLook.draw(sim.config.seed, g, k) for g, k in
+                 zip(sim.species["genus"].to_pylist(), sim.species["key"].to_pylist(), strict=True)]
+        paths["images"] = out / "images"
+        write_images(sim.image_paths, sim.image_observation_ids, sim.image_species, looks,
+                     paths["images"], sim.config.seed, image_size, progress=progress)
+    log.info("wrote simulation to %s", out)
+    return paths
