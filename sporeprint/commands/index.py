@@ -1,0 +1,46 @@
+"""Build a FAISS index over one embedding space of a store and save it beside the store
+(in STORE.indexes/SPACE-KIND-WHERE/) with a manifest of its image ids, so that a
+later search can tell when the store changed and the index must be rebuilt."""
+
+from __future__ import annotations
+
+HELP = "build (or inspect) the FAISS look-alike index of an embedding space"
+
+KINDS = ["exact", "hnsw", "ivf_flat", "ivf_pq"]
+WHERES = ["all", "train", "val", "test", "new", "p1", "p2", "fold1", "fold2"]
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("build", "build and save an index"),
+                         ("info", "show a saved index's manifest and whether it is stale")):
+        p = sub.add_parser(action, help=text)
+        p.add_argument("--store", required=True, help="DuckDB store file")
+        p.add_argument("--space", required=True, help="embedding space name")
+        p.add_argument("--kind", default="exact", choices=KINDS,
+                       help="exact (default), hnsw, ivf_flat or ivf_pq")
+        p.add_argument("--where", default="all", choices=WHERES,
+                       help="which observations' images: a role, a split part, or a fold's "
+                            "training set (default all)")
+        p.add_argument("--dir", default=None, help="index directory (default beside the store)")
+
+
+def run(args) -> int:
+    import json
+    import time
+
+    from sporeprint.indexing import build_index, index_dir, load_index
+    from store import FeatureStore
+
+    directory = args.dir or index_dir(args.store, args.space, args.kind, args.where)
+    with FeatureStore(args.store, read_only=True) as fs:
+        if args.action == "info":
+            index = load_index(fs, args.space, args.kind, args.where, directory)
+            print(json.dumps(index.manifest, indent=2))
+            print("up to date")
+            return 0
+        print(f"building {args.kind} index of space {args.space!r} ({args.where}) ...")
+        t0 = time.perf_counter()
+        index = build_index(fs, args.space, args.kind, args.where, directory)
+    print(f"{len(index):,} vectors, dim {index.dim}, {time.perf_counter() - t0:.1f} s -> {directory}")
+    return 0
