@@ -129,12 +129,14 @@ def add_embeddings(con: duckdb.DuckDBPyConnection, name: str, image_ids: np.ndar
     if not np.issubdtype(ids.dtype, np.integer):
         raise StoreError(f"image_ids must be integers, got dtype {ids.dtype}")
     vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+    ids, first = np.unique(ids.astype(np.int64), return_index=True)  # a repeated id: first wins
+    vecs = vecs[first] if len(first) < len(vecs) or (np.diff(first) < 0).any() else vecs
     if not np.isfinite(vecs).all():
         bad = ids[~np.isfinite(vecs).all(axis=1)][:5].tolist()
         raise StoreError(f"vectors of image ids {bad} contain NaN or inf; record them with "
                          "record_embedding_failures instead")
     batch = pa.table({
-        "image_id": pa.array(ids.astype(np.int64)),
+        "image_id": pa.array(ids),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), space.dim),
     })
     con.register("_new_vectors", batch)
@@ -146,12 +148,8 @@ def add_embeddings(con: duckdb.DuckDBPyConnection, name: str, image_ids: np.ndar
                              "ingest their metadata first")
         table = q(space.table_name)
         before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        con.execute(f"""
-INSERT INTO {table} (image_id, vector)
-SELECT image_id, vector FROM (
-    SELECT image_id, vector, row_number() OVER (PARTITION BY image_id) AS k FROM _new_vectors
-) WHERE k = 1 AND image_id NOT IN (SELECT image_id FROM {table})
-""")
+        con.execute(f"INSERT INTO {table} (image_id, vector) SELECT image_id, vector "
+                    f"FROM _new_vectors ANTI JOIN {table} USING (image_id)")
         return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
     finally:
         con.unregister("_new_vectors")
@@ -164,28 +162,37 @@ def fetch_embeddings(con: duckdb.DuckDBPyConnection, name: str,
     space = require_space(con, name)
     table = q(space.table_name)
     if image_ids is None:
-        result = con.sql(f"SELECT image_id, vector FROM {table} ORDER BY image_id").to_arrow_table()
-    else:
-        wanted = pa.table({"image_id": pa.array(np.asarray(image_ids, dtype=np.int64)),
-                           "_pos": pa.array(np.arange(len(image_ids), dtype=np.int64))})
-        con.register("_wanted_ids", wanted)
-        try:
-            result = con.sql(f"SELECT e.image_id, e.vector FROM _wanted_ids w JOIN {table} e "
-                             "USING (image_id) ORDER BY w._pos").to_arrow_table()
-        finally:
-            con.unregister("_wanted_ids")
-    return _ids_and_matrix(result, "image_id", "vector", space.dim)
+        # no ORDER BY: sorting rows of d floats costs more than reordering in numpy
+        result = con.sql(f"SELECT image_id, vector FROM {table}").to_arrow_table()
+        ids, matrix = _ids_and_matrix(result, "image_id", "vector", space.dim)
+        if len(ids) > 1 and not (np.diff(ids) > 0).all():
+            order = np.argsort(ids, kind="stable")
+            ids, matrix = ids[order], matrix[order]
+        return ids, matrix
+    wanted = pa.table({"image_id": pa.array(np.asarray(image_ids, dtype=np.int64)),
+                       "_pos": pa.array(np.arange(len(image_ids), dtype=np.int64))})
+    con.register("_wanted_ids", wanted)
+    try:
+        result = con.sql(f"SELECT w._pos, e.image_id, e.vector FROM _wanted_ids w JOIN {table} e "
+                         "USING (image_id)").to_arrow_table()
+    finally:
+        con.unregister("_wanted_ids")
+    ids, matrix = _ids_and_matrix(result, "image_id", "vector", space.dim)
+    order = np.argsort(result.column("_pos").to_numpy(), kind="stable")
+    return ids[order], matrix[order]
 
 
 def _ids_and_matrix(table: pa.Table, id_col: str, vec_col: str,
                     dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Copy an Arrow fixed-size-list column into one float32 (n, dim) array, chunk by chunk."""
     ids = table.column(id_col).to_numpy().astype(np.int64, copy=False)
-    col = table.column(vec_col)
-    if table.num_rows == 0:
-        return ids, np.zeros((0, dim), dtype=np.float32)
-    chunks = [c.flatten() for c in col.chunks]  # respects slice offsets
-    flat = pa.concat_arrays(chunks).to_numpy(zero_copy_only=False)
-    return ids, flat.astype(np.float32, copy=False).reshape(len(ids), dim)
+    out = np.empty((len(ids), dim), dtype=np.float32)
+    row = 0
+    for chunk in table.column(vec_col).chunks:
+        values = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten respects offsets
+        out[row:row + len(chunk)] = values.reshape(len(chunk), dim)
+        row += len(chunk)
+    return ids, out
 
 
 def pending_images(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
