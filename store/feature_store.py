@@ -42,9 +42,12 @@ class FeatureStore:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
+                fix = ("wait for that process to finish: DuckDB allows readers only while no "
+                       "process writes" if read_only else
+                       "wait for it to finish, or open the store read-only "
+                       "(read_only=True / --read-only) once it has")
                 raise StoreLockedError(
-                    f"store {str(self.path)!r} is open for writing in another process; wait for "
-                    "it to finish, or open the store read-only (read_only=True / --read-only)"
+                    f"store {str(self.path)!r} is open for writing in another process; {fix}"
                 ) from exc
             raise StoreError(f"cannot open store {str(self.path)!r}: {exc}") from exc
         except duckdb.Error as exc:

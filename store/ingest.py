@@ -226,6 +226,11 @@ def ingest_metadata(con: duckdb.DuckDBPyConnection, path: str | Path, role: str 
         for name in ("_typed", "_cls"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
     log.info("ingested %s: %s", source, report)
+    if report.conflicts:
+        log.warning("%s: %d rows conflict with stored or earlier rows and were not stored "
+                    "(see the rejects table); first: row %s: %s", source, report.conflicts,
+                    *next((e for e in report.examples if e[1].startswith("conflict")),
+                          ("?", "beyond the first examples")))
     return report
 
 
