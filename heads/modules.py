@@ -32,13 +32,15 @@ from torch import nn
 
 from heads.errors import HeadsError
 
-# Feature-name prefixes of the store's metadata encoder, grouped into fusion
-# tokens. Order matters: the first matching prefix wins.
+# Feature-name prefixes of the store's metadata encoder (``substrate=<value>``,
+# ``month_sin``, ``geohash_3``, ...), grouped into fusion tokens. The first
+# matching group wins; both ``_`` and ``=`` separators are accepted.
 METADATA_GROUP_PREFIXES: dict[str, tuple[str, ...]] = {
     "date": ("month_", "day_", "year_", "date_"),
-    "place": ("geo_", "lat_", "lon_", "latitude", "longitude", "country_", "coord_"),
-    "substrate": ("metasubstrate_", "meta_substrate_", "substrate_"),
-    "habitat": ("habitat_",),
+    "place": ("geohash_", "geo_", "lat_", "lon_", "latitude", "longitude", "country_", "coord_"),
+    "substrate": ("metasubstrate_", "metasubstrate=", "meta_substrate_", "meta_substrate=",
+                  "substrate_", "substrate="),
+    "habitat": ("habitat_", "habitat="),
 }
 
 

@@ -215,7 +215,10 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
         raise HeadsError("no training rows with a known class; check the labels")
 
     def to_dev(a, dtype):
-        return None if a is None else torch.as_tensor(np.asarray(a)[keep], dtype=dtype).to(device)
+        if a is None:
+            return None
+        a = np.asarray(a) if keep.all() else np.asarray(a)[keep]
+        return torch.as_tensor(a, dtype=dtype).to(device)
 
     # Everything lives on the device once; batches are slices of a permutation.
     X = to_dev(train.embeddings, torch.float32)

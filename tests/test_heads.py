@@ -293,6 +293,10 @@ def test_metadata_groups_drive_fusion_tokens():
                               "metasubstrate_soil", "habitat_bog", "other"])
     assert groups == {"date": [0, 1], "place": [2], "substrate": [3, 4],
                       "habitat": [5], "other": [6]}
+    store_names = ["substrate=wood", "meta_substrate=soil", "habitat=bog", "month_sin",
+                   "day_missing", "geohash_2", "geohash_missing"]
+    assert metadata_groups(store_names) == {"date": [3, 4], "place": [5, 6],
+                                            "substrate": [0, 1], "habitat": [2]}
     torch.manual_seed(0)
     head = build_head(FusionConfig(embed_dim=8, num_classes=3, meta_dim=7, width=8, heads=2,
                                    groups=groups, dropout=0.0)).eval()

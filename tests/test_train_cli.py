@@ -1,0 +1,65 @@
+"""`sporeprint train` end to end on a tiny simulated store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from heads.classifier import Classifier
+from sporeprint.cli import main
+from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.training import fold_rows
+from store import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16, count_scale=0.02))
+    files = write_simulation(sim, root / "sim")
+    path = root / "fungi.duckdb"
+    with FeatureStore(path) as fs:
+        for role in ("train", "val", "test"):
+            fs.ingest_metadata(files[role], role=role)
+        fs.ingest_embeddings(files["embeddings"], "sim")
+    return path
+
+
+def test_train_all_folds_records_runs(store_path, capsys):
+    rc = main(["train", "--store", str(store_path), "--space", "sim", "--head", "mlp",
+               "--hidden", "32", "--epochs", "2", "--lr", "3e-3", "--fold", "all",
+               "--batch-size", "64", "--sampler", "val_matched"])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3  # fold 1, fold 2, ensemble
+    with FeatureStore(store_path, read_only=True) as fs:
+        runs = fs.sql("SELECT run_id, kind, fold, config, metrics, path FROM runs ORDER BY run_id")
+        rows = runs.to_pylist()
+        assert [r["kind"] for r in rows].count("train") == 2
+        assert [r["kind"] for r in rows].count("ensemble") == 1
+        train_rows = [r for r in rows if r["kind"] == "train"]
+        assert sorted(r["fold"] for r in train_rows) == [1, 2]
+        for r in train_rows:
+            metrics = json.loads(r["metrics"])
+            assert 0.0 <= metrics["accuracy"] <= 1.0 and "track3" in metrics
+            assert json.loads(r["config"])["head"]["hidden"] == 32
+            clf = Classifier.load(r["path"], space="sim", dim=16)
+            train, val, _, names = fold_rows(fs, "sim", r["fold"])
+            assert clf.feature_names == names
+            # class list = the class ids seen in this fold's training rows
+            assert clf.classes_.tolist() == np.unique(train.class_ids[train.class_ids >= 0]).tolist()
+            assert set(val.observation_ids).isdisjoint(train.observation_ids)
+            probs, _ = clf.predict_proba(val.embeddings, val.metadata)
+            np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+        ens = json.loads(next(r for r in rows if r["kind"] == "ensemble")["metrics"])
+        assert "test_track3" in ens
+
+
+def test_train_bad_space_is_a_clear_error(store_path, capsys):
+    rc = main(["train", "--store", str(store_path), "--space", "nope", "--fold", "1",
+               "--epochs", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "sim" in err
