@@ -87,6 +87,8 @@ class SimConfig:
                 raise ValueError(f"{name}={v} must be in [0, 1)")
         if self.unknown_fraction + self.poisonous_fraction >= 1.0:
             raise ValueError("unknown_fraction + poisonous_fraction must stay below 1")
+        if self.count_scale is not None and self.count_scale <= 0:
+            raise ValueError(f"count_scale={self.count_scale} must be positive (e.g. 0.1)")
         if self.dim < 2:
             raise ValueError(f"dim={self.dim} is too small; use at least 2 (default 1024)")
         emb = EmbeddingParams(**{**asdict(self.embedding), "dim": self.dim})
