@@ -318,11 +318,11 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
 
     Files: ``df20_train.csv``, ``df21_val.csv``, ``test_2024.csv`` (no labels),
     ``test_2024_truth.csv``, ``embeddings.parquet`` (``image_path``, ``embedding``
-    fixed-size list of float32) and, with ``images`` (default: ``sim.config.images``),
+    fixed-size list of float32; every image), the same per split in
+    ``embeddings_{train,val,test}.parquet`` and, with ``images`` (default: ``sim.config.images``),
     ``images/<image_path>`` JPEGs.
     """
     import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -336,15 +336,13 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
     pacsv.write_csv(sim.test_public(), paths["test"])
     pacsv.write_csv(sim.test_truth(), paths["truth"])
 
-    dim = sim.vectors.shape[1]
-    schema = pa.schema([("image_path", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
-    with pq.ParquetWriter(paths["embeddings"], schema,
-                          compression={"image_path": "snappy", "embedding": "none"}) as w:
-        for s in range(0, len(sim.image_paths), row_group):
-            chunk = np.ascontiguousarray(sim.vectors[s:s + row_group])
-            emb = pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1)), dim)
-            w.write_table(pa.table([pa.array(sim.image_paths[s:s + row_group], pa.string()), emb],
-                                   schema=schema))
+    roles = np.asarray(sim.image_roles)
+    _write_embeddings(paths["embeddings"], sim.image_paths, sim.vectors, row_group)
+    for role in ("train", "val", "test"):  # per split, for ingesting one split at a time
+        paths[f"embeddings_{role}"] = out / f"embeddings_{role}.parquet"
+        keep = np.flatnonzero(roles == role)
+        _write_embeddings(paths[f"embeddings_{role}"], sim.image_paths[keep], sim.vectors[keep],
+                          row_group)
     if sim.config.images if images is None else images:
         from sporeprint.simulator.images import SpeciesLook, write_images
 
@@ -355,3 +353,19 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
                      paths["images"], sim.config.seed, image_size, progress=progress)
     log.info("wrote simulation to %s", out)
     return paths
+
+
+def _write_embeddings(path: Path, image_paths: np.ndarray, vectors: np.ndarray,
+                      row_group: int) -> None:
+    """``image_path`` + ``embedding`` (fixed-size float32 list), written in row groups."""
+    import pyarrow.parquet as pq
+
+    dim = vectors.shape[1]
+    schema = pa.schema([("image_path", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+    with pq.ParquetWriter(path, schema,
+                          compression={"image_path": "snappy", "embedding": "none"}) as w:
+        for s in range(0, len(image_paths), row_group):
+            chunk = np.ascontiguousarray(vectors[s:s + row_group])
+            emb = pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1)), dim)
+            w.write_table(pa.table([pa.array(image_paths[s:s + row_group], pa.string()), emb],
+                                   schema=schema))

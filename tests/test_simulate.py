@@ -15,7 +15,8 @@ from sporeprint.simulator.counts import train_image_counts
 from sporeprint.simulator.difficulty import knn_baseline
 
 FILES = ["df20_train.csv", "df21_val.csv", "test_2024.csv", "test_2024_truth.csv",
-         "embeddings.parquet"]
+         "embeddings.parquet", "embeddings_train.parquet", "embeddings_val.parquet",
+         "embeddings_test.parquet"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def test_same_seed_same_files_and_other_seed_differs(tmp_path, small):
     a = write_simulation(small, tmp_path / "a")
     b = write_simulation(simulate(SimConfig(scale="small", seed=0, dim=32)), tmp_path / "b")
     c = write_simulation(simulate(SimConfig(scale="small", seed=1, dim=32)), tmp_path / "c")
-    for name in ("train", "val", "test", "truth", "embeddings"):
+    for name in ("train", "val", "test", "truth", "embeddings", "embeddings_train",
+                 "embeddings_val", "embeddings_test"):
         assert _digest(a[name]) == _digest(b[name]), name
         assert _digest(a[name]) != _digest(c[name]), name
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(FILES)

@@ -20,7 +20,8 @@ def written(tmp_path_factory):
 
 def test_cli_writes_all_files(written):
     for name in ("df20_train.csv", "df21_val.csv", "test_2024.csv", "test_2024_truth.csv",
-                 "embeddings.parquet", "images"):
+                 "embeddings.parquet", "embeddings_train.parquet", "embeddings_val.parquet",
+                 "embeddings_test.parquet", "images"):
         assert (written / name).exists(), name
 
 
