@@ -94,7 +94,7 @@ class TrainConfig:
     sampler: str = "shuffle"  # shuffle | balanced | val_matched
     val_prior: float = 0.5  # val_matched: pseudo-count for classes absent from validation
     scheduler: str = "cosine"  # cosine (warm restarts) | plateau | none
-    restart_epochs: int = 10  # cosine: epochs per cycle
+    restart_epochs: int = 10  # cosine: epochs per cycle (the learning rate changes per epoch)
     min_lr: float = 0.0
     monitor: str = "loss"
     patience: int = 5  # early stopping after this many epochs without improvement; 0 = off
@@ -238,9 +238,9 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
 
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     iters = math.ceil(n / config.batch_size)
-    if config.scheduler == "cosine":
+    if config.scheduler == "cosine":  # stepped once per epoch: no per-batch cost
         sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            opt, T_0=max(1, config.restart_epochs * iters), eta_min=config.min_lr)
+            opt, T_0=max(1, config.restart_epochs), eta_min=config.min_lr)
     elif config.scheduler == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="max" if MONITORS[config.monitor] else "min", factor=0.5, patience=2)
@@ -279,9 +279,7 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
-            if config.scheduler == "cosine":
-                sched.step()
-            total += loss.detach() * len(idx)
+            total.add_(loss.detach(), alpha=len(idx))  # no host sync inside the epoch
             bar.update(1)
         train_loss = float(total) / n
         train_seconds = time.perf_counter() - t0
@@ -296,6 +294,8 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
         history.append(row)
         if config.scheduler == "plateau":
             sched.step(score)
+        elif config.scheduler == "cosine":
+            sched.step()
         bar.set_postfix({k: round(row[k], 4) for k in ("train_loss", "loss", "accuracy", "track3")
                          if k in row})
         log.info("epoch %d/%d %s", epoch, config.epochs,
