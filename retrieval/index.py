@@ -16,7 +16,7 @@ hnsw       ``IndexHNSWFlat``, ``M=32``, ``ef_construction=80``,
 ivf_flat   ``IndexIVFFlat``, ``nlist=clip(4*sqrt(n), 1, n/39)`` chosen at the
            first ``add`` (which trains the quantizer), ``nprobe=max(16, nlist/16)``.
 ivf_pq     ``IndexIVFPQ`` with ``m`` sub-quantizers of ``nbits=8`` (``m`` = the
-           largest divisor of dim that is <= dim/4), same ``nlist``/``nprobe``
+           largest divisor of dim at most max(dim/8, min(16, dim/2))), same ``nlist``/``nprobe``
            rules, re-ranked by exact scores of the top ``refine_factor * k``
            (``refine_factor=4``; 0 disables re-ranking, keeps only the codes and
            allows ``remove``).
@@ -32,6 +32,7 @@ until k hits or the candidates are exhausted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -56,6 +57,8 @@ DEFAULT_PARAMS: dict[str, dict] = {
 
 # Allowed sets up to this size are scored exactly from their stored vectors.
 EXACT_FILTER_MAX = 16384
+# Query batches smaller than this run FAISS on one thread.
+SMALL_BATCH = 8
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
 
@@ -182,7 +185,7 @@ class VectorIndex:
         if self.kind == "ivf_flat":
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
-            m = int(p["m"]) if p["m"] else _largest_divisor_at_most(self.dim, max(1, self.dim // 4))
+            m = int(p["m"]) if p["m"] else _largest_divisor_at_most(self.dim, max(1, self.dim // 8, min(16, self.dim // 2)))
             if self.dim % m:
                 raise RetrievalError(f"ivf_pq m={m} must divide dim={self.dim}; pick a divisor of {self.dim}")
             nbits = int(p["nbits"])
@@ -195,6 +198,7 @@ class VectorIndex:
             index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
         index.own_fields = True
         quantizer.this.disown()
+        index.cp.max_points_per_centroid = 64  # k-means on a sample: 64 points per list suffice
         logger.info("training %s (nlist=%d) on %d vectors", self.kind, nlist, n)
         index.train(train)
         index.nprobe = int(p["nprobe"])
@@ -234,8 +238,14 @@ class VectorIndex:
     def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._on_gpu() and k <= gpu.GPU_MAX_K:
             D, labels = self._gpu().search(q, k)
+        elif self.kind == "exact":
+            # Blocked BLAS matmul over FAISS's own storage (no copy): as fast as a
+            # hand-written numpy scan, with the same (-inf, -1) conventions.
+            xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
+            return _exact_topk(q, xb.reshape(len(self), self.dim), self._ids, k)
         else:
-            D, labels = self._index.search(q, k, params=self._params(None, k))
+            with _threads(q.shape[0]):
+                D, labels = self._index.search(q, k, params=self._params(None, k))
         return self._finish(D, labels)
 
     def _search_exact_subset(self, q, k, allowed):
@@ -250,7 +260,8 @@ class VectorIndex:
         labels_allowed = allowed if self._native_ids else self._positions(allowed)
         selector = faiss.IDSelectorBatch(labels_allowed.size, faiss.swig_ptr(labels_allowed))
         widen = 1
-        D, labels = self._index.search(q, k, params=self._params(selector, k, widen))
+        with _threads(q.shape[0]):
+            D, labels = self._index.search(q, k, params=self._params(selector, k, widen))
         D, ids = self._finish(D, labels)
         want = min(k, allowed.size)
         short = np.flatnonzero((ids >= 0).sum(1) < want)
@@ -426,8 +437,9 @@ def _exact_topk(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int):
     D = np.full((n, k), -np.inf, dtype=np.float32)
     out = np.full((n, k), -1, dtype=np.int64)
     kk = min(k, ids.size)
-    for start in range(0, n, 1024):
-        scores = q[start:start + 1024] @ vectors.T  # (b, m)
+    block = max(1, min(1024, 2**25 // max(ids.size, 1)))  # scores block <= 128 MiB
+    for start in range(0, n, block):
+        scores = q[start:start + block] @ vectors.T  # (b, m)
         if kk < ids.size:
             part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         else:
@@ -435,9 +447,24 @@ def _exact_topk(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int):
         top = np.take_along_axis(scores, part, 1)
         order = np.lexsort((ids[part], -top), axis=1) if top.size else part
         cols = np.take_along_axis(part, order, 1)
-        D[start:start + 1024, :kk] = np.take_along_axis(scores, cols, 1)
-        out[start:start + 1024, :kk] = ids[cols]
+        D[start:start + block, :kk] = np.take_along_axis(scores, cols, 1)
+        out[start:start + block, :kk] = ids[cols]
     return D, out
+
+
+@contextlib.contextmanager
+def _threads(n_queries: int):
+    """One OpenMP thread for a handful of queries: FAISS's parallel loops cost more
+    than they save there, and spin badly when the cores are busy."""
+    if n_queries >= SMALL_BATCH:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
