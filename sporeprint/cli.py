@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build loaded
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1

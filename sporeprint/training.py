@@ -62,19 +62,22 @@ def poisonous_ids(fs) -> np.ndarray:
         .to_numpy().astype(np.int64)
 
 
-def load_rows(fs, space: str, observation_ids: np.ndarray) -> tuple[Rows, list[str]]:
+def load_rows(fs, space: str, observation_ids: np.ndarray,
+              labelled_only: bool = True) -> tuple[Rows, list[str]]:
     """Embeddings + metadata + labels of the images of ``observation_ids``
-    (labelled or ``-1``; unlabelled observations are skipped)."""
+    (labelled or ``-1``; unlabelled observations are skipped unless
+    ``labelled_only=False``, when their class is ``-1`` too)."""
     if fs.get_space(space) is None:
         spaces = [r for r in fs.sql("SELECT space FROM embedding_spaces ORDER BY 1").column(0)
                   .to_pylist()]
         raise ValueError(f"embedding space {space!r} is not in the store (it has {spaces}); "
                          "run `sporeprint embed` or `sporeprint ingest --embeddings` first")
     table = fs.sql(
-        "SELECT i.image_id, i.observation_id, o.class_id FROM images i "
+        "SELECT i.image_id, i.observation_id, coalesce(o.class_id, -1) AS class_id FROM images i "
         "JOIN observations o USING (observation_id) "
-        "WHERE o.class_id IS NOT NULL AND o.observation_id IN (SELECT unnest(?::BIGINT[])) "
-        "ORDER BY i.image_id", [np.asarray(observation_ids, dtype=np.int64).tolist()])
+        "WHERE (o.class_id IS NOT NULL OR NOT ?) "
+        "AND o.observation_id IN (SELECT unnest(?::BIGINT[])) "
+        "ORDER BY i.image_id", [labelled_only, np.asarray(observation_ids, dtype=np.int64).tolist()])
     image_ids = table.column("image_id").to_numpy().astype(np.int64)
     ids, vectors = fs.fetch_embeddings(space, image_ids)
     if len(ids) < len(image_ids):

@@ -204,6 +204,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     reason VARCHAR,
     poison_prob DOUBLE,
     unknown_score DOUBLE,
+    unknown_prob DOUBLE,
     top5_class_ids INTEGER[],
     top5_probs DOUBLE[],
     evidence_observation_ids BIGINT[],

@@ -1,0 +1,44 @@
+"""Score a batch of new observations: a metadata CSV (DF20/DF21/FungiCLEF test
+format, labels optional) plus either a folder of photos or precomputed
+embeddings. Per observation: the species, the poison probability, an "unknown
+species" flag and the reason for the answer, decided by the Track 3-optimal
+rule so that a possibly poisonous mushroom is never answered "edible" or
+"unknown". Writes the store's predictions table (re-scoring a batch replaces
+it), a FungiCLEF submission CSV and a richer CSV/Parquet beside it."""
+
+from __future__ import annotations
+
+HELP = "score new observations: species, poison risk, unknown flag"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--store", required=True, help="the store (DuckDB file)")
+    parser.add_argument("--metadata", required=True, help="metadata CSV/Parquet of the new batch")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder with the batch's photos (embedded with the runs' model)")
+    src.add_argument("--embeddings", help="Parquet of precomputed vectors (image_path, embedding)")
+    parser.add_argument("--run", required=True,
+                        help="run id(s), comma-separated: fold heads or an ensemble run "
+                             "(see `sporeprint sql --store S \"SELECT run_id, kind FROM runs\"`)")
+    parser.add_argument("--out", help="submission CSV (default: <metadata stem>.predictions.csv "
+                                      "beside the metadata file)")
+    parser.add_argument("--batch", help="batch name in the predictions table (default: metadata "
+                                        "file stem)")
+    parser.add_argument("--rule", choices=["track3", "argmax_unknown", "argmax"], default="track3",
+                        help="decision rule (default: track3, the poison-safe expected-cost rule)")
+    parser.add_argument("--workers", type=int, help="image decoding processes (default: auto)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="refit the temperature and unknown threshold on the validation parts")
+
+
+def run(args) -> int:
+    from sporeprint.scoring import score_batch
+    from store import FeatureStore
+
+    run_ids = [r.strip() for r in args.run.split(",") if r.strip()]
+    with FeatureStore(args.store) as fs:
+        report = score_batch(fs, args.metadata, run_ids, images_dir=args.images,
+                             embeddings=args.embeddings, out=args.out, batch=args.batch,
+                             rule=args.rule, workers=args.workers, recalibrate=args.recalibrate)
+    print("\n".join(report.lines()))
+    return 0
