@@ -1,0 +1,258 @@
+"""ImageEmbedder in memory: exact match with a direct transformers forward, pooling,
+other backbones, and decoding of every kind of awkward photo file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import (
+    Dinov2Config,
+    Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    ResNetConfig,
+    ResNetModel,
+)
+from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+
+from store.embedding import (
+    FastPreprocess,
+    ImageEmbedder,
+    ModelUnavailableError,
+    default_space_name,
+)
+from store.images import ImageDecodeError, load_rgb
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            patch_size=14, image_size=56)
+DINO_PROCESSOR = dict(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                      resample=3, image_mean=[0.485, 0.456, 0.406],
+                      image_std=[0.229, 0.224, 0.225])
+SMALL_PROCESSOR = dict(DINO_PROCESSOR, size={"shortest_edge": 32},
+                       crop_size={"height": 28, "width": 28})
+
+
+def make_model_dir(folder: Path, registers: bool = False, processor: dict = DINO_PROCESSOR,
+                   seed: int = 0) -> Path:
+    """A tiny DINOv2 checkpoint saved the way the hub ships one."""
+    torch.manual_seed(seed)
+    if registers:
+        model = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **TINY))
+    else:
+        model = Dinov2Model(Dinov2Config(**TINY))
+    model.save_pretrained(folder)
+    BitImageProcessorPil(**processor).save_pretrained(folder)
+    return folder
+
+
+def photo(seed: int, size=(120, 90), mode="RGB") -> Image.Image:
+    """A smooth random colour field (JPEG-friendly), as PIL image of ``mode``."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    img = Image.fromarray(coarse).resize(size, Image.BICUBIC)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def huge_header_jpeg(path: Path, width: int = 50000, height: int = 50000) -> None:
+    """A valid small JPEG whose frame header claims giant dimensions."""
+    buf = io.BytesIO()
+    photo(99, (64, 64)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+
+
+def write_image_zoo(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Files that must embed, and files that must fail, keyed by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = {k: folder / f"{k}.{ext}" for k, ext in [
+        ("rgb", "jpg"), ("gray", "jpg"), ("cmyk", "jpg"), ("rgba", "png"), ("16bit", "png"),
+        ("exif_rotated", "jpg")]}
+    photo(1).save(good["rgb"], quality=92)
+    photo(2, mode="L").save(good["gray"], quality=92)
+    photo(3, mode="CMYK").save(good["cmyk"], quality=92)
+    rgba = photo(4).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    rgba.save(good["rgba"])
+    deep = (np.asarray(photo(5, mode="L"), dtype=np.uint16) * 257)
+    Image.fromarray(deep).save(good["16bit"])  # mode I;16
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    photo(6, size=(120, 80)).save(good["exif_rotated"], quality=92, exif=exif)
+
+    bad = {k: folder / f"{k}.jpg" for k in ["missing", "zero_bytes", "truncated", "corrupt", "huge"]}
+    bad["zero_bytes"].write_bytes(b"")
+    full = io.BytesIO()
+    photo(7, size=(200, 150)).save(full, "JPEG", quality=92)
+    bad["truncated"].write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
+    bad["corrupt"].write_bytes(np.random.default_rng(8).bytes(4000))
+    huge_header_jpeg(bad["huge"])
+    return good, bad
+
+
+@pytest.fixture(scope="module")
+def dino_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("dinov2"))
+
+
+@pytest.fixture(scope="module")
+def dino_reg_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("dinov2reg"), registers=True, seed=1)
+
+
+def reference_embedding(model_dir: Path, images, pooling: str) -> np.ndarray:
+    """A plain transformers forward with the checkpoint's processor."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    proc = BitImageProcessorPil.from_pretrained(model_dir)
+    with torch.no_grad():
+        hidden = model(**proc(images=images, return_tensors="pt")).last_hidden_state
+    registers = getattr(model.config, "num_register_tokens", 0)
+    cls = hidden[:, 0]
+    if pooling == "cls":
+        return cls.numpy()
+    return torch.cat([cls, hidden[:, 1 + registers:].mean(1)], dim=1).numpy()
+
+
+@pytest.mark.parametrize("registers", [False, True])
+@pytest.mark.parametrize("pooling", ["cls", "cls+mean"])
+@pytest.mark.parametrize("preprocess", ["fast", "processor"])
+def test_matches_direct_transformers_forward(dino_dir, dino_reg_dir, registers, pooling,
+                                             preprocess):
+    folder = dino_reg_dir if registers else dino_dir
+    images = [photo(i, size) for i, size in enumerate([(300, 400), (257, 300), (500, 260)])]
+    emb = ImageEmbedder(folder, pooling=pooling, device="cpu", preprocess=preprocess)
+    got = emb.embed_images(images, batch_size=2)
+    want = reference_embedding(folder, images, pooling)
+    assert got.dtype == np.float32 and got.shape == want.shape == (3, 32 * (1 + (pooling != "cls")))
+    assert np.abs(got - want).max() < 1e-5
+    assert emb.dim == got.shape[1]
+
+
+def test_fast_preprocessing_is_bit_identical_to_processor(dino_dir):
+    emb = ImageEmbedder(dino_dir, device="cpu")
+    assert isinstance(emb.preprocess, FastPreprocess)
+    for i, size in enumerate([(300, 400), (400, 300), (256, 256), (999, 257), (260, 1000)]):
+        img = photo(10 + i, size)
+        fast = emb.preprocess.normalise(emb.preprocess(img)[None])
+        ref = emb.processor(images=img, return_tensors="pt")["pixel_values"]
+        assert fast.shape == ref.shape == (1, 3, 224, 224)
+        assert torch.equal(fast, ref), size
+
+
+def test_registers_are_excluded_from_the_patch_mean(dino_reg_dir):
+    emb = ImageEmbedder(dino_reg_dir, pooling="cls+mean", device="cpu")
+    assert emb.num_prefix_tokens == 5
+    img = photo(3, (300, 300))
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(dino_reg_dir).eval()
+    px = BitImageProcessorPil.from_pretrained(dino_reg_dir)(images=img, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**px).last_hidden_state
+    with_registers = hidden[:, 1:].mean(1).numpy()
+    got = emb.embed_images([img])[:, 32:]
+    assert np.abs(got - hidden[:, 5:].mean(1).numpy()).max() < 1e-5
+    assert np.abs(got - with_registers).max() > 1e-4
+
+
+def test_resnet_backbone_uses_pooled_output(tmp_path):
+    torch.manual_seed(0)
+    model = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                     layer_type="basic"))
+    model.save_pretrained(tmp_path)
+    ConvNextImageProcessorPil(size={"shortest_edge": 64}, crop_pct=0.875).save_pretrained(tmp_path)
+    emb = ImageEmbedder(tmp_path, device="cpu")
+    assert emb.pooling == "pooler" and emb.dim == 16
+    assert not isinstance(emb.preprocess, FastPreprocess)  # not a resize+crop processor
+    images = [photo(1, (90, 120)), photo(2, (200, 100))]
+    got = emb.embed_images(images)
+    px = ConvNextImageProcessorPil.from_pretrained(tmp_path)(images=images, return_tensors="pt")
+    with torch.no_grad():
+        want = model.eval()(**px).pooler_output.flatten(1).numpy()
+    assert got.shape == (2, 16) and np.abs(got - want).max() < 1e-5
+    with pytest.raises(ValueError, match="cls\\+mean"):
+        ImageEmbedder(tmp_path, pooling="cls+mean", device="cpu")
+
+
+def test_image_zoo_embeds_or_fails_with_reason(tmp_path, dino_dir):
+    good, bad = write_image_zoo(tmp_path / "zoo")
+    emb = ImageEmbedder(dino_dir, device="cpu", max_pixels=10_000_000)
+    vecs = emb.embed_images(list(good.values()))
+    assert np.isfinite(vecs).all()
+    # each file equals the embedding of its correctly decoded RGB image
+    with Image.open(good["exif_rotated"]) as raw:  # pixels as stored, sideways
+        sideways_pixels = np.asarray(raw.convert("RGB"))  # no EXIF carried along
+    upright = Image.fromarray(np.rot90(sideways_pixels, k=-1).copy())
+    ref = emb.embed_images([upright])
+    sideways = emb.embed_images([Image.fromarray(sideways_pixels)])
+    assert np.abs(sideways[0] - ref[0]).max() > 1e-3
+    assert np.abs(vecs[list(good).index("exif_rotated")] - ref[0]).max() < 1e-5
+    rows = emb.embed_images(list(bad.values()) + [good["rgb"]], on_error="nan")
+    assert np.isnan(rows[:-1]).all() and np.isfinite(rows[-1]).all()
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        emb.embed_images([good["rgb"], bad["truncated"]])
+
+
+def test_load_rgb_reasons_and_conversions(tmp_path):
+    good, bad = write_image_zoo(tmp_path)
+    reasons = {}
+    for kind, path in bad.items():
+        with pytest.raises(ImageDecodeError) as info:
+            load_rgb(path)
+        reasons[kind] = info.value.reason
+    assert reasons["missing"] == "missing file"
+    assert reasons["zero_bytes"].startswith("empty file")
+    assert reasons["truncated"].startswith("truncated")
+    assert reasons["corrupt"].startswith("not an image")
+    assert reasons["huge"].startswith("image too large")
+    with pytest.raises(ImageDecodeError, match="max_pixels=100"):
+        load_rgb(good["rgb"], max_pixels=100)
+
+    for path in good.values():
+        assert load_rgb(path).mode == "RGB"
+    assert load_rgb(good["exif_rotated"]).size == (80, 120)  # upright: portrait
+    deep = np.asarray(load_rgb(good["16bit"]))
+    assert np.array_equal(deep[..., 0], np.asarray(photo(5, mode="L")))  # 16-bit scaled, not clipped
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    assert load_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+    cmyk = load_rgb(good["cmyk"])
+    assert np.abs(np.asarray(cmyk, dtype=int) - np.asarray(photo(3), dtype=int)).mean() < 12
+
+
+def test_space_spec_records_model_and_preprocessing(dino_dir, dino_reg_dir):
+    emb = ImageEmbedder(dino_dir, pooling="cls+mean", device="cpu")
+    spec = emb.space_spec()
+    assert spec.name == default_space_name(str(dino_dir))
+    assert spec.dim == 64 and spec.pooling == "cls+mean" and spec.dtype == "float32"
+    assert spec.revision.startswith("sha256:") and len(spec.revision) == 7 + 64
+    assert spec.preprocessing["size"] == {"shortest_edge": 256}  # checkpoint, not class default
+    assert spec.preprocessing["crop_size"] == {"height": 224, "width": 224}
+    assert spec.preprocessing["image_mean"] == [0.485, 0.456, 0.406]
+    other = ImageEmbedder(dino_reg_dir, device="cpu").space_spec("x")
+    assert other.revision != spec.revision and other.name == "x"
+
+
+def test_default_space_names():
+    assert default_space_name("facebook/dinov2-large") == "dinov2_large"
+    assert default_space_name("facebook/dinov2-with-registers-large") == "dinov2_with_registers_large"
+    assert default_space_name("/models/2024-ckpt/") == "m_2024_ckpt"
+
+
+def test_unavailable_model_errors_say_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(ModelUnavailableError, match="config.json"):
+        ImageEmbedder(tmp_path, device="cpu")  # an empty directory
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE"):
+        ImageEmbedder("sporeprint-test/not-downloaded", device="cpu")
+    with pytest.raises(ValueError, match="pooling='max'"):
+        ImageEmbedder(tmp_path, pooling="max")
