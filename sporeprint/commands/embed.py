@@ -1,0 +1,59 @@
+"""Embed every image of a store that has no vector yet in an embedding space.
+
+Loads a DINOv2 checkpoint (or any transformers image backbone) from a hub id or a
+local directory, with the preprocessing from its own processor config. Images are
+decoded in worker processes and written in transactional chunks: interrupt the
+command at any time and run it again to finish, with no image missing or stored
+twice. Unreadable images are recorded in `embedding_failures` with their reason."""
+
+from __future__ import annotations
+
+HELP = "embed the store's images with DINOv2 (or another transformers backbone)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--store", required=True, help="DuckDB store file")
+    parser.add_argument("--model", required=True,
+                        help="hub id (e.g. facebook/dinov2-large) or local model directory")
+    parser.add_argument("--space", default=None,
+                        help="embedding space name (default: from the model id, e.g. dinov2_large)")
+    parser.add_argument("--pooling", default="cls", choices=["cls", "cls+mean"],
+                        help="CLS token (default), or CLS + mean of patch tokens")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--dtype", default="auto",
+                        choices=["auto", "float32", "bfloat16", "float16"],
+                        help="auto: bfloat16 on a GPU that has it, else float32")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes (default: spare cores beside a GPU, a few on CPU)")
+    parser.add_argument("--chunk-size", type=int, default=2048,
+                        help="images per committed transaction (default 2048)")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="refuse larger images (default 250 million pixels)")
+
+
+def run(args) -> int:
+    from store import FeatureStore
+    from store.embedding import ImageEmbedder, default_space_name, embed_store
+    from store.images import DEFAULT_MAX_PIXELS
+
+    space = args.space or default_space_name(args.model)
+    embedder = ImageEmbedder(args.model, pooling=args.pooling, device=args.device,
+                             dtype=args.dtype, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    print(f"model {embedder.model_id} ({type(embedder.model).__name__}, dim {embedder.dim}, "
+          f"pooling {embedder.pooling}) on {embedder.device} in "
+          f"{str(embedder.dtype).removeprefix('torch.')} -> space {space!r}")
+    with FeatureStore(args.store) as fs:
+        report = embed_store(fs, embedder, space, batch_size=args.batch_size,
+                             workers=args.workers, chunk_size=args.chunk_size)
+        if report.failed:
+            reasons = fs.sql(
+                "SELECT reason, count(*) AS n FROM embedding_failures WHERE space = ? "
+                "GROUP BY reason ORDER BY n DESC LIMIT 10", [report.space]).to_pylist()
+    print(f"space {report.space}: embedded {report.embedded}, failed {report.failed}, "
+          f"skipped {report.skipped} in {report.seconds:.1f} s "
+          f"({report.images_per_second:.1f} img/s)")
+    if report.failed:
+        for row in reasons:
+            print(f"  failures recorded in this space: {row['n']} x {row['reason']}")
+    return 0
