@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +141,37 @@ class Calibration:
     uncertainty_stats: list[float]
     fusion_weight: float
     unknown_rate: float
+    poison_bias: float = 0.0
     metrics: dict = field(default_factory=dict)
+
+    def species_probs(self, log_probs: np.ndarray, poisonous: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities over known species: temperature, then the poison
+        prior shift (training and the scoring period differ in how common poisonous
+        species are)."""
+        z = log_probs / self.temperature + self.poison_bias * poisonous[None, :]
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_poison_bias(probs: np.ndarray, poisonous: np.ndarray, p_unknown: np.ndarray,
+                    is_poisonous: np.ndarray) -> float:
+    """The shift ``b`` added to poisonous classes' logits that makes
+    ``P(poisonous) = (1 - P(unknown)) · Σ_poisonous p`` fit the validation truth best
+    (binary log-likelihood over all validation observations, unknowns being edible)."""
+    from scipy.optimize import minimize_scalar
+
+    log_p = np.log(np.maximum(probs, 1e-300))
+
+    def nll(b: float) -> float:
+        z = log_p + b * poisonous[None, :]
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        pp = (1 - p_unknown) * e[:, poisonous].sum(1) / e.sum(1)
+        pp = np.clip(pp, 1e-9, 1 - 1e-9)
+        return -float(np.mean(np.where(is_poisonous, np.log(pp), np.log1p(-pp))))
+
+    return float(minimize_scalar(nll, bounds=(-8.0, 8.0), method="bounded").x)
 
 
 def _known_species_classes(ensemble: Ensemble) -> np.ndarray:
@@ -211,11 +241,14 @@ def calibrate(fs: FeatureStore, space: str, members: list[Member], index: Vector
                          "the unknown detector")
     platt = PlattScaler().fit(scores, is_unknown)
     quality = det.evaluate(queries, is_unknown, unc)
+    poisonous = ensemble.poisonous_[: len(classes)]
+    bias = fit_poison_bias(probs, poisonous, platt.transform(scores),
+                           np.isin(y, classes[poisonous]))
     return Calibration(
         temperature=ts.temperature_, platt_coef=platt.coef_, platt_intercept=platt.intercept_,
         detector_k=det.k, detector_threshold=det.threshold_, knn_stats=list(det.knn_stats_),
         uncertainty_stats=list(det.uncertainty_stats_), fusion_weight=fusion_weight,
-        unknown_rate=float(is_unknown.mean()),
+        unknown_rate=float(is_unknown.mean()), poison_bias=bias,
         metrics={"n_val_observations": int(len(y)), "nll_before": ts.nll_before_,
                  "nll_after": ts.nll_after_, "val_track1_open_set": det.val_error_,
                  "val_track1_never_unknown": det.val_error_never_, **quality},
@@ -234,8 +267,9 @@ def load_or_fit_calibration(fs: FeatureStore, space: str, members: list[Member],
     if not fs.read_only:
         fs.record_run(cal_id, CALIBRATION_KIND, space, None, None,
                       {"members": [m.run_id for m in members]}, asdict(cal), None)
-    log.info("calibrated: temperature %.3f, unknown threshold %.4f, AUROC %.3f",
-             cal.temperature, cal.detector_threshold, cal.metrics.get("auroc", float("nan")))
+    log.info("calibrated: temperature %.3f, poison shift %+.2f, unknown threshold %.4f, AUROC %.3f",
+             cal.temperature, cal.poison_bias, cal.detector_threshold,
+             cal.metrics.get("auroc", float("nan")))
     return cal
 
 
@@ -258,14 +292,13 @@ def decide_observations(scores: ObservationScores, ensemble: Ensemble, cal: Cali
                         index: VectorIndex, rule: str = "track3") -> Decided:
     classes = _known_species_classes(ensemble)
     poisonous = ensemble.poisonous_[: len(classes)]
-    probs = np.exp(scores.log_probs / cal.temperature)
-    probs /= probs.sum(axis=1, keepdims=True)
+    plain = Calibration.species_probs(replace(cal, poison_bias=0.0), scores.log_probs, poisonous)
+    probs = cal.species_probs(scores.log_probs, poisonous)
     det = _detector(index, cal.detector_k, cal.fusion_weight)
     det.threshold_ = cal.detector_threshold
     det.knn_stats_ = tuple(cal.knn_stats)
     det.uncertainty_stats_ = tuple(cal.uncertainty_stats)
-    unc = uncertainty(probs)
-    s = det.score_samples(scores.queries, unc)
+    s = det.score_samples(scores.queries, uncertainty(plain))  # as calibrated: before the shift
     flag = s > det.threshold_
     p_unknown = 1.0 / (1.0 + np.exp(-(cal.platt_coef * s + cal.platt_intercept)))
     d = decide(probs, p_unknown if rule == "track3" else None, classes, poisonous, rule=rule,
@@ -278,7 +311,7 @@ def prior_decision(ensemble: Ensemble, cal: Calibration, counts: np.ndarray, n: 
     """Observations without a usable image: the Track 3 rule on the training class prior."""
     classes = _known_species_classes(ensemble)
     poisonous = ensemble.poisonous_[: len(classes)]
-    prior = np.tile(counts / counts.sum(), (n, 1))
+    prior = cal.species_probs(np.log(np.tile(counts / counts.sum(), (n, 1))), poisonous)
     pu = np.full(n, cal.unknown_rate)
     d = decide(prior, pu, classes, poisonous, rule="track3")
     return Decided(np.zeros(n, np.int64), d.class_id, prior, classes, poisonous, pu,
