@@ -307,3 +307,18 @@ def test_metadata_groups_drive_fusion_tokens():
     assert not torch.allclose(base, head(x, m2).species)
     with pytest.raises(HeadsError, match="7 columns"):
         head(x, m[:, :3])
+
+
+@pytest.mark.parametrize("loss,mode,sched", [("focal", "mass", "plateau"),
+                                             ("weighted_ce", "logit", "none")])
+def test_other_training_paths(loss, mode, sched, data):
+    (X, y, M, obs), (Xv, yv, Mv, obsv) = data
+    genus = np.searchsorted(CLASS_IDS, y) // 2  # a made-up taxonomy level
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-3, loss=loss, poison_mode=mode,
+                      scheduler=sched, taxonomy_weight=0.5, sampler="balanced", progress=False)
+    clf = Classifier("mlp", {"hidden": 16}, cfg).fit(X, y, M, poisonous_classes=POISONOUS,
+                                                     genus=genus, val=(Xv, yv, Mv, obsv))
+    assert clf.config_.num_genus == genus.max() + 1
+    out = clf.model_(torch.as_tensor(Xv[:3]), torch.as_tensor(Mv[:3]))
+    assert out.genus.shape == (3, genus.max() + 1) and out.family is None
+    assert all(np.isfinite(h["train_loss"]) for h in clf.history_)

@@ -51,6 +51,12 @@ def test_train_all_folds_records_runs(store_path, capsys):
             # class list = the class ids seen in this fold's training rows
             assert clf.classes_.tolist() == np.unique(train.class_ids[train.class_ids >= 0]).tolist()
             assert set(val.observation_ids).isdisjoint(train.observation_ids)
+            # each image row carries its own observation's label and features
+            _, feats, _ = fs.fetch_features(train.observation_ids[:5])
+            np.testing.assert_array_equal(train.metadata[:5], feats)
+            truth = fs.sql("SELECT class_id FROM observations WHERE observation_id = ?",
+                           [int(val.observation_ids[0])]).column(0)[0].as_py()
+            assert val.class_ids[0] == truth
             probs, _ = clf.predict_proba(val.embeddings, val.metadata)
             np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
         ens = json.loads(next(r for r in rows if r["kind"] == "ensemble")["metrics"])
