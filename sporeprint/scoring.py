@@ -428,6 +428,8 @@ def score_batch(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
     batch = batch or metadata.stem
     report = ScoreReport(batch=batch, run_key=model.run_key)
 
+    if embeddings is not None:
+        check_embedding_file(embeddings, fs.get_space(space))
     ingest = fs.ingest_metadata(metadata, role="new", images_dir=images_dir)
     report.rows_read, report.rows_rejected = ingest.read, ingest.rejected
     batch_ids = _batch_observation_ids(metadata)
@@ -468,6 +470,22 @@ def score_batch(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
     report.answers = _answer_counts(table)
     report.outputs = write_outputs(table, out or metadata.with_name(f"{batch}.predictions.csv"))
     return report
+
+
+def check_embedding_file(path: str | Path, spec) -> None:
+    """Refuse, before anything is written, a vector file whose dimension is not the space's."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file {path} does not exist")
+    try:
+        first = pq.ParquetFile(path).read_row_group(0, columns=["embedding"]).slice(0, 1)
+    except (pa.ArrowInvalid, KeyError, OSError) as exc:
+        raise ValueError(f"{path} is not a Parquet file with an 'embedding' column: {exc}") from exc
+    if first.num_rows and len(first.column(0)[0]) != spec.dim:
+        raise ValueError(
+            f"{path} holds {len(first.column(0)[0])}-d vectors but the runs' embedding space "
+            f"{spec.name!r} is {spec.dim}-d ({spec.model_id}); embed the batch with that model "
+            "or score with heads trained on your vectors' space")
 
 
 def _training_counts(fs: FeatureStore, classes: np.ndarray) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""`sporeprint score` end to end through the CLI: photos → tiny DINOv2 → heads →
+open-set detector → Track 3 decisions → predictions table and submission files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from sporeprint.cli import main
+from sporeprint.demo import build_tiny_dinov2
+from sporeprint.simulate import SimConfig, simulate, write_simulation
+from store import FeatureStore
+
+SPACE = "tiny"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A store whose train/val photos are embedded with a tiny DINOv2 and a trained
+    two-fold ensemble; the held-out test file is cut into two new batches."""
+    root = tmp_path_factory.mktemp("score")
+    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16, count_scale=0.02))
+    files = write_simulation(sim, root / "sim", images=True, image_size=64)
+    model = build_tiny_dinov2(root / "dinov2-tiny")
+    store = root / "fungi.duckdb"
+    for role in ("train", "val"):
+        assert main(["ingest", "--store", str(store), "--metadata", str(files[role]),
+                     "--role", role, "--images", str(files["images"])]) == 0
+    assert main(["embed", "--store", str(store), "--model", str(model), "--space", SPACE,
+                 "--workers", "0", "--batch-size", "32"]) == 0
+    assert main(["train", "--store", str(store), "--space", SPACE, "--head", "mlp",
+                 "--hidden", "32", "--epochs", "2", "--lr", "3e-3", "--fold", "all"]) == 0
+    with FeatureStore(store, read_only=True) as fs:
+        run = fs.sql("SELECT run_id FROM runs WHERE kind = 'ensemble'").column(0)[0].as_py()
+    test = pacsv.read_csv(files["test"])
+    obs = np.unique(test["observation_id"].to_numpy())
+    half = np.isin(test["observation_id"].to_numpy(), obs[: len(obs) // 2])
+    batch_a, batch_b = root / "batch_a.csv", root / "batch_b.csv"
+    pacsv.write_csv(test.filter(pa.array(half)), batch_a)
+    pacsv.write_csv(test.filter(pa.array(~half)), batch_b)
+    return {"root": root, "store": store, "run": run, "images": files["images"],
+            "batch_a": batch_a, "batch_b": batch_b, "truth": files["truth"]}
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _predictions(store, batch):
+    with FeatureStore(store, read_only=True) as fs:
+        return fs.sql("SELECT * FROM predictions WHERE batch = ? ORDER BY observation_id",
+                      [batch]).to_pylist()
+
+
+def test_every_observation_gets_exactly_one_prediction_and_rescoring_replaces(world, capsys):
+    out = world["root"] / "a" / "pred.csv"
+    args = ["score", "--store", str(world["store"]), "--metadata", str(world["batch_a"]),
+            "--images", str(world["images"]), "--run", world["run"], "--out", str(out),
+            "--workers", "0"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    batch_obs = set(pacsv.read_csv(world["batch_a"])["observation_id"].to_pylist())
+    rows = _predictions(world["store"], "batch_a")
+    assert sorted(r["observation_id"] for r in rows) == sorted(batch_obs)
+    assert f"observations {len(batch_obs)}: scored from images {len(batch_obs)}" in printed
+
+    # Submission format: exactly observation_id,class_id, one row per observation.
+    sub = _read_csv(out)
+    assert list(sub[0].keys()) == ["observation_id", "class_id"]
+    assert sorted(int(r["observation_id"]) for r in sub) == sorted(batch_obs)
+    classes = {int(r["class_id"]) for r in sub}
+    assert classes <= set(range(-1, 1604))
+    full = pq.read_table(out.with_name("pred.full.parquet"))
+    for col in ("poison_prob", "unknown_score", "top5_class_ids", "top5_probs",
+                "evidence_observation_ids", "reason"):
+        assert col in full.column_names
+    r0 = rows[0]
+    assert len(r0["top5_class_ids"]) == 5 and len(r0["evidence_observation_ids"]) == 5
+    assert r0["top5_probs"] == sorted(r0["top5_probs"], reverse=True)
+    # Evidence ids are training observations.
+    with FeatureStore(world["store"], read_only=True) as fs:
+        roles = fs.sql("SELECT DISTINCT role FROM observations WHERE observation_id IN "
+                       "(SELECT unnest(?::BIGINT[]))", [r0["evidence_observation_ids"]])
+    assert roles.column(0).to_pylist() == ["train"]
+
+    # Poison safety: no answer is edible/unknown while P(poisonous) is above its threshold.
+    for r in rows:
+        if "poison-risk" in r["reason"]:
+            with FeatureStore(world["store"], read_only=True) as fs:
+                pois = fs.sql("SELECT poisonous FROM species WHERE class_id = ?", [r["class_id"]])
+            assert pois.column(0)[0].as_py() is True
+
+    # Scoring the same batch again replaces its predictions.
+    assert main(args) == 0
+    again = _predictions(world["store"], "batch_a")
+    assert len(again) == len(rows)
+    assert [r["class_id"] for r in again] == [r["class_id"] for r in rows]
+
+
+def test_broken_images_missing_metadata_and_bad_rows_are_accounted_for(world, capsys):
+    rows = _read_csv(world["batch_b"])
+    obs = sorted({r["observation_id"] for r in rows})
+    no_photo, broken, bad_row, blank_meta = obs[0], obs[1], obs[2], obs[3]
+    images = world["root"] / "images_b"
+    images.mkdir()
+    for r in rows:
+        src = world["images"] / r["image_path"]
+        dst = images / r["image_path"]
+        if r["observation_id"] == no_photo:
+            continue  # every photo of this observation is missing
+        data = src.read_bytes()
+        if r["observation_id"] == broken:
+            data = data[: len(data) // 3]  # truncated JPEG: still decodable or a recorded failure
+        dst.write_bytes(data)
+    for r in rows:
+        if r["observation_id"] == bad_row:
+            r["Latitude"] = "123.0"  # out of range: the row is rejected
+        if r["observation_id"] == blank_meta:
+            r["Habitat"], r["Substrate"], r["month"], r["day"] = "", "", "", ""
+    batch = world["root"] / "batch_b_broken.csv"
+    with open(batch, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+
+    out = world["root"] / "b" / "pred.csv"
+    assert main(["score", "--store", str(world["store"]), "--metadata", str(batch),
+                 "--images", str(images), "--run", world["run"], "--out", str(out),
+                 "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    preds = {str(r["observation_id"]): r for r in _predictions(world["store"], "batch_b_broken")}
+    assert set(preds) == set(obs)  # nobody silently dropped
+    assert preds[no_photo]["status"] == "no_usable_image"
+    assert "no usable image" in preds[no_photo]["reason"]
+    assert preds[bad_row]["status"] == "rejected"
+    assert preds[blank_meta]["status"] == "scored"
+    assert preds[broken]["status"] in ("scored", "no_usable_image")
+    assert f"observations {len(obs)}:" in printed and "all rows rejected 1" in printed
+    assert len(_read_csv(out)) == len(obs)
+    with FeatureStore(world["store"], read_only=True) as fs:
+        failed = fs.sql("SELECT count(*) FROM embedding_failures WHERE reason LIKE 'missing%'")
+        assert failed.column(0)[0].as_py() >= 1
+
+
+def test_wrong_dimension_embeddings_fail_clearly_and_change_nothing(world, capsys):
+    rows = _read_csv(world["batch_b"])
+    before = _predictions(world["store"], "batch_b")
+    with FeatureStore(world["store"], read_only=True) as fs:
+        n_obs = fs.sql("SELECT count(*) FROM observations").column(0)[0].as_py()
+    bad = world["root"] / "bad_dim.parquet"
+    pq.write_table(pa.table({
+        "image_path": [r["image_path"] for r in rows],
+        "embedding": pa.array([[0.1] * 7 for _ in rows], pa.list_(pa.float32(), 7)),
+    }), bad)
+    rc = main(["score", "--store", str(world["store"]), "--metadata", str(world["batch_b"]),
+               "--embeddings", str(bad), "--run", world["run"]])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "7-d" in err and "is 64-d" in err
+    assert _predictions(world["store"], "batch_b") == before == []
+    with FeatureStore(world["store"], read_only=True) as fs:  # the batch was not ingested either
+        assert fs.sql("SELECT count(*) FROM observations").column(0)[0].as_py() == n_obs
+
+
+def test_unknown_run_and_evaluate_of_the_scored_batch(world, capsys):
+    rc = main(["score", "--store", str(world["store"]), "--metadata", str(world["batch_a"]),
+               "--images", str(world["images"]), "--run", "no-such-run"])
+    assert rc == 2 and "no-such-run" in capsys.readouterr().err
+    out = world["root"] / "a" / "pred.csv"
+    if not out.exists():
+        pytest.skip("depends on the scoring test")
+    assert main(["evaluate", "--predictions", str(out), "--truth", str(world["truth"]),
+                 "--format", "json", "--missing-as-unknown"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert 0.0 <= s["track1"] <= 1.0 and s["track3"] >= s["track1"]
