@@ -1,0 +1,17 @@
+"""The GPU throughput script runs end to end on CPU with a tiny model (before GPU time)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_embed_script_runs_tiny_on_cpu():
+    out = subprocess.run(
+        [sys.executable, "benchmarks/gpu_embed.py", "--tiny", "--images", "24", "--repeats", "1",
+         "--workers", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "device:" in out.stdout and "ratio (b)/(a):" in out.stdout
+    assert "dim 32" in out.stdout
