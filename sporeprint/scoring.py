@@ -178,7 +178,24 @@ def _known_species_classes(ensemble: Ensemble) -> np.ndarray:
     return ensemble.classes_[ensemble.classes_ >= 0]
 
 
+# Saved training-image indexes tried first (fastest first); exact in memory otherwise.
+SAVED_INDEX_KINDS = ("ivf_flat", "hnsw", "ivf_pq", "exact")
+
+
 def _train_index(fs: FeatureStore, space: str) -> VectorIndex:
+    """The index of the training images: a fresh saved one (`sporeprint index build
+    --where train`), else an exact one built in memory."""
+    from retrieval import RetrievalError
+    from sporeprint.indexing import index_dir, load_index
+
+    for kind in SAVED_INDEX_KINDS:
+        if (index_dir(fs.path, space, kind, "train") / "manifest.json").is_file():
+            try:
+                index = load_index(fs, space, kind, "train")
+                log.info("using the saved %s index of training images (%d vectors)", kind, len(index))
+                return index
+            except RetrievalError as exc:  # stale: say so, fall through to the next
+                log.warning("%s", exc)
     spec = fs.get_space(space)
     ids, vectors = fs.fetch_embeddings(space, selection_image_ids(fs, space, "train"))
     if len(ids) == 0:

@@ -1,0 +1,135 @@
+"""Batch scoring throughput: the whole `score` pipeline from stored vectors versus
+the bare head forward passes over the same tensors.
+
+Builds a simulated store (medium scale by default), trains a two-fold MLP
+ensemble for one epoch (speed, not accuracy, is measured here), builds an
+IVF-Flat index of the training images, then scores a batch of N new
+observations (default 40,216, the size of the FungiCLEF 2024 test set) given
+as a metadata CSV plus precomputed vectors. Prints the pipeline's seconds per
+phase, the bare forward time and their ratio (pipeline overhead).
+
+    python benchmarks/bench_score.py            # 40,216 observations
+    python benchmarks/bench_score.py --small    # 4,000 observations, small store
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from heads.train import TrainConfig  # noqa: E402
+from sporeprint.indexing import build_index  # noqa: E402
+from sporeprint.scoring import ScoringModel, score_batch  # noqa: E402
+from sporeprint.simulate import SimConfig, simulate, write_simulation  # noqa: E402
+from sporeprint.training import load_rows, train_folds  # noqa: E402
+from store import FeatureStore  # noqa: E402
+
+
+def make_batch(sim_test: pa.Table, vectors: dict[str, np.ndarray], n_obs: int, out: Path,
+               seed: int = 0) -> tuple[Path, Path]:
+    """A new batch of ``n_obs`` observations: test rows resampled with fresh ids and
+    slightly perturbed copies of their vectors."""
+    rng = np.random.default_rng(seed)
+    obs = np.unique(sim_test["observation_id"].to_numpy())
+    pick = rng.choice(obs, size=n_obs, replace=True)
+    by_obs = {}
+    ids = sim_test["observation_id"].to_numpy()
+    for i, o in enumerate(ids):
+        by_obs.setdefault(o, []).append(i)
+    rows, new_ids = [], []
+    for j, o in enumerate(pick):
+        rows.extend(by_obs[o])
+        new_ids.extend([9_000_000_000 + j] * len(by_obs[o]))
+    batch = sim_test.take(pa.array(rows))
+    new_ids = np.asarray(new_ids, dtype=np.int64)
+    paths = [f"{o}-{k}.JPG" for k, o in enumerate(new_ids)]
+    old_paths = batch["image_path"].to_pylist()
+    batch = batch.set_column(batch.column_names.index("observation_id"), "observation_id",
+                             pa.array(new_ids))
+    batch = batch.set_column(batch.column_names.index("image_path"), "image_path", pa.array(paths))
+    X = np.stack([vectors[p] for p in old_paths])
+    X = X + rng.normal(scale=0.01, size=X.shape).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    csv_path, pq_path = out / "batch.csv", out / "batch_embeddings.parquet"
+    pacsv.write_csv(batch, csv_path)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(X.astype(np.float32).reshape(-1)), X.shape[1])
+    pq.write_table(pa.table({"image_path": paths, "embedding": emb}), pq_path)
+    return csv_path, pq_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--observations", type=int, default=40_216)
+    ap.add_argument("--scale", default="medium", choices=["small", "medium", "full"])
+    ap.add_argument("--hidden", type=int, default=4096, help="MLP hidden width (paper: 4096)")
+    ap.add_argument("--repeats", type=int, default=3, help="bare-forward repeats (median)")
+    ap.add_argument("--small", action="store_true", help="4,000 observations on the small store")
+    args = ap.parse_args()
+    if args.small:
+        args.observations, args.scale, args.hidden = 4_000, "small", 1024
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sim = simulate(SimConfig(scale=args.scale, seed=0))
+        files = write_simulation(sim, tmp / "sim")
+        store = tmp / "fungi.duckdb"
+        with FeatureStore(store) as fs:
+            for role in ("train", "val"):
+                fs.ingest_metadata(files[role], role=role)
+                fs.ingest_embeddings(files[f"embeddings_{role}"], "sim", model_id="simulator")
+            fs.fit_encoder()
+            fs.make_splits(0)
+            print(f"store: {args.scale} simulation, training heads (1 epoch, hidden {args.hidden}) ...")
+            runs = train_folds(fs, "sim", "mlp", [1, 2], head_params={"hidden": args.hidden},
+                               config=TrainConfig(epochs=1, progress=False))
+            build_index(fs, "sim", "ivf_flat", "train")
+            ScoringModel.load(fs, [runs[-1].run_id])  # fit and cache the calibration once
+            vectors = dict(zip(sim.image_paths.tolist(), sim.vectors, strict=True))
+            csv_path, pq_path = make_batch(sim.test_public(), vectors, args.observations, tmp)
+
+            t0 = time.perf_counter()
+            report = score_batch(fs, csv_path, [runs[-1].run_id], embeddings=pq_path,
+                                 out=tmp / "pred.csv", batch="bench")
+            pipeline = time.perf_counter() - t0
+            assert report.observations == args.observations
+
+            # Baseline: the two heads' forward passes over the same image tensors.
+            model = ScoringModel.load(fs, [runs[-1].run_id])
+            batch_ids = np.unique(pacsv.read_csv(csv_path)["observation_id"].to_numpy())
+            rows, _ = load_rows(fs, "sim", batch_ids, labelled_only=False)
+            bare = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                model.ensemble.predict_proba(rows.embeddings, rows.metadata)
+                bare.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            again = score_batch(fs, csv_path, [runs[-1].run_id], embeddings=pq_path,
+                                out=tmp / "pred.csv", batch="bench")
+            rescore = time.perf_counter() - t0
+
+    forward = statistics.median(bare)
+    print(f"batch: {args.observations:,} observations, {len(rows):,} images, "
+          f"{rows.embeddings.shape[1]}-d, MLP hidden {args.hidden}, 2-head ensemble")
+    print(f"score pipeline (ingest + encode + heads + open-set + decide + write): {pipeline:7.2f} s")
+    print(f"re-score of the same batch (nothing new to ingest):                 {rescore:7.2f} s")
+    print(f"bare head forward passes (median of {args.repeats}):                          {forward:7.2f} s")
+    print(f"ratio pipeline / bare forward: {pipeline / forward:.2f}x   "
+          f"(target: pipeline <= 10 s for 40,216 observations on CPU)")
+    print(f"answers: {again.answers}")
+
+
+if __name__ == "__main__":
+    main()
