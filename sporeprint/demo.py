@@ -203,7 +203,7 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
                                              for k, v in report.seconds.items()))
     report.add("", "Try next:",
                f"  sporeprint sql --store {store_path} \"SELECT * FROM predictions LIMIT 5\"",
-               f"  sporeprint search --store {store_path} --space {SPACE} --observation {query_obs} -k 10",
+               f"  sporeprint search --store {store_path} --space {SPACE} --where train --observation {query_obs} -k 10",
                f"  sporeprint evaluate --predictions {out_csv} --truth {files['truth']}")
     return report
 

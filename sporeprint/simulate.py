@@ -2,7 +2,7 @@
 
 The real Danish Fungi images and a DINOv2 backbone are not needed to exercise
 sporeprint: this module draws a seeded, deterministic stand-in with the real
-problem's shape (see docs/simulator.md for the generative model and its knobs).
+problem's shape (see the README section "Simulated data" for the generative model and its knobs).
 
 >>> from sporeprint.simulate import SimConfig, simulate, write_simulation
 >>> sim = simulate(SimConfig(scale="small", seed=0))
