@@ -267,8 +267,8 @@ class Ensemble:
             logits = np.mean([o[0] for o in outs], axis=0)
             poison = np.mean([o[1] for o in outs], axis=0)
             return softmax(logits), sigmoid(poison)
-        probs = np.zeros((len(embeddings), len(self.classes_)), dtype=np.float64)
-        poison = np.zeros(len(embeddings), dtype=np.float64)
+        probs = np.zeros((len(embeddings), len(self.classes_)), dtype=np.float32)
+        poison = np.zeros(len(embeddings), dtype=np.float32)
         for m in self.members:
             p, q = m.predict_proba(embeddings, metadata)
             cols = np.searchsorted(self.classes_[self.classes_ >= 0], m.classes_)
@@ -276,7 +276,9 @@ class Ensemble:
             probs[:, cols] += p
             poison += q
         k = len(self.members)
-        return (probs / k).astype(np.float32), (poison / k).astype(np.float32)
+        probs /= k
+        poison /= k
+        return probs, poison
 
     def predict(self, embeddings: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
         return self.classes_[self.predict_proba(embeddings, metadata)[0].argmax(axis=1)]

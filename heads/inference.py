@@ -78,7 +78,9 @@ def aggregate_by_observation(values: np.ndarray, observation_ids: Sequence[int] 
     order = np.argsort(inv, kind="stable")
     sorted_inv = inv[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_inv)) + 1]
-    sums = np.add.reduceat(values[order].astype(np.float64), starts, axis=0)
+    # float32 sums over an observation's few images lose nothing that matters
+    acc = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
+    sums = np.add.reduceat(values[order].astype(acc, copy=False), starts, axis=0)
     counts = np.diff(np.r_[starts, len(obs)])
     means = sums / (counts if values.ndim == 1 else counts[:, None])
     appearance = np.argsort(first, kind="stable")

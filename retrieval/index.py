@@ -300,6 +300,18 @@ class VectorIndex:
             fetch = min(fetch * 4, gpu.GPU_MAX_K, len(self))
         return D, ids
 
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade recall for speed at search time: ``nprobe`` (IVF kinds) or
+        ``ef_search`` (HNSW); recorded in ``params``."""
+        if nprobe is not None and self.kind in ("ivf_flat", "ivf_pq"):
+            nprobe = max(1, min(int(nprobe), int(self.params["nlist"])))
+            faiss.extract_index_ivf(self._index).nprobe = nprobe
+            self.params["nprobe"] = nprobe
+            self._gpu_index = None
+        if ef_search is not None and self.kind == "hnsw":
+            self._index.hnsw.efSearch = int(ef_search)
+            self.params["ef_search"] = int(ef_search)
+
     def _params(self, selector, k: int, widen: int = 1):
         if self.kind == "hnsw":
             ef = max(int(self.params["ef_search"]) * widen, k)

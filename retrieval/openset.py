@@ -72,7 +72,13 @@ class OpenSetDetector:
         raw kNN score. When :meth:`calibrate` saw ``uncertainty``, it must be
         passed here too and the standardised scores are fused.
         """
-        knn = self.knn_scores(X)
+        return self.fuse(self.knn_scores(X), uncertainty)
+
+    def fuse(self, knn: np.ndarray, uncertainty: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`score_samples` from kNN scores the caller already has (e.g. from one
+        search that also served the look-alike evidence): ``1 - similarity`` to the
+        k-th nearest training vector, float (n,)."""
+        knn = np.asarray(knn, dtype=np.float64)
         stats_u = getattr(self, "uncertainty_stats_", None)
         if stats_u is None:
             if uncertainty is not None:

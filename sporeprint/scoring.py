@@ -180,6 +180,9 @@ def _known_species_classes(ensemble: Ensemble) -> np.ndarray:
 
 # Saved training-image indexes tried first (fastest first); exact in memory otherwise.
 SAVED_INDEX_KINDS = ("ivf_flat", "hnsw", "ivf_pq", "exact")
+# The unknown score needs the distance to the 10th neighbour, not an exact top list:
+# scoring probes 1/64 of an IVF index's lists (at least 8).
+SCORING_NPROBE_SHARE, SCORING_MIN_NPROBE = 64, 8
 
 
 def _train_index(fs: FeatureStore, space: str) -> VectorIndex:
@@ -192,6 +195,9 @@ def _train_index(fs: FeatureStore, space: str) -> VectorIndex:
         if (index_dir(fs.path, space, kind, "train") / "manifest.json").is_file():
             try:
                 index = load_index(fs, space, kind, "train")
+                if kind.startswith("ivf"):
+                    index.set_search_params(nprobe=max(
+                        SCORING_MIN_NPROBE, int(index.params["nlist"]) // SCORING_NPROBE_SHARE))
                 log.info("using the saved %s index of training images (%d vectors)", kind, len(index))
                 return index
             except RetrievalError as exc:  # stale: say so, fall through to the next
@@ -306,7 +312,10 @@ class Decided:
 
 
 def decide_observations(scores: ObservationScores, ensemble: Ensemble, cal: Calibration,
-                        index: VectorIndex, rule: str = "track3") -> Decided:
+                        index: VectorIndex, rule: str = "track3",
+                        knn: np.ndarray | None = None) -> Decided:
+    """Calibrated probabilities, P(unknown) and the rule's answer per observation;
+    ``knn`` (1 - similarity to the k-th nearest training image) is searched when not given."""
     classes = _known_species_classes(ensemble)
     poisonous = ensemble.poisonous_[: len(classes)]
     plain = Calibration.species_probs(replace(cal, poison_bias=0.0), scores.log_probs, poisonous)
@@ -315,7 +324,9 @@ def decide_observations(scores: ObservationScores, ensemble: Ensemble, cal: Cali
     det.threshold_ = cal.detector_threshold
     det.knn_stats_ = tuple(cal.knn_stats)
     det.uncertainty_stats_ = tuple(cal.uncertainty_stats)
-    s = det.score_samples(scores.queries, uncertainty(plain))  # as calibrated: before the shift
+    if knn is None:
+        knn = det.knn_scores(scores.queries)
+    s = det.fuse(knn, uncertainty(plain))  # as calibrated: before the poison shift
     flag = s > det.threshold_
     p_unknown = 1.0 / (1.0 + np.exp(-(cal.platt_coef * s + cal.platt_intercept)))
     d = decide(probs, p_unknown if rule == "track3" else None, classes, poisonous, rule=rule,
@@ -412,8 +423,9 @@ class ScoringModel:
             return None, rows
         return observation_scores(self.ensemble, rows), rows
 
-    def decide(self, scores: ObservationScores, rule: str = "track3") -> Decided:
-        return decide_observations(scores, self.ensemble, self.calibration, self.index, rule)
+    def decide(self, scores: ObservationScores, rule: str = "track3",
+               knn: np.ndarray | None = None) -> Decided:
+        return decide_observations(scores, self.ensemble, self.calibration, self.index, rule, knn)
 
 
 def compare_rules(fs: FeatureStore, model: ScoringModel, observation_ids: np.ndarray,
@@ -428,7 +440,8 @@ def compare_rules(fs: FeatureStore, model: ScoringModel, observation_ids: np.nda
     pos = np.searchsorted(observation_ids[order], scores.observation_ids)
     y = np.asarray(truth)[order][pos]
     poison = poisonous_ids(fs)
-    return {rule: fungiclef_scores(y, model.decide(scores, rule).class_id, poison)
+    knn = _detector(model.index, model.calibration.detector_k, 0.5).knn_scores(scores.queries)
+    return {rule: fungiclef_scores(y, model.decide(scores, rule, knn).class_id, poison)
             for rule in ("argmax", "argmax_unknown", "track3")}
 
 
@@ -469,10 +482,12 @@ def score_batch(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
     scores, rows = model.scores(fs, stored_ids)
     parts: list[tuple[Decided, str]] = []
     evidence = np.zeros((0, N_EVIDENCE), np.int64)
-    if scores is not None:
-        parts.append((model.decide(scores, rule), "scored"))
-        evidence = nearest_training_observations(fs, space, scores.queries, k=N_EVIDENCE,
-                                                 where="train", index=model.index).observation_ids
+    if scores is not None:  # one search gives the evidence and the kNN unknown score
+        near = nearest_training_observations(fs, space, scores.queries, k=N_EVIDENCE, where="train",
+                                             detector_k=model.calibration.detector_k,
+                                             index=model.index)
+        parts.append((model.decide(scores, rule, knn=near.unknown_score), "scored"))
+        evidence = near.observation_ids
     imageless = np.setdiff1d(stored_ids, rows.observation_ids)
     report.scored, report.no_usable_image = len(stored_ids) - len(imageless), len(imageless)
     counts = _training_counts(fs, _known_species_classes(model.ensemble))
@@ -495,12 +510,18 @@ def check_embedding_file(path: str | Path, spec) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"embeddings file {path} does not exist")
     try:
-        first = pq.ParquetFile(path).read_row_group(0, columns=["embedding"]).slice(0, 1)
+        f = pq.ParquetFile(path)
+        kind = f.schema_arrow.field("embedding").type
+        if pa.types.is_fixed_size_list(kind):
+            dim = kind.list_size
+        else:  # variable-length lists: look at the first vector
+            first = f.read_row_group(0, columns=["embedding"]).slice(0, 1) if f.num_row_groups else None
+            dim = len(first.column(0)[0]) if first is not None and first.num_rows else spec.dim
     except (pa.ArrowInvalid, KeyError, OSError) as exc:
         raise ValueError(f"{path} is not a Parquet file with an 'embedding' column: {exc}") from exc
-    if first.num_rows and len(first.column(0)[0]) != spec.dim:
+    if dim != spec.dim:
         raise ValueError(
-            f"{path} holds {len(first.column(0)[0])}-d vectors but the runs' embedding space "
+            f"{path} holds {dim}-d vectors but the runs' embedding space "
             f"{spec.name!r} is {spec.dim}-d ({spec.model_id}); embed the batch with that model "
             "or score with heads trained on your vectors' space")
 
