@@ -28,7 +28,14 @@ from safetensors.torch import load_file, save_file
 
 from heads.errors import HeadsError, NotFittedError
 from heads.inference import predict_outputs, sigmoid, softmax
-from heads.modules import CONFIGS, HeadConfig, build_head, config_from_dict, metadata_groups
+from heads.modules import (
+    CONFIGS,
+    HeadConfig,
+    build_head,
+    config_from_dict,
+    make_config,
+    metadata_groups,
+)
 from heads.train import HeadData, TrainConfig, TrainResult, resolve_device, train_head
 
 log = logging.getLogger(__name__)
@@ -95,8 +102,8 @@ class Classifier:
             params.setdefault("num_genus", int(np.max(genus)) + 1)
         if family is not None:
             params.setdefault("num_family", int(np.max(family)) + 1)
-        cfg = config_from_dict({"kind": self.head, "embed_dim": embeddings.shape[1],
-                                "num_classes": len(classes), "meta_dim": meta_dim, **params})
+        cfg = make_config(self.head, embed_dim=embeddings.shape[1], num_classes=len(classes),
+                          meta_dim=meta_dim, **params)
         poisonous = np.isin(classes, np.asarray(list(poisonous_classes), dtype=np.int64))
         train = HeadData(embeddings, self._to_index(classes, y), metadata,
                          observation_ids, genus=genus, family=family)

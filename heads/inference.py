@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.sparse import csr_matrix
 from torch import nn
 
 from heads.errors import HeadsError
@@ -75,14 +76,11 @@ def aggregate_by_observation(values: np.ndarray, observation_ids: Sequence[int] 
     if len(obs) == 0:
         return obs.astype(np.int64), values
     uniq, first, inv = np.unique(obs, return_index=True, return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    sorted_inv = inv[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_inv)) + 1]
-    # float32 sums over an observation's few images lose nothing that matters
-    acc = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
-    sums = np.add.reduceat(values[order].astype(acc, copy=False), starts, axis=0)
-    counts = np.diff(np.r_[starts, len(obs)])
-    means = sums / (counts if values.ndim == 1 else counts[:, None])
+    counts = np.bincount(inv, minlength=len(uniq))
+    # (observations x images) averaging matrix: the means are one sparse product
+    dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
+    avg = csr_matrix(((1.0 / counts[inv]).astype(dtype), (inv, np.arange(len(obs)))),
+                     shape=(len(uniq), len(obs)))
+    means = avg @ values.astype(dtype, copy=False)
     appearance = np.argsort(first, kind="stable")
-    dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
     return uniq[appearance], means[appearance].astype(dtype, copy=False)

@@ -84,6 +84,9 @@ class HeadConfig:
     unknown_output: bool = False
     num_genus: int = 0
     num_family: int = 0
+    # LayerNorm on the image embedding before it meets the metadata columns: unit-norm
+    # vectors have components ~1/sqrt(d), which one-hot metadata would otherwise drown.
+    input_norm: bool = True
     kind: ClassVar[str] = ""
 
     @property
@@ -138,20 +141,20 @@ CONFIGS: dict[str, type[HeadConfig]] = {c.kind: c for c in (LinearConfig, MLPCon
 def config_from_dict(d: dict[str, Any]) -> HeadConfig:
     """Rebuild a head config saved with :meth:`HeadConfig.to_dict`."""
     d = dict(d)
-    kind = d.pop("kind", None)
-    if kind not in CONFIGS:
-        raise HeadsError(f"unknown head kind {kind!r}; expected one of {sorted(CONFIGS)}")
-    cls = CONFIGS[kind]
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise HeadsError(f"unknown {kind} head settings {unknown}; valid ones are {sorted(names)}")
-    return cls(**d)
+    d.setdefault("input_norm", False)  # heads saved before the setting existed had none
+    return make_config(d.pop("kind", None), **d)
 
 
 def make_config(kind: str, **kwargs: Any) -> HeadConfig:
     """``make_config("mlp", embed_dim=1024, num_classes=1604, hidden=512)``."""
-    return config_from_dict({"kind": kind, **kwargs})
+    if kind not in CONFIGS:
+        raise HeadsError(f"unknown head kind {kind!r}; expected one of {sorted(CONFIGS)}")
+    cls = CONFIGS[kind]
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise HeadsError(f"unknown {kind} head settings {unknown}; valid ones are {sorted(names)}")
+    return cls(**kwargs)
 
 
 class _Outputs(nn.Module):
@@ -191,7 +194,11 @@ class _Head(nn.Module):
             got = None if meta is None else tuple(meta.shape)
             raise HeadsError(f"this head expects metadata with {m} columns, got {got}")
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.in_norm(x) if self.in_norm is not None else x  # (B, d)
+
     def _concat(self, x: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+        x = self._input(x)
         if self.config.meta_dim == 0:
             return x
         self._check_meta(meta)
@@ -202,6 +209,7 @@ class LinearHead(_Head):
     def __init__(self, cfg: LinearConfig):
         super().__init__()
         self.config = cfg
+        self.in_norm = nn.LayerNorm(cfg.embed_dim) if cfg.input_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.out = _Outputs(cfg.embed_dim + cfg.meta_dim, cfg)
 
@@ -217,6 +225,7 @@ class MLPHead(_Head):
         if cfg.hidden < 1 or cfg.depth < 1:
             raise HeadsError(f"hidden and depth must be >= 1, got {cfg.hidden}, {cfg.depth}")
         self.config = cfg
+        self.in_norm = nn.LayerNorm(cfg.embed_dim) if cfg.input_norm else None
         blocks: list[nn.Module] = []
         d_in = cfg.embed_dim + cfg.meta_dim
         for _ in range(cfg.depth):
@@ -239,6 +248,7 @@ class FusionHead(_Head):
     def __init__(self, cfg: FusionConfig):
         super().__init__()
         self.config = cfg
+        self.in_norm = nn.LayerNorm(cfg.embed_dim) if cfg.input_norm else None
         width = cfg.width or cfg.embed_dim
         if width % cfg.heads:
             raise HeadsError(
@@ -271,7 +281,7 @@ class FusionHead(_Head):
         self.out = _Outputs(width, cfg)
 
     def forward_features(self, x, meta):
-        tokens = [self.image_proj(x)]  # (B, W)
+        tokens = [self.image_proj(self._input(x))]  # (B, W)
         if self.group_names:
             self._check_meta(meta)
             meta = meta.to(x.dtype)
