@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import make_simulated_store
 
 from retrieval import RetrievalError
 from sporeprint.cli import main
@@ -18,20 +19,12 @@ from sporeprint.indexing import (
     nearest_training_observations,
     observation_query,
 )
-from sporeprint.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore
 
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=32, count_scale=0.02))
-    files = write_simulation(sim, root / "sim")
-    path = root / "fungi.duckdb"
-    with FeatureStore(path) as fs:
-        for role in ("train", "val", "test"):
-            fs.ingest_metadata(files[role], role=role)
-        fs.ingest_embeddings(files["embeddings"], "sim")
+    path = make_simulated_store(tmp_path_factory.mktemp("search"), dim=32)
     assert main(["index", "build", "--store", str(path), "--space", "sim"]) == 0
     return path
 

@@ -6,24 +6,17 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_simulated_store
 
 from heads.classifier import Classifier
 from sporeprint.cli import main
-from sporeprint.simulate import SimConfig, simulate, write_simulation
 from sporeprint.training import fold_rows
 from store import FeatureStore
 
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16, count_scale=0.02))
-    files = write_simulation(sim, root / "sim")
-    path = root / "fungi.duckdb"
-    with FeatureStore(path) as fs:
-        for role in ("train", "val", "test"):
-            fs.ingest_metadata(files[role], role=role)
-        fs.ingest_embeddings(files["embeddings"], "sim")
+    path = make_simulated_store(tmp_path_factory.mktemp("train"), dim=16)
     return path
 
 
