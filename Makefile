@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create the virtual environment and install everything
 
-demo: install  ## run the end-to-end demo on simulated data (small scale)
+demo: install  ## run the end-to-end demo on simulated data (small scale); starts over in demo-run/
+	rm -rf demo-run
 	$(VENV)/bin/sporeprint demo --dir demo-run --scale small
 
 test: install  ## run the test suite
