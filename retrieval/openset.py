@@ -59,6 +59,19 @@ class OpenSetDetector:
             self.__dict__.pop(attr, None)
         return self
 
+    def fit_index(self, index: VectorIndex) -> OpenSetDetector:
+        """Use an existing index of the training vectors (shared, not copied), e.g. the
+        one that also answers look-alike queries."""
+        if len(index) == 0:
+            raise InvalidVectorsError("the index is empty; add the training vectors first")
+        if not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= len(index):
+            raise RetrievalError(f"k={self.k!r} must be an integer in 1..{len(index)} (the index size)")
+        self.index_ = index
+        self.n_features_in_ = index.dim
+        for attr in ("threshold_", "knn_stats_", "uncertainty_stats_"):
+            self.__dict__.pop(attr, None)
+        return self
+
     def knn_scores(self, X: np.ndarray) -> np.ndarray:
         """Cosine distance of each row to its k-th nearest training vector, float64 (n,)."""
         self._require("index_", "fit")

@@ -213,10 +213,7 @@ def _train_index(fs: FeatureStore, space: str) -> VectorIndex:
 
 
 def _detector(index: VectorIndex, k: int, fusion_weight: float) -> OpenSetDetector:
-    det = OpenSetDetector(k=min(k, len(index)), fusion_weight=fusion_weight)
-    det.index_ = index  # share the training index; the detector only reads its distances
-    det.n_features_in_ = index.dim
-    return det
+    return OpenSetDetector(k=min(k, len(index)), fusion_weight=fusion_weight).fit_index(index)
 
 
 def calibrate(fs: FeatureStore, space: str, members: list[Member], index: VectorIndex,

@@ -257,3 +257,19 @@ def test_openset_not_fitted_errors(openset_data):
         OpenSetDetector(k=3).fit(train).predict(val)
     with pytest.raises(RetrievalError, match="k="):
         OpenSetDetector(k=0).fit(train)
+
+
+def test_openset_on_a_shared_index_matches_fit_and_fuse_matches_score_samples(openset_data):
+    train, val, val_unk, test, _ = openset_data
+    index = VectorIndex(train.shape[1], "exact")
+    index.add(np.arange(100, 100 + len(train), dtype=np.int64), train)
+    shared = OpenSetDetector(k=5).fit_index(index)
+    own = OpenSetDetector(k=5).fit(train)
+    np.testing.assert_allclose(shared.knn_scores(test), own.knn_scores(test), atol=1e-6)
+    unc = np.linspace(0, 1, len(val))
+    shared.calibrate(val, val_unk, uncertainty=unc)
+    u_test = np.linspace(1, 0, len(test))
+    np.testing.assert_allclose(shared.fuse(shared.knn_scores(test), u_test),
+                               shared.score_samples(test, u_test))
+    with pytest.raises(RetrievalError, match="k="):
+        OpenSetDetector(k=10**6).fit_index(index)
