@@ -247,6 +247,9 @@ def calibrate(fs: FeatureStore, space: str, members: list[Member], index: Vector
     queries = np.concatenate([p.queries for p in parts])
     y = np.concatenate(truth)
     is_unknown = ~np.isin(y, classes)
+    if is_unknown.all() or not is_unknown.any():
+        raise StoreError("validation parts need both known and unknown observations to calibrate "
+                         "the unknown detector")
     label_idx = np.where(is_unknown, -1, np.searchsorted(classes, np.where(is_unknown, classes[0], y)))
 
     ts = TemperatureScaler().fit(log_probs, label_idx)
@@ -256,9 +259,6 @@ def calibrate(fs: FeatureStore, space: str, members: list[Member], index: Vector
     correct = classes[probs.argmax(1)] == y
     det.calibrate(queries, is_unknown, uncertainty=unc, known_correct=correct)
     scores = det.score_samples(queries, unc)
-    if is_unknown.all() or not is_unknown.any():
-        raise StoreError("validation parts need both known and unknown observations to calibrate "
-                         "the unknown detector")
     platt = PlattScaler().fit(scores, is_unknown)
     quality = det.evaluate(queries, is_unknown, unc)
     poisonous = ensemble.poisonous_[: len(classes)]
@@ -437,7 +437,8 @@ def compare_rules(fs: FeatureStore, model: ScoringModel, observation_ids: np.nda
     pos = np.searchsorted(observation_ids[order], scores.observation_ids)
     y = np.asarray(truth)[order][pos]
     poison = poisonous_ids(fs)
-    knn = _detector(model.index, model.calibration.detector_k, 0.5).knn_scores(scores.queries)
+    cal = model.calibration
+    knn = _detector(model.index, cal.detector_k, cal.fusion_weight).knn_scores(scores.queries)
     return {rule: fungiclef_scores(y, model.decide(scores, rule, knn).class_id, poison)
             for rule in ("argmax", "argmax_unknown", "track3")}
 
