@@ -165,8 +165,10 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
 
         step("scoring the held-out batch (new observations, precomputed vectors)")
         out_csv = directory / "predictions.csv"
+        model = ScoringModel.load(fs, [ensemble_run])  # heads, training index, calibration
         sr = score_batch(fs, files["test"], [ensemble_run], images_dir=images_dir,
-                         embeddings=files["embeddings_test"], out=out_csv, batch="heldout")
+                         embeddings=files["embeddings_test"], out=out_csv, batch="heldout",
+                         model=model)
         print("\n".join("  " + line for line in sr.lines()))
 
         step("embedding the batch's photos with a tiny DINOv2 built here")
@@ -180,7 +182,6 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
         step("evaluating against the truth file")
         scores = evaluate_files(out_csv, files["truth"])
         truth = sim.test_truth()
-        model = ScoringModel.load(fs, [ensemble_run])
         table = compare_rules(fs, model, truth["observation_id"].to_numpy(),
                               truth["class_id"].to_numpy())
 

@@ -446,12 +446,14 @@ def compare_rules(fs: FeatureStore, model: ScoringModel, observation_ids: np.nda
 def score_batch(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
                 images_dir: str | Path | None = None, embeddings: str | Path | None = None,
                 out: str | Path | None = None, batch: str | None = None, rule: str = "track3",
-                workers: int | None = None, recalibrate: bool = False) -> ScoreReport:
-    """Score every observation of ``metadata``; see the module docstring."""
+                workers: int | None = None, recalibrate: bool = False,
+                model: ScoringModel | None = None) -> ScoreReport:
+    """Score every observation of ``metadata``; see the module docstring. ``model``
+    (loaded for ``run_ids``) saves reloading the heads and index when scoring again."""
     if rule not in RULES:
         raise ValueError(f"unknown decision rule {rule!r}; choose one of {', '.join(RULES)}")
     metadata = Path(metadata)
-    model = ScoringModel.load(fs, run_ids, recalibrate=recalibrate)
+    model = model or ScoringModel.load(fs, run_ids, recalibrate=recalibrate)
     space = model.space
     batch = batch or metadata.stem
     report = ScoreReport(batch=batch, run_key=model.run_key)
