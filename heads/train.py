@@ -15,8 +15,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -374,7 +373,3 @@ def evaluate(model: torch.nn.Module, data: HeadData, head: HeadConfig, poisonous
         "track4": scores["track4"],
         "n_observations": float(scores["n"]),
     }
-
-
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)
