@@ -3,7 +3,9 @@
 Each subcommand lives in ``sporeprint/commands/<name>.py`` and defines
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Command modules import heavy libraries (torch, faiss) inside ``run`` so that
-``sporeprint --help`` stays instant.
+``sporeprint --help`` stays instant. Errors a user can fix (see
+:func:`sporeprint.errors.user_error_types`) print one line and exit 2; anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import importlib
 import keyword
 import logging
 import sys
+
+from sporeprint import __version__
+from sporeprint.errors import CommandError, user_error_types
 
 # Order is the order shown by --help.
 COMMANDS = [
@@ -31,8 +36,8 @@ COMMANDS = [
 ]
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as ``error: <message>`` with exit code 2."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default and keeps the command descriptions' line breaks."""
 
 
 def _module_name(name: str) -> str:
@@ -43,31 +48,39 @@ def _load(name: str):
     return importlib.import_module(f"sporeprint.commands.{_module_name(name)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each subcommand's parser (for usage in error messages)."""
     parser = argparse.ArgumentParser(
-        prog="sporeprint",
+        prog="sporeprint", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Which fungus is in the photo, and could it poison someone? "
         "A DuckDB feature store of image embeddings, FAISS look-alike search and "
         "trained classifier heads. Start with `sporeprint demo`.",
     )
+    parser.add_argument("--version", action="version", version=f"sporeprint {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers: dict[str, argparse.ArgumentParser] = {}
     for name in COMMANDS:
         try:
             module = _load(name)
-        except ModuleNotFoundError as exc:  # a command still being built
+        except ModuleNotFoundError as exc:  # an optional command whose module is absent
             if exc.name != f"sporeprint.commands.{_module_name(name)}":
                 raise
             continue
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                           allow_abbrev=False, formatter_class=HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
-    return parser
+        subparsers[name] = p
+    return parser, subparsers
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, subparsers = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand's usage, not the top level's
+        target = subparsers.get(getattr(args, "command", None) or "", parser)
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -79,22 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted: work committed so far is kept; run the command again to resume",
-              file=sys.stderr)
+        print(getattr(args, "interrupt_message",
+                      "interrupted: work committed so far is kept; run the command again to "
+                      "continue"), file=sys.stderr)
         return 130
-    except CommandError as exc:
+    except user_error_types() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # library errors carry user-facing messages
-        if _is_user_error(exc):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
-def _is_user_error(exc: Exception) -> bool:
-    """Library errors (store.StoreError, retrieval.RetrievalError, heads.HeadsError)
-    and bad-input errors are shown as one line, without a traceback."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names & {"StoreError", "RetrievalError", "HeadsError", "ValueError",
-                         "FileNotFoundError", "PermissionError"})
+__all__ = ["COMMANDS", "CommandError", "build_parser", "main"]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sporeprint.errors import SporeprintError
+
 log = logging.getLogger(__name__)
 
 SPACE = "sim"  # the simulator's precomputed 1024-d vectors
@@ -97,23 +99,24 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
              epochs: int | None = None, photos: int | None = None) -> DemoReport:
     from heads.train import TrainConfig
     from sporeprint.evaluation import evaluate_files, format_scores
-    from sporeprint.indexing import SearchFilters, build_index, find_lookalikes, observation_query
+    from sporeprint.indexing import build_index
+    from sporeprint.lookalikes import find_lookalikes, observation_query
     from sporeprint.scoring import ScoringModel, compare_rules, score_batch
     from sporeprint.simulate import SimConfig, simulate, write_simulation
     from sporeprint.simulator.images import SpeciesLook, write_images
     from sporeprint.training import train_folds
-    from store import FeatureStore
+    from store import FeatureStore, SearchFilters
     from store.embedding import ImageEmbedder, embed_store
 
     if scale not in SCALES:
-        raise ValueError(f"scale={scale!r}; choose one of {', '.join(SCALES)}")
+        raise SporeprintError(f"scale={scale!r}; choose one of {', '.join(SCALES)}")
     sim_scale, default_epochs, default_photos = SCALES[scale]
     epochs = epochs or default_epochs
     photos = default_photos if photos is None else photos
     directory = Path(directory)
     store_path = directory / "fungi.duckdb"
     if store_path.exists():
-        raise ValueError(f"{store_path} already exists; pass another --dir, or delete "
+        raise SporeprintError(f"{store_path} already exists; pass another --dir, or delete "
                          f"{directory} to start over")
     directory.mkdir(parents=True, exist_ok=True)
     report = DemoReport(directory, store_path)

@@ -10,11 +10,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from heads.metrics import fungiclef_scores
+from sporeprint.errors import SporeprintError
 from store.reference import poisonous_class_ids
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = ("observationID", "observation_id")
+
+
+def _key(name: str) -> str:
+    """Column names compare case- and underscore-insensitively (observationID, ObservationId
+    and observation_id are one column)."""
+    return name.replace("_", "").lower()
 
 
 def read_labels(path: str | Path, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -26,18 +32,19 @@ def read_labels(path: str | Path, what: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         table = pacsv.read_csv(path)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise ValueError(f"{what} file {path} is not a readable CSV: {exc}") from exc
-    id_col = next((c for c in ID_COLUMNS if c in table.column_names), None)
-    if id_col is None or "class_id" not in table.column_names:
-        raise ValueError(
+        raise SporeprintError(f"{what} file {path} is not a readable CSV: {exc}") from exc
+    id_col = next((c for c in table.column_names if _key(c) == "observationid"), None)
+    cls_col = next((c for c in table.column_names if _key(c) == "classid"), None)
+    if id_col is None or cls_col is None:
+        raise SporeprintError(
             f"{what} file {path} needs columns observationID (or observation_id) and "
             f"class_id; it has {', '.join(table.column_names)}"
         )
     try:
         obs = table[id_col].cast(pa.int64()).to_numpy(zero_copy_only=False)
-        cls = table["class_id"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+        cls = table[cls_col].cast(pa.int64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ValueError(f"{what} file {path}: ids and class_id must be integers with no "
+        raise SporeprintError(f"{what} file {path}: ids and class_id must be integers with no "
                          f"blanks ({exc})") from exc
     _, first = np.unique(obs, return_index=True)
     keep = np.sort(first)
@@ -56,7 +63,7 @@ def evaluate_files(predictions: str | Path, truth: str | Path,
     missing = int((~found).sum())
     if missing and not missing_as_unknown:
         examples = ", ".join(str(x) for x in t_obs[~found][:5])
-        raise ValueError(
+        raise SporeprintError(
             f"{missing} of {len(t_obs)} truth observations have no prediction (e.g. {examples}); "
             "score the missing observations, or pass --missing-as-unknown to count them as 'unknown'"
         )

@@ -1,6 +1,6 @@
 """Train classifier heads on a store's folds and record each run.
 
-Per fold (DESIGN §4): training = role ``train`` images + the other validation
+Per fold: training = role ``train`` images + the other validation
 part, validation = the fold's part. Rows are images; embeddings come from the
 store's embedding space, metadata from the encoded observation features. The
 class list of a head = the class ids seen in its training rows; validation
@@ -23,8 +23,9 @@ import numpy as np
 
 from heads.classifier import Classifier, Ensemble, EvalSet
 from heads.inference import aggregate_by_observation
-from heads.metrics import fungiclef_scores
+from heads.metrics import first_per_observation, fungiclef_scores
 from heads.train import TrainConfig
+from sporeprint.errors import SporeprintError
 from store import StoreError
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,8 @@ def runs_dir(store_path: str | Path) -> Path:
 
 
 def poisonous_ids(fs) -> np.ndarray:
-    return fs.sql("SELECT class_id FROM species WHERE poisonous ORDER BY 1").column(0) \
-        .to_numpy().astype(np.int64)
+    """The store's official poisonous class ids."""
+    return fs.poisonous_class_ids()
 
 
 def load_rows(fs, space: str, observation_ids: np.ndarray,
@@ -67,17 +68,9 @@ def load_rows(fs, space: str, observation_ids: np.ndarray,
     """Embeddings + metadata + labels of the images of ``observation_ids``
     (labelled or ``-1``; unlabelled observations are skipped unless
     ``labelled_only=False``, when their class is ``-1`` too)."""
-    if fs.get_space(space) is None:
-        spaces = [r for r in fs.sql("SELECT space FROM embedding_spaces ORDER BY 1").column(0)
-                  .to_pylist()]
-        raise ValueError(f"embedding space {space!r} is not in the store (it has {spaces}); "
-                         "run `sporeprint embed` or `sporeprint ingest --embeddings` first")
-    table = fs.sql(
-        "SELECT i.image_id, i.observation_id, coalesce(o.class_id, -1) AS class_id FROM images i "
-        "JOIN observations o USING (observation_id) "
-        "WHERE (o.class_id IS NOT NULL OR NOT ?) "
-        "AND o.observation_id IN (SELECT unnest(?::BIGINT[])) "
-        "ORDER BY i.image_id", [labelled_only, np.asarray(observation_ids, dtype=np.int64).tolist()])
+    fs.require_space(space)
+    table = fs.observation_images(np.asarray(observation_ids, dtype=np.int64),
+                                  labelled_only=labelled_only)
     image_ids = table.column("image_id").to_numpy().astype(np.int64)
     ids, vectors = fs.fetch_embeddings(space, image_ids)
     if len(ids) < len(image_ids):
@@ -104,14 +97,16 @@ def _features(fs, observation_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return matrix[order][pos], names
 
 
-def fold_rows(fs, space: str, fold: int) -> tuple[Rows, Rows, Rows, list[str]]:
-    """(train, val, test) rows of ``fold`` and the metadata column names."""
-    parts = fs.fold_observations(fold)
+def fold_rows(fs, space: str, fold: int, seed: int | None = None
+              ) -> tuple[Rows, Rows, Rows, list[str]]:
+    """(train, val, test) rows of ``fold`` (of the store's current split, or ``seed``'s)
+    and the metadata column names."""
+    parts = fs.fold_observations(fold, seed=seed)
     train, names = load_rows(fs, space, parts["train"])
     val, _ = load_rows(fs, space, parts["val"])
     test, _ = load_rows(fs, space, parts["test"])
     if len(train) == 0:
-        raise ValueError(f"fold {fold} has no labelled training images with {space!r} embeddings")
+        raise SporeprintError(f"fold {fold} has no labelled training images with {space!r} embeddings")
     return train, val, test, names
 
 
@@ -123,18 +118,19 @@ def _ensure_encoder(fs) -> None:
         fs.fit_encoder()
 
 
-def _ensure_splits(fs, seed: int) -> None:
-    if fs.sql("SELECT count(*) FROM splits").column(0)[0].as_py() == 0:
+def _ensure_splits(fs, seed: int) -> int:
+    """The store's current split seed; makes splits with ``seed`` when there are none."""
+    if not fs.has_splits():
         log.info("making validation splits with seed %d", seed)
         fs.make_splits(seed)
+    return fs.split_seed()
 
 
 def scores_of(clf, rows: Rows, poison: np.ndarray) -> dict[str, float]:
     """Official scores per observation (image probabilities averaged per observation)."""
-    probs, _ = clf.predict_proba(rows.embeddings, rows.metadata)
-    obs, mean = aggregate_by_observation(probs, rows.observation_ids)
-    _, first = np.unique(rows.observation_ids, return_index=True)
-    truth = rows.class_ids[np.sort(first)]
+    probs = clf.predict_proba(rows.embeddings, rows.metadata)
+    _, mean = aggregate_by_observation(probs, rows.observation_ids)
+    _, truth = first_per_observation(rows.observation_ids, rows.class_ids)
     return fungiclef_scores(truth, clf.classes_[mean.argmax(axis=1)], poison)
 
 
@@ -147,12 +143,12 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
     config = config or TrainConfig()
     root = Path(out_dir) if out_dir else runs_dir(store_path or fs.path)
     _ensure_encoder(fs)
-    _ensure_splits(fs, split_seed)
+    split_seed = _ensure_splits(fs, split_seed)
     poison = poisonous_ids(fs)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs, members, test_rows = [], [], None
     for fold in folds:
-        train, val, test, names = fold_rows(fs, space, fold)
+        train, val, test, names = fold_rows(fs, space, fold, split_seed)
         test_rows = test
         log.info("fold %d: %d training images, %d validation images", fold, len(train), len(val))
         clf = Classifier(head, head_params, config, space=space, feature_names=names)
@@ -166,7 +162,8 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
         metrics.update(n_train_images=len(train), n_val_images=len(val),
                        n_classes=int((clf.classes_ >= 0).sum()))
         fs.record_run(run_id, "train", space, head, fold,
-                      {"head": clf.config_.to_dict(), "train": asdict(config)}, metrics, str(path))
+                      {"head": clf.config_.to_dict(), "train": asdict(config)}, metrics, str(path),
+                      split_seed=split_seed)
         runs.append(FoldRun(run_id, fold, path, metrics))
         members.append(clf)
     if len(members) > 1 and test_rows is not None and len(test_rows):
@@ -177,6 +174,7 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
                                 scores_of(clf, test_rows, poison).items()})
         run_id = f"{space}-{head}-ensemble-{stamp}-s{config.seed}"
         fs.record_run(run_id, "ensemble", space, head, None,
-                      {"members": [r.run_id for r in runs], "combine": "prob"}, metrics, str(root))
+                      {"members": [r.run_id for r in runs], "combine": "prob"}, metrics, str(root),
+                      split_seed=split_seed)
         runs.append(FoldRun(run_id, None, root, metrics))
     return runs

@@ -43,7 +43,7 @@ def run(args) -> int:
     print(f"model {embedder.model_id} ({type(embedder.model).__name__}, dim {embedder.dim}, "
           f"pooling {embedder.pooling}) on {embedder.device} in "
           f"{str(embedder.dtype).removeprefix('torch.')} -> space {space!r}")
-    with FeatureStore(args.store) as fs:
+    with FeatureStore(args.store, create=False) as fs:
         report = embed_store(fs, embedder, space, batch_size=args.batch_size,
                              workers=args.workers, chunk_size=args.chunk_size)
         if report.failed:

@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from store import FeatureStore
 
-    with FeatureStore(args.store, read_only=True) as fs:
+    with FeatureStore(args.store, read_only=True, create=False) as fs:
         n = fs.export_parquet(args.table, args.out, partition_by=args.partition_by)
     print(f"exported {n:,} rows of {args.table} to {args.out}")
     return 0

@@ -33,7 +33,7 @@ def run(args) -> int:
     from store import FeatureStore
 
     directory = args.dir or index_dir(args.store, args.space, args.kind, args.where)
-    with FeatureStore(args.store, read_only=True) as fs:
+    with FeatureStore(args.store, read_only=True, create=False) as fs:
         if args.action == "info":
             index = load_index(fs, args.space, args.kind, args.where, directory)
             print(json.dumps(index.manifest, indent=2))

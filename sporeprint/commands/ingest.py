@@ -10,23 +10,30 @@ HELP = "ingest metadata CSV/Parquet or precomputed embeddings into a store"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--store", required=True, help="DuckDB store file (created if absent)")
+    parser.add_argument("--store", required=True,
+                        help="DuckDB store file (created if absent: the only command that "
+                             "creates a store besides simulate/demo)")
     parser.add_argument("--metadata", nargs="+", metavar="FILE", help="metadata CSV/Parquet file(s)")
     parser.add_argument("--images", metavar="DIR", help="folder holding the image files")
-    parser.add_argument("--role", default="train", choices=["train", "val", "test", "new"],
-                        help="train for DF20, val for DF21, test/new for unlabelled batches")
+    parser.add_argument("--role", choices=["train", "val", "test", "new"],
+                        help="train for DF20, val for DF21, test/new for unlabelled batches "
+                             "(required with --metadata: there is no default, so rows of unseen "
+                             "species never enter training by accident)")
     parser.add_argument("--embeddings", metavar="FILE", help="Parquet of image_path + embedding")
     parser.add_argument("--space", help="embedding space name for --embeddings (e.g. dinov2_l)")
     parser.add_argument("--model-id", help="model that made the embeddings")
 
 
 def run(args) -> int:
-    from sporeprint.cli import CommandError
+    from sporeprint.errors import CommandError
     from store import FeatureStore
 
     if not args.metadata and not args.embeddings:
         raise CommandError("nothing to ingest; pass --metadata FILE and/or --embeddings FILE "
                            "--space NAME")
+    if args.metadata and not args.role:
+        raise CommandError("--metadata needs --role: train (DF20), val (DF21), test or new "
+                           "(unlabelled batches)")
     if args.embeddings and not args.space:
         raise CommandError("--embeddings needs --space NAME (e.g. --space dinov2_l)")
     with FeatureStore(args.store) as fs:

@@ -17,9 +17,10 @@ def add_arguments(parser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder with the batch's photos (embedded with the runs' model)")
     src.add_argument("--embeddings", help="Parquet of precomputed vectors (image_path, embedding)")
-    parser.add_argument("--run", required=True,
-                        help="run id(s), comma-separated: fold heads or an ensemble run "
-                             "(see `sporeprint sql --store S \"SELECT run_id, kind FROM runs\"`)")
+    parser.add_argument("--run", default="latest",
+                        help="run id(s), comma-separated: fold heads or an ensemble run (see "
+                             "`sporeprint sql --store S \"SELECT run_id, kind FROM runs\"`); "
+                             "latest: the most recently trained ensemble")
     parser.add_argument("--out", help="submission CSV (default: <metadata stem>.predictions.csv "
                                       "beside the metadata file)")
     parser.add_argument("--batch", help="batch name in the predictions table (default: metadata "
@@ -29,16 +30,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, help="image decoding processes (default: auto)")
     parser.add_argument("--recalibrate", action="store_true",
                         help="refit the temperature and unknown threshold on the validation parts")
+    parser.add_argument("--submission-header", default="observation_id",
+                        choices=["observation_id", "observationID", "ObservationId"],
+                        help="id column name of the submission CSV: observation_id (FungiCLEF "
+                             "2024), observationID (the 2023 evaluator), ObservationId")
+
+
+def latest_run(fs) -> list[str]:
+    from sporeprint.errors import CommandError
+
+    latest = fs.latest_runs(("ensemble",), limit=1) or fs.latest_runs(("train",), limit=1)
+    if not latest:
+        raise CommandError(f"store {fs.path} has no trained heads; run `sporeprint train` "
+                           "first or pass --run")
+    return latest
 
 
 def run(args) -> int:
     from sporeprint.scoring import score_batch
     from store import FeatureStore
 
-    run_ids = [r.strip() for r in args.run.split(",") if r.strip()]
-    with FeatureStore(args.store) as fs:
+    with FeatureStore(args.store, create=False) as fs:
+        run_ids = latest_run(fs) if args.run == "latest" else \
+            [r.strip() for r in args.run.split(",") if r.strip()]
         report = score_batch(fs, args.metadata, run_ids, images_dir=args.images,
                              embeddings=args.embeddings, out=args.out, batch=args.batch,
-                             rule=args.rule, workers=args.workers, recalibrate=args.recalibrate)
+                             rule=args.rule, workers=args.workers, recalibrate=args.recalibrate,
+                             submission_header=args.submission_header)
     print("\n".join(report.lines()))
     return 0

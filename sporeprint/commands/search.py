@@ -2,111 +2,106 @@
 (the mean of its image vectors; the observation itself is left out), a photo
 (embedded with the space's model) or a vector saved with numpy (.npy). Results
 are observations ranked by their best image's cosine similarity. Filters are
-applied before ranking, so k hits come back whenever k observations match."""
+applied before ranking, so k hits come back whenever k observations match.
+No prebuilt index is needed: without a fresh saved index of --kind/--where, an
+exact index is built in memory for the search. The store is opened read-only."""
 
 from __future__ import annotations
 
 HELP = "look-alike search: the k most similar observations, with metadata filters"
+
+ROLES = ["train", "val", "test", "new"]
+PARTS = ["p1", "p2", "test"]
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--store", required=True, help="DuckDB store file")
     parser.add_argument("--space", default=None,
                         help="embedding space (default: the store's only space)")
-    parser.add_argument("--kind", default="exact", choices=["exact", "hnsw", "ivf_flat", "ivf_pq"])
+    parser.add_argument("--kind", default="exact", choices=["exact", "hnsw", "ivf_flat", "ivf_pq"],
+                        help="index kind; a saved index (sporeprint index build) is used when fresh")
     parser.add_argument("--where", default="all",
-                        help="selection the index was built on (default all)")
+                        choices=["all", "train", "val", "test", "new", "p1", "p2", "fold1", "fold2"],
+                        help="selection the index covers")
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--observation", type=int, help="observation id in the store")
     query.add_argument("--image", help="path of a photo")
     query.add_argument("--vector-file", help=".npy file with one vector (d,) or (1, d)")
-    parser.add_argument("-k", type=int, default=10, help="number of observations (default 10)")
+    parser.add_argument("-k", type=int, default=10, help="number of observations")
     f = parser.add_argument_group("filters")
     f.add_argument("--species")
     f.add_argument("--genus")
     f.add_argument("--family")
-    f.add_argument("--poisonous", choices=["yes", "no"])
+    f.add_argument("--poisonous", choices=["yes", "no"],
+                   help="no: only observations known to be edible (unlabelled ones excluded)")
     f.add_argument("--date-from", help="YYYY-MM-DD")
     f.add_argument("--date-to", help="YYYY-MM-DD")
     f.add_argument("--near", help="LAT,LON (with --radius-km)")
     f.add_argument("--radius-km", type=float)
-    f.add_argument("--role", choices=["train", "val", "test", "new"])
-    f.add_argument("--split", choices=["p1", "p2", "test"])
+    f.add_argument("--role", choices=ROLES)
+    f.add_argument("--split", choices=PARTS, help="a part of the store's current split")
     parser.add_argument("--format", choices=["table", "json"], default="table")
+    parser.add_argument("--explain", action="store_true",
+                        help="also print the index used, the filter's selectivity and rows "
+                             "returned vs requested (in JSON: the 'search' field)")
 
 
-def _filters(args):
-    from sporeprint.indexing import SearchFilters
+def filters_from_args(args) -> dict:
+    """Search filters from parsed options (validated by ``store.SearchFilters``)."""
+    from sporeprint.errors import CommandError
 
     near = None
     if args.near:
         try:
             lat, lon = (float(v) for v in args.near.split(","))
         except ValueError:
-            raise ValueError(f"--near {args.near!r} is not LAT,LON; e.g. --near 55.7,12.5") from None
+            raise CommandError(f"--near {args.near!r} is not LAT,LON; e.g. --near 55.7,12.5") from None
         near = (lat, lon)
-    poisonous = None if args.poisonous is None else args.poisonous == "yes"
-    return SearchFilters(species=args.species, genus=args.genus, family=args.family,
-                         poisonous=poisonous, date_from=args.date_from, date_to=args.date_to,
-                         near=near, radius_km=args.radius_km, role=args.role, split=args.split)
-
-
-def _query(fs, space, args):
-    import numpy as np
-
-    from sporeprint.indexing import observation_query
-
-    if args.observation is not None:
-        return observation_query(fs, space, args.observation), [args.observation]
-    if args.vector_file:
-        v = np.load(args.vector_file)
-        if v.ndim == 2 and v.shape[0] == 1:
-            v = v[0]
-        if v.ndim != 1:
-            raise ValueError(f"--vector-file {args.vector_file} holds shape {v.shape}; save one vector (d,)")
-        return v.astype(np.float32)[None, :], None
-    from store.embedding import ImageEmbedder
-
-    spec = fs.get_space(space)
-    embedder = ImageEmbedder(spec.model_id, pooling=spec.pooling)
-    return embedder.embed_images([args.image]).astype(np.float32), None
+    out = {"species": args.species, "genus": args.genus, "family": args.family,
+           "poisonous": None if args.poisonous is None else args.poisonous == "yes",
+           "date_from": args.date_from, "date_to": args.date_to, "near": near,
+           "radius_km": args.radius_km, "role": args.role, "split": args.split}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def run(args) -> int:
     import json
 
-    from sporeprint.cli import CommandError
-    from sporeprint.indexing import find_lookalikes, load_index
-    from store import FeatureStore
+    import numpy as np
+
+    from sporeprint.api import Database
+    from sporeprint.errors import CommandError
 
     if args.k <= 0:
         raise CommandError(f"-k {args.k} must be a positive number of observations")
-    filters = _filters(args)
-    with FeatureStore(args.store, read_only=True) as fs:
-        space = args.space
-        if space is None:
-            names = fs.sql("SELECT space FROM embedding_spaces ORDER BY 1").column(0).to_pylist()
-            if len(names) != 1:
-                raise CommandError(f"pass --space (the store has {', '.join(names) or 'no spaces'})")
-            space = names[0]
-        index = load_index(fs, space, args.kind, args.where)
-        query, exclude = _query(fs, space, args)
-        if query.shape[1] != index.dim:
-            raise CommandError(f"query vector has dim {query.shape[1]}, space {space!r} has {index.dim}")
-        hits = find_lookalikes(fs, index, query, k=args.k, filters=filters,
-                               exclude_observations=exclude)[0]
-    rows = hits.to_pylist()
+    filters = filters_from_args(args)
+    with Database(args.store) as db:
+        if args.vector_file:
+            search = db.search(vector=np.load(args.vector_file), space=args.space)
+        elif args.image:
+            search = db.search(image=args.image, space=args.space)
+        else:
+            search = db.search(observation=args.observation, space=args.space)
+        search = search.where(**filters).limit(args.k).using(args.kind, args.where)
+        rows = search.to_list()
+        info = search.info.to_dict()
     if args.format == "json":
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps({"hits": rows, "search": info} if args.explain else rows,
+                         indent=2, default=str))
         return 0
+    if args.explain:
+        print(f"index {info['index_kind']} over {info['indexed_images']:,} images; filters allow "
+              f"{info['allowed_images']:,} ({info['selectivity']:.2%}); "
+              f"returned {info['returned'][0]} of {info['requested']} requested")
     if not rows:
         print("no observation matches the filters")
         return 0
     print(f"{'#':>3} {'observation':>12} {'score':>6} {'species':30} {'poison':6} {'date':10} place")
     for r in rows:
         place = ", ".join(str(x) for x in (r["locality"], r["country_code"]) if x) or "-"
+        poison = "?" if r["poisonous"] is None else ("YES" if r["poisonous"] else "no")
         print(f"{r['rank']:>3} {r['observation_id']:>12} {r['score']:6.3f} "
-              f"{str(r['species'] or '-')[:30]:30} {'YES' if r['poisonous'] else 'no':6} "
+              f"{str(r['species'] or '-')[:30]:30} {poison:6} "
               f"{str(r['date'] or '-'):10} {place}")
     if len(rows) < args.k:
         print(f"only {len(rows)} observations match the filters")

@@ -1,5 +1,8 @@
 """Run one SQL statement against a store and print or save the result. The store
-is opened read-only unless --write is given. Tables: species, observations,
+is opened read-only unless --write is given; read-only SQL cannot read or write
+files (COPY, read_csv, glob, ATTACH ...) or install/load extensions — use
+--format/--out to save a result. With --write the statement may change the store
+and use DuckDB's file functions. Tables: species, observations,
 images, embedding_spaces, emb_<space>, embedding_failures, rejects, encoders,
 features, splits, runs, predictions."""
 
@@ -46,12 +49,12 @@ def run(args) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from sporeprint.cli import CommandError
+    from sporeprint.errors import CommandError
     from store import FeatureStore
 
     if args.format == "parquet" and not args.out:
         raise CommandError("--format parquet needs --out FILE")
-    with FeatureStore(args.store, read_only=not args.write) as fs:
+    with FeatureStore(args.store, read_only=not args.write, create=False) as fs:
         table = fs.sql(args.query)
     if args.format == "parquet":
         pq.write_table(table, args.out)

@@ -32,12 +32,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="runs directory (default STORE.runs/)")
+    parser.set_defaults(interrupt_message=(
+        "interrupted: folds finished before the interrupt are saved and recorded in the runs "
+        "table; the fold that was training is lost and starts from its first epoch when you "
+        "train it again (e.g. --fold 2)"))
 
 
 def run(args) -> int:
     import json
 
     from heads.train import TrainConfig
+    from sporeprint.errors import CommandError
     from sporeprint.training import train_folds
     from store import FeatureStore
 
@@ -49,12 +54,12 @@ def run(args) -> int:
     params: dict = {}
     if args.hidden is not None:
         if args.head != "mlp":
-            raise ValueError(f"--hidden applies to --head mlp, not {args.head!r}; drop it")
+            raise CommandError(f"--hidden applies to --head mlp, not {args.head!r}; drop it")
         params["hidden"] = args.hidden
     if args.unknown_output:
         params["unknown_output"] = True
     folds = [1, 2] if args.fold == "all" else [int(args.fold)]
-    with FeatureStore(args.store) as fs:
+    with FeatureStore(args.store, create=False) as fs:
         runs = train_folds(fs, args.space, args.head, folds, params, config, out_dir=args.out,
                            store_path=args.store)
     keys = ("accuracy", "macro_f1", "track1", "track2", "track3")

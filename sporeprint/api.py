@@ -1,0 +1,191 @@
+"""The Python API: open a store, query it with SQL, search look-alikes, score vectors.
+
+>>> import sporeprint
+>>> db = sporeprint.open("demo-run/fungi.duckdb")                    # doctest: +SKIP
+>>> db.sql("SELECT role, count(*) AS n FROM observations GROUP BY 1").to_pandas()  # doctest: +SKIP
+>>> hits = db.search(observation=123).where(poisonous=True, role="train").limit(5).to_arrow()  # doctest: +SKIP
+>>> model = db.model()                                             # doctest: +SKIP
+>>> model.predict(vectors, [{"habitat": "Deciduous woodland", "month": 9}])  # doctest: +SKIP
+
+docs/api.md walks through it with runnable examples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from sporeprint.errors import SporeprintError
+
+
+class Database:
+    """An open store. Read-only unless ``write=True`` (read-only SQL cannot touch files,
+    attach databases or load extensions). Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, write: bool = False):
+        from store import FeatureStore
+
+        self.store = FeatureStore(path, read_only=not write, create=False)
+        self._indexes: dict = {}
+        self._models: dict = {}
+        self._embedders: dict = {}
+
+    # -- plumbing -----------------------------------------------------------------------
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"sporeprint.Database({self.store!r})"
+
+    @property
+    def spaces(self) -> list[str]:
+        """Names of the store's embedding spaces."""
+        return self.store.space_names()
+
+    def _space(self, space: str | None) -> str:
+        if space is not None:
+            self.store.require_space(space)
+            return space
+        names = self.spaces
+        if len(names) != 1:
+            raise SporeprintError(f"pass space= (the store has {', '.join(names) or 'no spaces'})")
+        return names[0]
+
+    # -- SQL ----------------------------------------------------------------------------
+    def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
+        """Run one SQL statement with bound parameters; a ``pyarrow.Table``."""
+        return self.store.sql(query, params)
+
+    # -- search -------------------------------------------------------------------------
+    def search(self, observation: int | None = None, vector=None, image: str | Path | None = None,
+               space: str | None = None) -> Search:
+        """Start a look-alike search from exactly one of: a stored observation (the
+        observation itself is left out of its results), a vector (d,) or (1, d), or a photo
+        (embedded with the space's own model). Refine with ``.where(...)`` and
+        ``.limit(k)``; run with ``.to_arrow()``, ``.to_pandas()`` or ``.to_list()``."""
+        given = [x is not None for x in (observation, vector, image)]
+        if sum(given) != 1:
+            raise SporeprintError("pass exactly one of observation=, vector= or image=")
+        return Search(self, self._space(space), observation, vector, image)
+
+    def index(self, space: str, kind: str = "exact", where: str = "all"):
+        """The index used by searches: a saved fresh one, else an exact one built in memory
+        once and cached for this Database."""
+        from sporeprint.indexing import ensure_index
+
+        key = (space, kind, where)
+        if key not in self._indexes:
+            self._indexes[key] = ensure_index(self.store, space, kind, where)
+        return self._indexes[key]
+
+    def embed(self, images: list[str | Path], space: str | None = None) -> np.ndarray:
+        """Image vectors (n, d) from photo files, with the space's own model."""
+        from sporeprint.embedding import embedder_for_space
+
+        space = self._space(space)
+        if space not in self._embedders:
+            self._embedders[space] = embedder_for_space(self.store.require_space(space))
+        return np.asarray(self._embedders[space].embed_images([str(p) for p in images]),
+                          dtype=np.float32)
+
+    # -- models -------------------------------------------------------------------------
+    def model(self, run_id: str | None = None):
+        """The :class:`~sporeprint.scoring.ScoringModel` of a run (an ensemble or fold
+        heads, comma-separated), loaded once: heads, training index, calibration.
+        Default: the latest trained ensemble (or head)."""
+        from sporeprint.scoring import ScoringModel
+
+        if run_id is None:
+            latest = self.store.latest_runs(("ensemble",), limit=1) or \
+                self.store.latest_runs(("train",), limit=1)
+            if not latest:
+                raise SporeprintError("the store has no trained heads; run `sporeprint train`")
+            run_id = latest[0]
+        if run_id not in self._models:
+            ids = [r.strip() for r in run_id.split(",") if r.strip()]
+            self._models[run_id] = ScoringModel.load(self.store, ids)
+        return self._models[run_id]
+
+
+class Search:
+    """A look-alike query being built; nothing runs until ``to_arrow``/``to_list``."""
+
+    def __init__(self, db: Database, space: str, observation=None, vector=None, image=None):
+        self._db, self.space = db, space
+        self._observation, self._vector, self._image = observation, vector, image
+        self._filters: dict = {}
+        self._k = 10
+        self._kind = "exact"
+        self._selection = "all"
+        self.info = None
+
+    def where(self, **filters) -> Search:
+        """Filters: species, genus, family, poisonous, date_from, date_to, near=(lat, lon),
+        radius_km, role, split. Invalid values raise at once."""
+        from store import SearchFilters
+
+        merged = {**self._filters, **filters}
+        SearchFilters(**merged)  # validates names and values now
+        self._filters = merged
+        return self
+
+    def limit(self, k: int) -> Search:
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise SporeprintError(f"limit {k!r} must be a positive number of observations")
+        self._k = int(k)
+        return self
+
+    def using(self, kind: str = "exact", where: str = "all") -> Search:
+        """Search a saved index of ``kind`` over selection ``where`` instead of exact/all."""
+        self._kind, self._selection = kind, where
+        return self
+
+    def _query(self) -> tuple[np.ndarray, list[int] | None]:
+        from sporeprint.lookalikes import observation_query
+
+        fs = self._db.store
+        if self._observation is not None:
+            return observation_query(fs, self.space, int(self._observation)), [int(self._observation)]
+        if self._image is not None:
+            return self._db.embed([self._image], self.space), None
+        v = np.asarray(self._vector, dtype=np.float32)
+        if v.ndim == 2 and v.shape[0] == 1:
+            v = v[0]
+        if v.ndim != 1:
+            raise SporeprintError(f"vector has shape {v.shape}; pass one vector (d,) or (1, d)")
+        return v[None, :], None
+
+    def to_arrow(self) -> pa.Table:
+        from sporeprint.lookalikes import find_lookalikes
+        from store import SearchFilters
+
+        index = self._db.index(self.space, self._kind, self._selection)
+        query, exclude = self._query()
+        if query.shape[1] != index.dim:
+            raise SporeprintError(f"query vector has dim {query.shape[1]}, space {self.space!r} "
+                                  f"has {index.dim}")
+        info: list = []
+        hits = find_lookalikes(self._db.store, index, query, k=self._k,
+                               filters=SearchFilters(**self._filters),
+                               exclude_observations=exclude, info=info)[0]
+        self.info = info[0]
+        return hits
+
+    def to_pandas(self):
+        return self.to_arrow().to_pandas()
+
+    def to_list(self) -> list[dict]:
+        return self.to_arrow().to_pylist()
+
+
+def open(path: str | Path, write: bool = False) -> Database:  # noqa: A001 - the API's verb
+    """Open a store (a DuckDB file made by ``sporeprint ingest`` or ``sporeprint demo``)."""
+    return Database(path, write=write)

@@ -1,0 +1,216 @@
+"""``ScoringModel``: the runs' ensemble, the training index and the calibration,
+loaded once; turns image vectors + metadata into one decision per observation.
+
+The official poisonous list of the store (``species.poisonous``) decides which
+classes are poisonous; heads whose own flags disagree are refused on load.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from heads.classifier import Ensemble
+from heads.decision import RULES, decide
+from retrieval import RetrievalError, VectorIndex
+from sporeprint.errors import SporeprintError
+from sporeprint.lookalikes import TrainingNeighbours
+from sporeprint.scoring import calibration as calib
+from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
+from sporeprint.scoring.runs import Member, load_members, run_key
+from sporeprint.training import Rows, load_rows
+
+log = logging.getLogger(__name__)
+
+N_EVIDENCE = 5
+# Saved training-image indexes tried first (fastest first); exact in memory otherwise.
+SAVED_INDEX_KINDS = ("ivf_flat", "hnsw", "ivf_pq", "exact")
+# The unknown score needs the distance to the 10th neighbour, not an exact top list:
+# scoring probes 1/64 of an IVF index's lists (at least 8).
+SCORING_NPROBE_SHARE, SCORING_MIN_NPROBE = 64, 8
+
+
+@dataclass
+class Decided:
+    """One answer per observation, with what it was decided from."""
+
+    observation_ids: np.ndarray
+    class_id: np.ndarray
+    probs: np.ndarray  # calibrated, conditional on a known species
+    classes: np.ndarray
+    poisonous: np.ndarray
+    unknown_prob: np.ndarray
+    unknown_score: np.ndarray
+    unknown_flag: np.ndarray
+    poison_prob: np.ndarray
+    reason: list[str]
+    evidence: np.ndarray | None = None  # (n, N_EVIDENCE) training observation ids, -1 = none
+
+
+def training_index(fs, space: str) -> VectorIndex:
+    """The index of the training images: a fresh saved one (`sporeprint index build
+    --where train`), else an exact one built in memory."""
+    from sporeprint.indexing import index_dir, load_index
+
+    for kind in SAVED_INDEX_KINDS:
+        if (index_dir(fs.path, space, kind, "train") / "manifest.json").is_file():
+            try:
+                index = load_index(fs, space, kind, "train")
+            except RetrievalError as exc:  # stale or foreign: say so, fall through
+                log.warning("%s", exc)
+                continue
+            if kind.startswith("ivf"):
+                index.set_search_params(nprobe=max(
+                    SCORING_MIN_NPROBE, int(index.params["nlist"]) // SCORING_NPROBE_SHARE))
+            log.info("using the saved %s index of training images (%d vectors)", kind, len(index))
+            return index
+    from sporeprint.indexing import memory_index
+
+    return memory_index(fs, space, "train")
+
+
+class ScoringModel:
+    """Load with :meth:`load`; :meth:`predict` scores vectors that need not be in the store.
+
+    >>> model = ScoringModel.load(fs, ["dinov2_l-mlp-ensemble-..."])   # doctest: +SKIP
+    >>> model.predict(vectors, metadata).to_pandas()                  # doctest: +SKIP
+    """
+
+    def __init__(self, space: str, members: list[Member], index: VectorIndex,
+                 calibration: calib.Calibration, official_poisonous: np.ndarray,
+                 neighbours: TrainingNeighbours, prior_counts: np.ndarray, encoder=None):
+        self.space = space
+        self.members = members
+        self.ensemble = Ensemble([m.classifier for m in members])
+        self.index = index
+        self.calibration = calibration
+        self.classes = calib.known_classes(self.ensemble)
+        self.poisonous = np.isin(self.classes, official_poisonous)
+        self.neighbours = neighbours
+        self.prior_counts = prior_counts
+        self.encoder = encoder
+
+    @classmethod
+    def load(cls, fs, run_ids: list[str], recalibrate: bool = False) -> ScoringModel:
+        space, members = load_members(fs, run_ids)
+        index = training_index(fs, space)
+        ensemble = Ensemble([m.classifier for m in members])
+        classes = calib.known_classes(ensemble)
+        official = fs.poisonous_class_ids()
+        cal = calib.load_or_fit(fs, members, ensemble, np.isin(classes, official), index, space,
+                                refit=recalibrate)
+        counts = fs.training_image_counts(classes) + 1.0
+        try:
+            encoder = fs.encoder()
+        except Exception:  # noqa: BLE001 - a store without an encoder scores without metadata
+            encoder = None
+        return cls(space, members, index, cal, official, TrainingNeighbours(fs, index), counts,
+                   encoder)
+
+    @property
+    def run_key(self) -> str:
+        return run_key(self.members)
+
+    # -- scoring --------------------------------------------------------------------------
+    def scores(self, fs, observation_ids: np.ndarray) -> tuple[ObservationScores | None, Rows]:
+        """``(scores, rows)`` of the stored observations that have vectors in the space."""
+        rows, _ = load_rows(fs, self.space, observation_ids, labelled_only=False)
+        if len(rows) == 0:
+            return None, rows
+        return observation_scores(self.ensemble, rows), rows
+
+    def decide(self, scores: ObservationScores, rule: str = "track3",
+               knn: np.ndarray | None = None, evidence: np.ndarray | None = None) -> Decided:
+        """Calibrated probabilities, P(unknown) and the rule's answer per observation;
+        the kNN score and the evidence are searched when ``knn`` is not given."""
+        if rule not in RULES:
+            raise SporeprintError(f"unknown decision rule {rule!r}; choose one of "
+                                  f"{', '.join(RULES)}")
+        cal = self.calibration
+        det = cal.detector_for(self.index)
+        if knn is None:
+            near = self.neighbours.search(scores.queries, N_EVIDENCE, det.k)
+            knn, evidence = near.unknown_score, near.observation_ids
+        plain = cal.species_probs(scores.log_probs, self.poisonous, shift=False)
+        probs = cal.prior.apply(plain, self.poisonous)
+        s = det.fuse(knn, uncertainty(plain))  # as calibrated: before the poison shift
+        flag = s > det.threshold_
+        p_unknown = cal.unknown_prob(s)
+        d = decide(probs, p_unknown if rule == "track3" else None, self.classes, self.poisonous,
+                   rule=rule, unknown_flag=flag)
+        return Decided(scores.observation_ids, d.class_id, probs, self.classes, self.poisonous,
+                       p_unknown, s, flag, d.poison_prob, d.reason, evidence)
+
+    def prior_decision(self, observation_ids: np.ndarray, why: str) -> Decided:
+        """Observations with no usable image or no accepted row: the Track 3 rule on the
+        training class prior."""
+        n = len(observation_ids)
+        cal = self.calibration
+        prior = np.tile(self.prior_counts / self.prior_counts.sum(), (n, 1))
+        probs = cal.prior.apply(prior, self.poisonous)
+        pu = np.full(n, cal.unknown_rate)
+        d = decide(probs, pu, self.classes, self.poisonous, rule="track3")
+        return Decided(np.asarray(observation_ids, np.int64), d.class_id, probs, self.classes,
+                       self.poisonous, pu, np.full(n, np.nan), np.zeros(n, bool), d.poison_prob,
+                       [f"{why}: training prior only; {r}" for r in d.reason],
+                       np.full((n, N_EVIDENCE), -1, np.int64))
+
+    def predict(self, vectors: np.ndarray, metadata=None, observation_ids=None,
+                rule: str = "track3") -> pa.Table:
+        """Decisions for image vectors that need not be in the store.
+
+        ``vectors``: (n, d) float image vectors of this model's space. ``metadata``: None,
+        or one row per image (a ``pyarrow.Table``, a pandas DataFrame or a list of dicts)
+        with the store's observation fields (substrate, meta_substrate, habitat, month, day,
+        latitude, longitude); missing fields encode as missing. ``observation_ids``: one
+        per image (images of one observation are averaged); default: each image alone.
+        Returns the predictions table (``sporeprint.scoring.outputs``) sorted by id.
+        """
+        from sporeprint.scoring.outputs import predictions_table
+
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.index.dim:
+            raise SporeprintError(f"vectors have shape {x.shape}; this model's space "
+                                  f"{self.space!r} needs (n, {self.index.dim})")
+        if not np.isfinite(x).all() or (np.abs(x).sum(1) == 0).any():
+            raise SporeprintError("vectors hold NaN, inf or all-zero rows; drop or re-embed them")
+        obs = np.arange(len(x), dtype=np.int64) if observation_ids is None else \
+            np.asarray(observation_ids, dtype=np.int64)
+        if obs.shape != (len(x),):
+            raise SporeprintError(f"observation_ids has {obs.size} entries for {len(x)} vectors; "
+                                  "pass one id per vector")
+        rows = Rows(np.arange(len(x), dtype=np.int64), obs, np.full(len(x), -1, np.int64), x,
+                    self.encode_metadata(metadata, len(x)))
+        decided = self.decide(observation_scores(self.ensemble, rows), rule)
+        return predictions_table([(decided, "scored")])
+
+    def encode_metadata(self, metadata, n: int) -> np.ndarray | None:
+        """Encode metadata rows with the store's encoder (the columns the heads saw)."""
+        from store.encoding import INPUT_COLUMNS, encode_table
+
+        if self.encoder is None:
+            return None
+        if metadata is None:
+            metadata = [{}] * n
+        if hasattr(metadata, "to_dict") and not isinstance(metadata, pa.Table):  # pandas
+            metadata = pa.Table.from_pandas(metadata, preserve_index=False)
+        if not isinstance(metadata, pa.Table):
+            metadata = pa.Table.from_pylist(list(metadata))
+        if metadata.num_rows != n:
+            raise SporeprintError(f"metadata has {metadata.num_rows} rows for {n} vectors; "
+                                  "pass one row per vector")
+        types = {"substrate": pa.string(), "meta_substrate": pa.string(), "habitat": pa.string(),
+                 "month": pa.int64(), "day": pa.int64(), "latitude": pa.float64(),
+                 "longitude": pa.float64(), "observation_id": pa.int64()}
+        cols = {}
+        for name in INPUT_COLUMNS:
+            if name in metadata.column_names:
+                cols[name] = metadata[name].cast(types[name])
+            else:
+                cols[name] = pa.nulls(n, types[name])
+        return encode_table(pa.table(cols), self.encoder)

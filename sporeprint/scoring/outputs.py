@@ -1,0 +1,101 @@
+"""The predictions table and the files written for a scored batch.
+
+Columns of the table (and of the store's ``predictions`` rows): observation_id,
+class_id (-1 = unknown species), status (scored / no_usable_image / rejected),
+reason, poison_prob, unknown_score, unknown_prob, top5_class_ids, top5_probs,
+evidence_observation_ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from sporeprint.errors import SporeprintError
+
+TOP = 5
+# The id column's name in the submission CSV: FungiCLEF 2024 files say observation_id,
+# the 2023 evaluator reads observationID, many entries write ObservationId.
+SUBMISSION_HEADERS = ("observation_id", "observationID", "ObservationId")
+
+
+def _list_column(values: np.ndarray, valid: np.ndarray | None, type_) -> pa.Array:
+    """A list<type> column from a rectangular (n, w) array; ``valid`` masks entries out."""
+    n, w = values.shape
+    if valid is None:
+        offsets = np.arange(0, n * w + 1, w, dtype=np.int32)
+        flat = values.ravel()
+    else:
+        offsets = np.r_[0, np.cumsum(valid.sum(1))].astype(np.int32)
+        flat = values[valid]
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, type_))
+
+
+def predictions_table(parts: list) -> pa.Table:
+    """``parts``: ``(Decided, status)`` pairs -> one table sorted by observation id."""
+    tables = []
+    for d, status in parts:
+        n = len(d.class_id)
+        if n == 0:
+            continue
+        k = min(TOP, d.probs.shape[1])
+        top = np.argpartition(-d.probs, k - 1, axis=1)[:, :k]
+        top_p = np.take_along_axis(d.probs, top, 1)
+        order = np.argsort(-top_p, axis=1, kind="stable")
+        top, top_p = np.take_along_axis(top, order, 1), np.take_along_axis(top_p, order, 1)
+        top_p = np.round(top_p * (1.0 - d.unknown_prob)[:, None], 6)
+        evidence = d.evidence if d.evidence is not None else np.full((n, 1), -1, np.int64)
+        tables.append(pa.table({
+            "observation_id": pa.array(d.observation_ids, pa.int64()),
+            "class_id": pa.array(d.class_id, pa.int32()),
+            "status": pa.array([status] * n, pa.string()),
+            "reason": pa.array(d.reason, pa.string()),
+            "poison_prob": pa.array(d.poison_prob, pa.float64()),
+            "unknown_score": pa.array(d.unknown_score, pa.float64(),
+                                      mask=np.isnan(d.unknown_score)),
+            "unknown_prob": pa.array(d.unknown_prob, pa.float64()),
+            "top5_class_ids": _list_column(d.classes[top], None, pa.int32()),
+            "top5_probs": _list_column(top_p, None, pa.float64()),
+            "evidence_observation_ids": _list_column(evidence, evidence >= 0, pa.int64()),
+        }))
+    if not tables:
+        raise SporeprintError("nothing to write: the batch has no observations")
+    return pa.concat_tables(tables).sort_by("observation_id")
+
+
+def answer_counts(table: pa.Table) -> dict[str, int]:
+    cls = table.column("class_id").to_numpy()
+    risk = pc.starts_with(table.column("reason"), "poison-risk").to_numpy(
+        zero_copy_only=False)
+    prior = pc.not_equal(table.column("status"), "scored").to_numpy(zero_copy_only=False)
+    return {"species": int(np.sum(cls >= 0)), "unknown": int(np.sum(cls < 0)),
+            "raised for poison risk": int(risk.sum()), "prior-only": int(prior.sum())}
+
+
+def write_outputs(table: pa.Table, out: str | Path,
+                  submission_header: str = "observation_id") -> dict[str, str]:
+    """Submission CSV (``<id column>,class_id``) at ``out`` and the full table beside it as
+    ``<out stem>.full.parquet`` and ``<out stem>.full.csv``."""
+    if submission_header not in SUBMISSION_HEADERS:
+        raise SporeprintError(f"submission header {submission_header!r} is not one of "
+                              f"{', '.join(SUBMISSION_HEADERS)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    submission = table.select(["observation_id", "class_id"]).rename_columns(
+        [submission_header, "class_id"])
+    pacsv.write_csv(submission, out)
+    full_pq = out.with_name(out.stem + ".full.parquet")
+    pq.write_table(table, full_pq)
+    flat = table
+    for name in ("top5_class_ids", "top5_probs", "evidence_observation_ids"):
+        joined = pc.binary_join(pc.cast(table.column(name),
+                                                        pa.list_(pa.string())), " ")
+        flat = flat.set_column(flat.column_names.index(name), name, joined)
+    full_csv = out.with_name(out.stem + ".full.csv")
+    pacsv.write_csv(flat, full_csv)
+    return {"submission": str(out), "full (parquet)": str(full_pq), "full (csv)": str(full_csv)}

@@ -1,0 +1,202 @@
+"""Batch scoring: new observations in, species + poison risk + unknown flag out.
+
+``score_batch``:
+
+1. check every input before anything is written (the rule, the metadata file, the
+   vectors: dimension, NaN/inf/all-zero rows, image paths the metadata names);
+2. ingest the metadata as role ``new``; rows the store rejects are reported, and an
+   observation none of whose rows was accepted (bad rows, or an id that is already
+   a training/validation observation) is answered from the training prior only,
+   with status ``rejected`` — never from photos stored under another role;
+3. get vectors in the runs' space: the precomputed Parquet, or the photos embedded
+   with the space's own model;
+4. score with :class:`~sporeprint.scoring.model.ScoringModel` (ensemble averaged per
+   observation, calibrated, open-set unknown score from one kNN search that also
+   gives the evidence, Track 3-optimal decision on the official poisonous list);
+5. replace this batch's predictions for these runs in the store, and write the
+   submission CSV plus a richer CSV/Parquet beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sporeprint.errors import SporeprintError
+from sporeprint.scoring.model import ScoringModel
+from sporeprint.scoring.outputs import answer_counts, predictions_table, write_outputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreReport:
+    batch: str
+    run_key: str
+    rows_read: int = 0
+    rows_rejected: int = 0
+    observations: int = 0
+    scored: int = 0
+    no_usable_image: int = 0
+    rejected_observations: int = 0
+    embedded: int = 0
+    embedding_failures: int = 0
+    answers: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"batch {self.batch!r} scored with {self.run_key}",
+            f"  metadata rows read {self.rows_read}, rejected {self.rows_rejected}",
+            f"  observations {self.observations}: scored from images {self.scored}, "
+            f"no usable image {self.no_usable_image} (prior-only answer), "
+            f"no accepted row {self.rejected_observations} (prior-only answer)",
+        ]
+        if self.embedded or self.embedding_failures:
+            out.append(f"  images embedded {self.embedded}, failed {self.embedding_failures}")
+        out.append("  answers: " + ", ".join(f"{k} {v}" for k, v in sorted(self.answers.items())))
+        out += [f"  {k}: {v}" for k, v in self.outputs.items()]
+        return out
+
+
+def _metadata_ids_and_paths(path: Path) -> tuple[np.ndarray, set[str]]:
+    """Observation ids (parsable ones) and image paths named by a metadata file."""
+    from store.ingest import read_metadata_table
+
+    table = read_metadata_table(path)
+    col = next((c for c in ("observationID", "observation_id") if c in table.column_names), None)
+    ids = np.zeros(0, np.int64)
+    if col is not None:
+        text = pc.utf8_trim_whitespace(pc.cast(table[col], pa.string()))
+        as_int = [int(v) for v in text.to_pylist() if v is not None and v.lstrip("-").isdigit()]
+        ids = np.unique(np.asarray(as_int, dtype=np.int64))
+    paths = set()
+    if "image_path" in table.column_names:
+        paths = {p for p in pc.cast(table["image_path"], pa.string()).to_pylist() if p}
+    return ids, paths
+
+
+def check_embedding_file(path: str | Path, dim: int, space: str,
+                         image_paths: set[str] | None = None) -> None:
+    """Refuse, before anything is written, a vector file the store would reject or that
+    would break later searches: wrong dimension, NaN/inf or all-zero vectors, no rows,
+    image paths that the batch's metadata does not name."""
+    path = Path(path)
+    if not path.is_file():
+        raise SporeprintError(f"embeddings file {path} does not exist")
+    try:
+        f = pq.ParquetFile(path)
+        names = f.schema_arrow.names
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SporeprintError(f"{path} is not a Parquet file with an 'embedding' column: "
+                              f"{exc}") from exc
+    if "embedding" not in names:
+        raise SporeprintError(f"{path} has columns {names}; expected image_path and embedding")
+    if f.metadata.num_rows == 0:
+        raise SporeprintError(f"{path} holds no vectors; embed the batch's photos first")
+    key = "image_path" if "image_path" in names else None
+    unknown_paths: list[str] = []
+    for batch in f.iter_batches(batch_size=8192, columns=[c for c in (key, "embedding") if c]):
+        col = batch.column("embedding")
+        if col.null_count:
+            raise SporeprintError(f"{path} has rows with a null embedding; drop them")
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        if (lengths != dim).any():
+            got = int(lengths[lengths != dim][0])
+            raise SporeprintError(
+                f"{path} holds {got}-d vectors but the runs' embedding space {space!r} is "
+                f"{dim}-d; embed the batch with that space's model or score with heads trained "
+                "on your vectors' space")
+        x = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        bad = ~np.isfinite(x).all(1) | (np.abs(x).sum(1) == 0)
+        if bad.any():
+            where = batch.column(key).to_pylist()[int(np.flatnonzero(bad)[0])] if key else "a row"
+            raise SporeprintError(f"{path}: {int(bad.sum())} vectors hold NaN, inf or only "
+                                  f"zeros (first: {where}); re-embed those images")
+        if key and image_paths is not None:
+            unknown_paths += [p for p in batch.column(key).to_pylist() if p not in image_paths]
+    if unknown_paths:
+        raise SporeprintError(f"{path} names {len(unknown_paths)} image paths that the batch's "
+                              f"metadata does not list (e.g. {unknown_paths[:3]}); score the "
+                              "metadata file those vectors belong to")
+
+
+def score_batch(fs, metadata: str | Path, run_ids: list[str],
+                images_dir: str | Path | None = None, embeddings: str | Path | None = None,
+                out: str | Path | None = None, batch: str | None = None, rule: str = "track3",
+                workers: int | None = None, recalibrate: bool = False,
+                model: ScoringModel | None = None,
+                submission_header: str = "observation_id") -> ScoreReport:
+    """Score every observation of ``metadata``; see the module docstring. ``model``
+    (loaded for ``run_ids``) saves reloading the heads and index when scoring again."""
+    from heads.decision import RULES
+
+    if rule not in RULES:
+        raise SporeprintError(f"unknown decision rule {rule!r}; choose one of {', '.join(RULES)}")
+    metadata = Path(metadata)
+    batch_ids, batch_paths = _metadata_ids_and_paths(metadata)
+    model = model or ScoringModel.load(fs, run_ids, recalibrate=recalibrate)
+    if embeddings is not None:
+        check_embedding_file(embeddings, model.index.dim, model.space, batch_paths)
+    batch = batch or metadata.stem
+    report = ScoreReport(batch=batch, run_key=model.run_key)
+
+    ingest = fs.ingest_metadata(metadata, role="new", images_dir=images_dir)
+    report.rows_read, report.rows_rejected = ingest.read, ingest.rejected
+    accepted = np.sort(np.asarray(ingest.observation_ids, dtype=np.int64))
+    rejected = np.setdiff1d(np.union1d(batch_ids,
+                                       np.asarray(ingest.rejected_observation_ids, np.int64)),
+                            accepted)
+    report.observations = len(np.union1d(accepted, rejected))
+    report.rejected_observations = len(rejected)
+
+    if len(accepted) and embeddings is not None:
+        fs.ingest_embeddings(embeddings, model.space)
+    elif len(accepted) and images_dir is not None:
+        from sporeprint.embedding import embed_store, embedder_for_space
+
+        er = embed_store(fs, embedder_for_space(fs.require_space(model.space)), model.space,
+                         workers=workers)
+        report.embedded, report.embedding_failures = er.embedded, er.failed
+
+    parts = []
+    scores, rows = model.scores(fs, accepted) if len(accepted) else (None, None)
+    if scores is not None:
+        parts.append((model.decide(scores, rule), "scored"))
+    imageless = np.setdiff1d(accepted, rows.observation_ids if rows is not None else [])
+    report.scored, report.no_usable_image = len(accepted) - len(imageless), len(imageless)
+    if len(imageless):
+        parts.append((model.prior_decision(imageless, "no usable image"), "no_usable_image"))
+    if len(rejected):
+        parts.append((model.prior_decision(rejected, "no accepted metadata row"), "rejected"))
+
+    table = predictions_table(parts)
+    fs.write_predictions(model.run_key, batch, table)
+    report.answers = answer_counts(table)
+    report.outputs = write_outputs(table, out or metadata.with_name(f"{batch}.predictions.csv"),
+                                   submission_header)
+    return report
+
+
+def compare_rules(fs, model: ScoringModel, observation_ids: np.ndarray,
+                  truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Official scores of every decision rule on labelled observations (decision analysis)."""
+    from heads.metrics import fungiclef_scores
+
+    scores, _ = model.scores(fs, np.asarray(observation_ids, np.int64))
+    if scores is None:
+        raise SporeprintError("none of these observations has vectors in the runs' space")
+    order = np.argsort(observation_ids)
+    y = np.asarray(truth)[order][np.searchsorted(np.asarray(observation_ids)[order],
+                                                 scores.observation_ids)]
+    poison = fs.poisonous_class_ids()
+    near = model.neighbours.search(scores.queries, 5, model.calibration.detector["k"])
+    return {rule: fungiclef_scores(y, model.decide(scores, rule, near.unknown_score).class_id,
+                                   poison)
+            for rule in ("argmax", "argmax_unknown", "track3")}
