@@ -24,6 +24,7 @@ from .index import VectorIndex
 logger = logging.getLogger(__name__)
 
 TARGETS = ("track1", "known_recall")
+STATE_VERSION = 1
 
 
 class OpenSetDetector:
@@ -175,9 +176,77 @@ class OpenSetDetector:
             "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
         }
 
+    # ------------------------------------------------------------- persistence
+    def get_state(self) -> dict:
+        """Everything but the index, as a JSON-able dict, for :meth:`from_state`.
+
+        Holds the settings (``k``, ``kind``, ``fusion_weight``, ``index_params``),
+        ``n_features_in_`` once fitted and, once calibrated, ``threshold_``,
+        ``knn_stats_``, ``uncertainty_stats_`` (None when calibrated without
+        uncertainty), ``val_error_`` and ``val_error_never_``.
+        """
+        state: dict = {
+            "format_version": STATE_VERSION,
+            "k": int(self.k),
+            "kind": self.kind,
+            "fusion_weight": float(self.fusion_weight),
+            "index_params": {key: _plain(v) for key, v in self.index_params.items()},
+            "n_features_in": _plain(getattr(self, "n_features_in_", None)),
+            "threshold": None,
+            "knn_stats": None,
+            "uncertainty_stats": None,
+            "val_error": None,
+            "val_error_never": None,
+        }
+        if hasattr(self, "threshold_"):
+            state["threshold"] = float(self.threshold_)
+            state["knn_stats"] = [float(v) for v in self.knn_stats_]
+            stats_u = getattr(self, "uncertainty_stats_", None)
+            state["uncertainty_stats"] = None if stats_u is None else [float(v) for v in stats_u]
+            state["val_error"] = _plain(getattr(self, "val_error_", None))
+            state["val_error_never"] = _plain(getattr(self, "val_error_never_", None))
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict, index: VectorIndex) -> OpenSetDetector:
+        """A detector from :meth:`get_state` that searches ``index`` (shared, not
+        copied, as in :meth:`fit_index`); ``index`` must hold the training vectors
+        the state was fitted on."""
+        if not isinstance(state, dict):
+            raise RetrievalError(f"state must be a dict from OpenSetDetector.get_state(), got {type(state).__name__}")
+        missing = sorted({"k", "fusion_weight"} - set(state))
+        if missing:
+            raise RetrievalError(
+                f"OpenSetDetector state lacks {missing}; save it again with OpenSetDetector.get_state()")
+        version = state.get("format_version", STATE_VERSION)
+        if version != STATE_VERSION:
+            raise RetrievalError(
+                f"OpenSetDetector state has format_version {version!r}, this sporeprint reads "
+                f"{STATE_VERSION}; calibrate the detector again")
+        det = cls(k=state["k"], kind=state.get("kind", "exact"),
+                  fusion_weight=state["fusion_weight"], **dict(state.get("index_params") or {}))
+        if not 0.0 <= float(det.fusion_weight) <= 1.0:
+            raise RetrievalError(f"fusion_weight={det.fusion_weight!r} in the state must lie in [0, 1]")
+        n_features = state.get("n_features_in")
+        if n_features is not None and int(n_features) != index.dim:
+            raise RetrievalError(
+                f"the detector was fitted on {n_features}-d vectors but the index holds {index.dim}-d "
+                "ones; pass the index of the embedding space it was fitted on")
+        det.fit_index(index)
+        if state.get("threshold") is not None:
+            det.threshold_ = float(state["threshold"])
+            det.knn_stats_ = _stats(state.get("knn_stats"), "knn_stats")
+            if state.get("uncertainty_stats") is not None:
+                det.uncertainty_stats_ = _stats(state["uncertainty_stats"], "uncertainty_stats")
+            for key in ("val_error", "val_error_never"):
+                if state.get(key) is not None:
+                    setattr(det, key + "_", float(state[key]))
+        return det
+
     def _require(self, attr: str, method: str) -> None:
         if not hasattr(self, attr):
-            raise NotFittedError(f"this OpenSetDetector is not {method}ed yet; call {method}(...) first")
+            done = {"fit": "fitted", "calibrate": "calibrated"}[method]
+            raise NotFittedError(f"this OpenSetDetector is not {done} yet; call {method}(...) first")
 
 
 def _track1_threshold(scores: np.ndarray, unknown: np.ndarray, correct: np.ndarray) -> float:
@@ -196,6 +265,23 @@ def _track1_threshold(scores: np.ndarray, unknown: np.ndarray, correct: np.ndarr
     if j == s.size:
         return float(np.nextafter(s[-1], -np.inf))
     return float((s[j - 1] + s[j]) / 2)
+
+
+def _stats(value, name: str) -> tuple[float, float]:
+    """(mean, std) from a saved state, checked."""
+    try:
+        mean, std = (float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise RetrievalError(
+            f"{name}={value!r} in the OpenSetDetector state must be [mean, std]; calibrate again") from exc
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise RetrievalError(f"{name}={value!r} in the OpenSetDetector state must be finite with std > 0")
+    return mean, std
+
+
+def _plain(value):
+    """numpy scalars as Python ones, so the state is JSON-able."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _mean_std(x: np.ndarray) -> tuple[float, float]:

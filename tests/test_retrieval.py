@@ -251,9 +251,10 @@ def test_openset_track1_uses_known_correct(openset_data):
 
 def test_openset_not_fitted_errors(openset_data):
     train, val, val_unk, _, _ = openset_data
-    with pytest.raises(NotFittedError, match="fit"):
+    with pytest.raises(NotFittedError, match=r"not fitted yet; call fit\(\.\.\.\) first"):
         OpenSetDetector().score_samples(val)
-    with pytest.raises(NotFittedError, match="calibrate"):
+    assert issubclass(NotFittedError, RetrievalError)
+    with pytest.raises(NotFittedError, match=r"not calibrated yet; call calibrate\(\.\.\.\) first"):
         OpenSetDetector(k=3).fit(train).predict(val)
     with pytest.raises(RetrievalError, match="k="):
         OpenSetDetector(k=0).fit(train)
@@ -273,3 +274,42 @@ def test_openset_on_a_shared_index_matches_fit_and_fuse_matches_score_samples(op
                                shared.score_samples(test, u_test))
     with pytest.raises(RetrievalError, match="k="):
         OpenSetDetector(k=10**6).fit_index(index)
+
+
+@pytest.mark.parametrize("with_uncertainty", [False, True])
+def test_openset_state_json_round_trip_gives_identical_scores(openset_data, with_uncertainty):
+    train, val, val_unk, test, _ = openset_data
+    index = VectorIndex(train.shape[1], "exact")
+    index.add(np.arange(len(train), dtype=np.int64), train)
+    det = OpenSetDetector(k=5, fusion_weight=0.3).fit_index(index)
+    unc_val = np.linspace(0, 1, len(val)) if with_uncertainty else None
+    unc_test = np.linspace(1, 0, len(test)) if with_uncertainty else None
+    det.calibrate(val, val_unk, uncertainty=unc_val)
+    state = json.loads(json.dumps(det.get_state()))
+    back = OpenSetDetector.from_state(state, index)
+    assert back.index_ is index and back.k == 5 and back.fusion_weight == 0.3
+    np.testing.assert_array_equal(back.score_samples(test, unc_test), det.score_samples(test, unc_test))
+    np.testing.assert_array_equal(back.predict(test, unc_test), det.predict(test, unc_test))
+    assert back.threshold_ == det.threshold_ and back.val_error_ == det.val_error_
+    assert state["uncertainty_stats"] is None or len(state["uncertainty_stats"]) == 2
+
+
+def test_openset_state_of_an_uncalibrated_detector_and_bad_states(openset_data):
+    train, val, _, _, _ = openset_data
+    index = VectorIndex(train.shape[1], "exact")
+    index.add(np.arange(len(train), dtype=np.int64), train)
+    state = json.loads(json.dumps(OpenSetDetector(k=3).fit_index(index).get_state()))
+    back = OpenSetDetector.from_state(state, index)
+    np.testing.assert_array_equal(back.knn_scores(val), OpenSetDetector(k=3).fit(train).knn_scores(val))
+    with pytest.raises(NotFittedError, match=r"not calibrated yet; call calibrate\(\.\.\.\) first"):
+        back.predict(val)
+    other = VectorIndex(8, "exact")
+    other.add(np.arange(10), np.eye(10, 8, dtype=np.float32) + 0.1)
+    with pytest.raises(RetrievalError, match="32-d"):
+        OpenSetDetector.from_state(state, other)
+    with pytest.raises(RetrievalError, match="lacks"):
+        OpenSetDetector.from_state({"fusion_weight": 0.5}, index)
+    with pytest.raises(RetrievalError, match="knn_stats"):
+        OpenSetDetector.from_state({**state, "threshold": 0.1, "knn_stats": [0.0]}, index)
+    with pytest.raises(RetrievalError, match="k="):
+        OpenSetDetector.from_state({**state, "k": 10**6}, index)
