@@ -8,4 +8,8 @@ class StoreError(Exception):
 
 
 class StoreLockedError(StoreError):
-    """Another process holds the write lock on the store file."""
+    """Another process holds the lock on the store file."""
+
+
+class InvalidValueError(StoreError, ValueError):
+    """An argument has a value the store cannot use (e.g. a search filter's role)."""

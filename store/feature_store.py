@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,43 +13,71 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import encoding, interchange, spaces, splits
+from . import encoding, interchange, queries, runs, spaces, splits
 from .errors import StoreError, StoreLockedError
+from .filters import SearchFilters
 from .ingest import IngestReport, ingest_metadata
 from .reference import poison_status
-from .schema import DDL, SCHEMA_VERSION
+from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from .spaces import EmbeddingIngestReport, EmbeddingSpace
 
 log = logging.getLogger(__name__)
 
 
+STORE_MISSING = ("store {path!r} does not exist; create it with `sporeprint ingest --store {path} "
+                 "--metadata ... --role ...`")
+
+# DuckDB settings of a sandboxed connection: SQL may read and write the store's own tables
+# only; no files, no other databases, no extensions, and the settings cannot be changed back.
+SANDBOX = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 class FeatureStore:
     """A DuckDB file holding observations, images, embeddings, features, splits and runs.
 
-    One process may write at a time; any number may open it with ``read_only=True``.
+    One process may write at a time; any number may open it with ``read_only=True``
+    while none writes.
+
+    ``create=False`` refuses to create a missing file (everything but ingestion
+    opens stores that way). SQL safety (``safe_sql``, default: the same as
+    ``read_only``): a sandboxed connection runs SQL over the store's own tables
+    only. ``COPY ... TO``/``FROM``, ``EXPORT``/``IMPORT DATABASE``, file readers
+    (``read_csv``, ``read_parquet``, ``read_blob``, ``glob``, ...), ``ATTACH``,
+    ``INSTALL``/``LOAD`` and ``SET`` of these settings all fail. Store methods that
+    read or write files (ingestion, ``export_parquet``, ``export_all``, ...) still
+    work, because they do their file IO with pyarrow, outside SQL.
+
+    A writable store (CLI: ``sporeprint sql --write``) is not sandboxed unless
+    ``safe_sql=True``: its SQL may change any table, and may read and write files
+    and attach databases with the rights of the user running it (DuckDB's own
+    defaults). Use it for your own maintenance only, never with SQL you did not
+    write.
 
     >>> with FeatureStore("fungi.duckdb") as fs:                      # doctest: +SKIP
     ...     fs.ingest_metadata("DF20-train_metadata.csv", role="train")
     ...     fs.sql("SELECT count(*) AS n FROM observations").to_pylist()
     """
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, create: bool = True,
+                 safe_sql: bool | None = None) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        if read_only and not self.path.exists():
-            raise StoreError(f"store {str(self.path)!r} does not exist; create it by ingesting "
-                             "metadata (sporeprint ingest --store ... --metadata ...)")
+        self.safe_sql = read_only if safe_sql is None else bool(safe_sql)
+        self.con = None
+        if (read_only or not create) and not self.path.exists():
+            raise StoreError(STORE_MISSING.format(path=str(self.path)))
+        config = dict(SANDBOX) if self.safe_sql else {}
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
-                fix = ("wait for that process to finish: DuckDB allows readers only while no "
-                       "process writes" if read_only else
-                       "wait for it to finish, or open the store read-only "
-                       "(read_only=True / --read-only) once it has")
-                raise StoreLockedError(
-                    f"store {str(self.path)!r} is open for writing in another process; {fix}"
-                ) from exc
+                raise StoreLockedError(_lock_message(str(self.path), read_only, str(exc))) \
+                    from exc
             raise StoreError(f"cannot open store {str(self.path)!r}: {exc}") from exc
         except duckdb.Error as exc:
             raise StoreError(f"cannot open store {str(self.path)!r}: {exc}; is it a DuckDB "
@@ -62,8 +91,12 @@ class FeatureStore:
         with self.transaction():
             for ddl in DDL:
                 self.con.execute(ddl)
+            for ddl in MIGRATIONS:
+                self.con.execute(ddl)
             self.con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                              [str(SCHEMA_VERSION)])
+            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)",
+                             [str(uuid.uuid4())])
             if self.con.execute("SELECT count(*) FROM species").fetchall()[0][0] == 0:
                 status = poison_status()
                 seed = pa.table({"class_id": pa.array(list(status), pa.int32()),
@@ -77,6 +110,17 @@ class FeatureStore:
         if self.con is not None:
             self.con.close()
             self.con = None
+
+    @property
+    def store_id(self) -> str:
+        """A random UUID made with the store and kept in ``meta``; stable forever."""
+        rows = self._read(lambda con: con.execute(
+            "SELECT value FROM meta WHERE key = 'store_id'").fetchall())
+        if not rows:
+            raise StoreError(f"store {str(self.path)!r} has no id yet (made by an older "
+                             "sporeprint); open it once for writing (e.g. `sporeprint ingest`) "
+                             "to give it one")
+        return rows[0][0]
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -141,6 +185,11 @@ class FeatureStore:
             hint = ""
             if self.read_only and "read-only" in str(exc).lower():
                 hint = "; open the store with read_only=False (CLI: --write) to change it"
+            elif self.safe_sql and isinstance(exc, (duckdb.PermissionException,
+                                                    duckdb.InvalidInputException)):
+                hint = ("; SQL on a read-only store runs over the store's own tables only (no "
+                        "files, other databases or extensions); export tables with "
+                        "`sporeprint export`, or open the store for writing (CLI: --write)")
             raise StoreError(f"SQL failed on {str(self.path)!r}: {exc}{hint}") from exc
 
     # -- ingestion ----------------------------------------------------------------------
@@ -162,6 +211,13 @@ class FeatureStore:
 
     def get_space(self, name: str) -> EmbeddingSpace | None:
         return self._read(spaces.get_space, name)
+
+    def require_space(self, name: str) -> EmbeddingSpace:
+        """The space ``name``; StoreError listing the spaces there are when it is missing."""
+        return self._read(spaces.require_space, name)
+
+    def space_names(self) -> list[str]:
+        return self._read(spaces.space_names)
 
     def pending_images(self, space: str) -> pa.Table:
         """``image_id, file_path`` of images with neither a vector nor a failure in ``space``."""
@@ -207,21 +263,92 @@ class FeatureStore:
         return self._write(splits.make_splits, seed)
 
     def fold_observations(self, fold: int, seed: int | None = None) -> dict[str, np.ndarray]:
-        """``{"train": ids, "val": ids, "test": ids}`` for fold 1 or 2."""
+        """``{"train": ids, "val": ids, "test": ids}`` for fold 1 or 2 of the current split
+        (or of ``seed``)."""
         return self._read(splits.fold_observations, fold, seed)
+
+    def split_seed(self) -> int:
+        """THE current split seed: the seed of the latest ``make_splits``."""
+        return self._read(splits.current_seed)
+
+    def has_splits(self) -> bool:
+        return self._read(splits.has_splits)
+
+    # -- selections and look-ups --------------------------------------------------------
+
+    def selection_image_ids(self, space: str, where: str = "all",
+                            seed: int | None = None) -> np.ndarray:
+        """Sorted int64 image ids of the ``where`` selection (one of ``SELECTIONS``) that
+        have a vector in ``space``; split selections use the current split unless ``seed``."""
+        return self._read(queries.selection_image_ids, space, where, seed)
+
+    def filtered_image_ids(self, filters: SearchFilters | None,
+                           exclude_observations=None) -> np.ndarray | None:
+        """Sorted image ids passing ``filters`` outside ``exclude_observations``; None when
+        nothing restricts."""
+        return self._read(queries.filtered_image_ids, filters, exclude_observations)
+
+    def poisonous_class_ids(self) -> np.ndarray:
+        """The official poisonous class ids held in ``species`` (sorted int64)."""
+        return self._read(queries.poisonous_class_ids)
+
+    def observation_images(self, observation_ids, labelled_only: bool = True) -> pa.Table:
+        """``image_id, observation_id, class_id`` (-1 for NULL) ordered by image_id; with
+        ``labelled_only`` observations without a class are left out."""
+        return self._read(queries.observation_images, observation_ids, labelled_only)
+
+    def observation_image_ids(self, observation_id: int) -> np.ndarray:
+        """Sorted image ids of one observation; StoreError if it is not stored."""
+        return self._read(queries.observation_image_ids, observation_id)
+
+    def image_observations(self, image_ids) -> np.ndarray:
+        """Observation id of each given image id, same order."""
+        return self._read(queries.image_observations, image_ids)
+
+    def observation_class_ids(self, observation_ids) -> np.ndarray:
+        """class_id of each given observation id, same order; -1 for NULL or not stored."""
+        return self._read(queries.observation_class_ids, observation_ids)
+
+    def existing_observations(self, observation_ids) -> pa.Table:
+        """``observation_id, role`` of those of the given ids that are stored."""
+        return self._read(queries.existing_observations, observation_ids)
+
+    def training_image_counts(self, class_ids) -> np.ndarray:
+        """Images of role=train observations per class (float64, same order as given)."""
+        return self._read(queries.training_image_counts, class_ids)
+
+    def describe_hits(self, hits: pa.Table) -> pa.Table:
+        """Search hits (rank, observation_id, score, image_id) with image_path, class_id,
+        species, poisonous (NULL when unlabelled), date, place columns and role, by rank."""
+        return self._read(queries.describe_hits, hits)
+
+    def describe_observations(self, observation_ids) -> pa.Table:
+        """Metadata of the given stored observations, in the given order."""
+        return self._read(queries.describe_observations, observation_ids)
 
     # -- runs and predictions -----------------------------------------------------------
 
     def record_run(self, run_id: str, kind: str, space: str | None, head: str | None,
-                   fold: int | None, config: dict, metrics: dict, path: str | None) -> None:
-        """Insert (or replace) the record of one training / scoring run."""
-        def _insert(con):
-            con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-            con.execute("INSERT INTO runs (run_id, kind, space, head, fold, config, metrics, path)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [run_id, kind, space, head, fold, json.dumps(config, default=str),
-                         json.dumps(metrics, default=str), None if path is None else str(path)])
-        self._write(_insert)
+                   fold: int | None, config: dict, metrics: dict, path: str | Path | None,
+                   split_seed: int | None = None) -> None:
+        """Insert (or replace) the record of one training / scoring run.
+
+        ``path`` is stored relative to the store's folder when it lies under it, so the
+        folder can move; ``split_seed`` is the split the run was trained on."""
+        self._write(runs.record_run, self._folder(), run_id, kind, space, head, fold, config,
+                    metrics, path, split_seed)
+
+    def get_run(self, run_id: str) -> dict | None:
+        """The run's record (run_id, kind, space, head, fold, config, metrics, path, split_seed,
+        created_at) with ``path`` absolute; None when there is no such run."""
+        return self._read(runs.get_run, self._folder(), run_id)
+
+    def latest_runs(self, kinds=("train", "ensemble"), limit: int = 5) -> list[str]:
+        """Ids of the newest runs of ``kinds``, newest first."""
+        return self._read(runs.latest_runs, kinds, limit)
+
+    def _folder(self) -> Path:
+        return self.path.resolve().parent
 
     def write_predictions(self, run_key: str, batch: str, table: pa.Table) -> int:
         """Replace the predictions of ``(run_key, batch)`` with ``table``'s rows."""
@@ -237,3 +364,17 @@ class FeatureStore:
     def import_parquet(self, table: str, path: str | Path) -> int:
         """Insert rows from a Parquet file or folder; rows whose key exists are skipped."""
         return self._write(interchange.import_parquet, table, path)
+
+
+def _lock_message(path: str, read_only: bool, error: str) -> str:
+    """Say which situation blocks the open, and the fix."""
+    pid = re.search(r"PID (\d+)", error)
+    who = f"another process (PID {pid.group(1)})" if pid else "another process"
+    if read_only:
+        return (f"store {path!r} is open for writing in {who}; wait for it to finish: DuckDB "
+                "lets readers in only while no process writes")
+    return (f"store {path!r} is open in {who} "
+            "(reading or writing), and DuckDB lets a process write only while no other process "
+            "has the file open; close that process or wait for it to finish. If this command "
+            "only reads, open the store read-only instead (read_only=True; the `sporeprint` "
+            "commands that only read accept --read-only)")

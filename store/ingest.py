@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -56,6 +57,12 @@ class IngestReport:
     conflicts: int = 0  # the part of `rejected` that conflicts with other rows
     observations_added: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
+    # the file's observations now stored with this role (sorted int64)
+    observation_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # the file's observations with no row stored under this role: every row rejected, or
+    # the id already stored under another role (sorted int64)
+    rejected_observation_ids: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int64))
 
     def __str__(self) -> str:
         return (f"read {self.read}, stored {self.stored}, rejected {self.rejected} "
@@ -220,6 +227,7 @@ def ingest_metadata(con: duckdb.DuckDBPyConnection, path: str | Path, role: str 
     try:
         _classify(con, found, role)
         _write(con, source, images_root, report)
+        _observation_outcome(con, role, report)
     finally:
         for name in ("_src", "_substrate_groups"):
             con.unregister(name)
@@ -343,6 +351,20 @@ WHERE c.status IN ('rejected', 'conflict')
                   AND r.row_number = t._row AND r.reason = c.reason)
 """, {"source": source})
     _update_taxonomy(con)
+
+
+def _observation_outcome(con: duckdb.DuckDBPyConnection, role: str,
+                         report: IngestReport) -> None:
+    """Which of the file's observation ids are stored with ``role`` and which are not."""
+    rows = con.sql("""
+SELECT f.observation_id, (o.role IS NOT DISTINCT FROM $role) AS ok
+FROM (SELECT DISTINCT observation_id FROM _typed WHERE observation_id IS NOT NULL) f
+LEFT JOIN observations o USING (observation_id) ORDER BY 1""", params={"role": role}
+                   ).to_arrow_table()
+    ids = rows.column(0).to_numpy().astype(np.int64)
+    ok = rows.column(1).to_numpy(zero_copy_only=False).astype(bool)
+    report.observation_ids = ids[ok]
+    report.rejected_observation_ids = ids[~ok]
 
 
 def _update_taxonomy(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,4 +1,8 @@
-"""Parquet export / import of store tables, and the predictions writer."""
+"""Parquet export / import of store tables, and the predictions writer.
+
+File IO goes through pyarrow, never through DuckDB's COPY or file readers, so it
+also works on a sandboxed (read-only) store.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,15 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from .errors import StoreError
 from .schema import q
 
 log = logging.getLogger(__name__)
+
+AUTO_COLUMNS = ("ingested_at", "created_at", "recorded_at", "split_seed", "relative_path")
 
 
 def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -32,9 +40,40 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [table]).fetchall()]
 
 
+BATCH_ROWS = 65_536
+
+
+def _arrow_schema(schema: pa.Schema) -> pa.Schema:
+    """Name list children ``element`` (DuckDB leaves them unnamed), as Parquet tools expect."""
+    fields = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_fixed_size_list(t):
+            t = pa.list_(pa.field("element", t.value_type), t.list_size)
+        elif pa.types.is_list(t):
+            t = pa.list_(pa.field("element", t.value_type))
+        fields.append(pa.field(f.name, t, f.nullable))
+    return pa.schema(fields)
+
+
+def table_reader(con: duckdb.DuckDBPyConnection, table: str,
+                 batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+    """A stream of a table's rows as Arrow record batches (memory of one batch at a time)."""
+    reader = con.sql(f"SELECT * FROM {q(table)}").to_arrow_reader(batch_rows)
+    schema = _arrow_schema(reader.schema)
+    if schema == reader.schema:
+        return reader
+    return pa.RecordBatchReader.from_batches(
+        schema, (b.cast(schema) for b in reader))
+
+
 def export_parquet(con: duckdb.DuckDBPyConnection, table: str, out_dir: str | Path,
                    partition_by: list[str] | str | None = None) -> int:
-    """Write ``table`` to ``out_dir`` (one file, or hive partitions); returns rows written."""
+    """Write ``table`` to ``out_dir`` (``<table>.parquet``, or hive partitions
+    ``col=value/part-0.parquet``); returns rows written.
+
+    The rows stream from DuckDB as Arrow batches and pyarrow writes the files, so this
+    works on a store whose SQL may not touch files."""
     _check_table(con, table)
     cols = _columns(con, table)
     if isinstance(partition_by, str):
@@ -45,60 +84,109 @@ def export_parquet(con: duckdb.DuckDBPyConnection, table: str, out_dir: str | Pa
         raise StoreError(f"cannot partition {table!r} by {bad}: no such column; columns are "
                          f"{', '.join(cols)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    n = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0]
-    target = str(out) if partition_by else str(out / f"{table}.parquet")
-    options = "FORMAT parquet"
-    if partition_by:
-        options += f", PARTITION_BY ({', '.join(q(c) for c in partition_by)}), OVERWRITE_OR_IGNORE"
-    # the target path is a COPY option that cannot be bound; quote it as a string literal
-    literal = "'" + target.replace("'", "''") + "'"
-    con.execute(f"COPY (SELECT * FROM {q(table)}) TO {literal} ({options})")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        reader = table_reader(con, table)
+        n = 0
+        if partition_by:
+            counted = _counting(reader)
+            ds.write_dataset(
+                counted.reader, out, format="parquet",
+                partitioning=ds.partitioning(
+                    pa.schema([reader.schema.field(c) for c in partition_by]), flavor="hive"),
+                basename_template="part-{i}.parquet", existing_data_behavior="overwrite_or_ignore",
+                max_partitions=1_000_000, max_open_files=512)
+            n = counted.rows
+            target = out
+        else:
+            target = out / f"{table}.parquet"
+            tmp = target.with_name(target.name + ".tmp")
+            with pq.ParquetWriter(tmp, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    n += batch.num_rows
+            tmp.replace(target)
+    except OSError as exc:
+        raise StoreError(f"cannot write {table!r} to {str(out)!r}: {exc}; pass a folder you "
+                         "can write to") from exc
     log.info("exported %d rows of %s to %s", n, table, target)
     return n
+
+
+class _counting:
+    """Wrap a reader and count the rows that pass through it."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.rows = 0
+
+        def batches():
+            for b in reader:
+                self.rows += b.num_rows
+                yield b
+        self.reader = pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def parquet_files(path: str | Path) -> list[str]:
+    path = Path(path)
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*.parquet"))
+    return [str(path)] if path.is_file() else []
+
+
+def open_parquet(path: str | Path) -> ds.Dataset:
+    """A pyarrow dataset over a Parquet file or a (hive-partitioned) folder."""
+    path = Path(path)
+    files = parquet_files(path)
+    if not files:
+        raise StoreError(f"no Parquet files at {str(path)!r}; pass a .parquet file or a folder "
+                         "written by export")
+    try:
+        if path.is_dir():
+            return ds.dataset(files, format="parquet", partitioning="hive",
+                              partition_base_dir=str(path))
+        return ds.dataset(files, format="parquet")
+    except (pa.ArrowException, OSError) as exc:
+        raise StoreError(f"{str(path)!r} is not readable Parquet ({exc}); pass files written "
+                         "by export") from exc
 
 
 def import_parquet(con: duckdb.DuckDBPyConnection, table: str, path: str | Path) -> int:
     """Insert rows of a Parquet file or folder into ``table``; returns rows added.
 
     Rows whose primary key is already present are skipped (tables without a key
-    skip rows identical to a stored one), so importing twice adds nothing."""
+    skip rows identical to a stored one), so importing twice adds nothing. The
+    files are read with pyarrow, batch by batch."""
     _check_table(con, table)
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*.parquet"))
-    elif path.is_file():
-        files = [str(path)]
-    else:
-        files = []
-    if not files:
-        raise StoreError(f"no Parquet files at {str(path)!r}; pass a .parquet file or a folder "
-                         "written by export")
+    dataset = open_parquet(path)
     cols = _columns(con, table)
-    rel = con.read_parquet(files, hive_partitioning=path.is_dir(), union_by_name=True)
-    missing = [c for c in cols if c not in rel.columns and c not in ("ingested_at", "created_at",
-                                                                      "recorded_at")]
+    names = dataset.schema.names
+    missing = [c for c in cols if c not in names and c not in AUTO_COLUMNS]
     if missing:
         raise StoreError(f"Parquet at {str(path)!r} lacks columns {missing} of table {table!r}; "
                          "import files exported from the same table")
-    take = [c for c in cols if c in rel.columns]
+    take = [c for c in cols if c in names]
     select = ", ".join(q(c) for c in take)
-    con.register("_import_rows", rel.select(select).to_arrow_table())
+    has_key = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND "
+        "constraint_type = 'PRIMARY KEY' AND database_name = current_database()",
+        [table]).fetchall()[0][0] > 0
+    before = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0]
     try:
-        before = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0]
-        has_key = con.execute(
-            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND "
-            "constraint_type = 'PRIMARY KEY' AND database_name = current_database()",
-            [table]).fetchall()[0][0] > 0
-        if has_key:
-            con.execute(f"INSERT OR IGNORE INTO {q(table)} ({select}) "
-                        f"SELECT {select} FROM _import_rows")
-        else:
-            con.execute(f"INSERT INTO {q(table)} ({select}) SELECT {select} FROM _import_rows "
-                        f"EXCEPT SELECT {select} FROM {q(table)}")
-        added = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0] - before
-    finally:
-        con.unregister("_import_rows")
+        for batch in dataset.to_batches(columns=take, batch_size=BATCH_ROWS):
+            con.register("_import_rows", pa.Table.from_batches([batch]))
+            try:
+                if has_key:
+                    con.execute(f"INSERT OR IGNORE INTO {q(table)} ({select}) "
+                                f"SELECT {select} FROM _import_rows")
+                else:
+                    con.execute(f"INSERT INTO {q(table)} ({select}) SELECT {select} FROM "
+                                f"_import_rows EXCEPT SELECT {select} FROM {q(table)}")
+            finally:
+                con.unregister("_import_rows")
+    except (pa.ArrowException, OSError) as exc:
+        raise StoreError(f"cannot read {str(path)!r} ({exc}); pass files written by "
+                         "export") from exc
+    added = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0] - before
     log.info("imported %d rows into %s from %s", added, table, path)
     return added
 

@@ -192,7 +192,9 @@ CREATE TABLE IF NOT EXISTS runs (
     config JSON,
     metrics JSON,
     path VARCHAR,
-    created_at TIMESTAMP DEFAULT current_timestamp
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    split_seed INTEGER,
+    relative_path VARCHAR
 )""",
     """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -210,6 +212,12 @@ CREATE TABLE IF NOT EXISTS predictions (
     evidence_observation_ids BIGINT[],
     created_at TIMESTAMP DEFAULT current_timestamp
 )""",
+]
+
+# Changes to tables of stores made by earlier versions; each statement is idempotent.
+MIGRATIONS: list[str] = [
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS split_seed INTEGER",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS relative_path VARCHAR",
 ]
 
 

@@ -80,11 +80,14 @@ def get_space(con: duckdb.DuckDBPyConnection, name: str) -> EmbeddingSpace | Non
                           revision=row[5], preprocessing=json.loads(row[6]) if row[6] else {})
 
 
+def space_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT space FROM embedding_spaces ORDER BY 1").fetchall()]
+
+
 def require_space(con: duckdb.DuckDBPyConnection, name: str) -> EmbeddingSpace:
     space = get_space(con, name)
     if space is None:
-        known = [r[0] for r in con.execute("SELECT space FROM embedding_spaces ORDER BY 1")
-                 .fetchall()]
+        known = space_names(con)
         raise StoreError(f"embedding space {name!r} does not exist (known: "
                          f"{', '.join(known) or 'none'}); create it with `sporeprint embed` or "
                          "`sporeprint ingest --embeddings FILE --space NAME`")

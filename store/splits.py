@@ -12,6 +12,11 @@ the same size overall. Same seed and same observations give the same split.
 Fold 1: train = role ``train`` + part ``p2``, validation = ``p1``.
 Fold 2: train = role ``train`` + part ``p1``, validation = ``p2``.
 Part ``test`` is held out from both.
+
+One rule for "the current split": the seed of the latest ``make_splits`` call,
+recorded in ``meta`` as ``split_seed``. Folds, selections (``p1``, ``p2``,
+``fold1``, ``fold2``) and search filters (``split=``) all use it unless a seed
+is passed explicitly.
 """
 
 from __future__ import annotations
@@ -67,18 +72,37 @@ def make_splits(con: duckdb.DuckDBPyConnection, seed: int = 0) -> pa.Table:
     return table
 
 
-def _seed(con: duckdb.DuckDBPyConnection, seed: int | None) -> int:
-    seeds = [r[0] for r in con.execute("SELECT DISTINCT seed FROM splits ORDER BY 1").fetchall()]
+def stored_seeds(con: duckdb.DuckDBPyConnection) -> list[int]:
+    return [r[0] for r in con.execute("SELECT DISTINCT seed FROM splits ORDER BY 1").fetchall()]
+
+
+def current_seed(con: duckdb.DuckDBPyConnection) -> int:
+    """THE current split: the seed of the latest ``make_splits`` call (kept in ``meta``)."""
+    seeds = stored_seeds(con)
     if not seeds:
-        raise StoreError("the store has no splits yet; call make_splits(seed) "
-                         "(CLI: sporeprint sql is read-only, use the training pipeline) first")
+        raise StoreError("the store has no splits yet; make them with make_splits(seed) "
+                         "(CLI: `sporeprint train` makes them on first use)")
+    last = con.execute("SELECT value FROM meta WHERE key = 'split_seed'").fetchall()
+    if last and int(last[0][0]) in seeds:
+        return int(last[0][0])
+    if len(seeds) == 1:
+        return seeds[0]
+    raise StoreError(f"the store holds splits with seeds {seeds} but no record of which was "
+                     "made last; call make_splits(seed) again to choose the current one")
+
+
+def has_splits(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(stored_seeds(con))
+
+
+def _seed(con: duckdb.DuckDBPyConnection, seed: int | None) -> int:
     if seed is None:
-        last = con.execute("SELECT value FROM meta WHERE key = 'split_seed'").fetchall()
-        return int(last[0][0]) if last and int(last[0][0]) in seeds else seeds[0]
-    if seed not in seeds:
-        raise StoreError(f"no split with seed {seed}; stored seeds: {seeds}; call "
+        return current_seed(con)
+    seeds = stored_seeds(con)
+    if int(seed) not in seeds:
+        raise StoreError(f"no split with seed {seed}; stored seeds: {seeds or 'none'}; call "
                          f"make_splits({seed}) first")
-    return seed
+    return int(seed)
 
 
 def fold_observations(con: duckdb.DuckDBPyConnection, fold: int,
