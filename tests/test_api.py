@@ -1,0 +1,115 @@
+"""The Python API on a real trained store: SQL, search built step by step, and
+``model.predict`` giving the same decisions as ``sporeprint score``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import sporeprint
+from sporeprint.cli import main
+from sporeprint.errors import SporeprintError
+from sporeprint.simulate import SimConfig, simulate, write_simulation
+from store import StoreError
+
+SPACE = "sim"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    sim = simulate(SimConfig(scale="small", classes=70, seed=1, dim=16, count_scale=0.02))
+    files = write_simulation(sim, root / "sim")
+    store = root / "fungi.duckdb"
+    for role in ("train", "val"):
+        assert main(["ingest", "--store", str(store), "--role", role,
+                     "--metadata", str(files[role])]) == 0
+    assert main(["ingest", "--store", str(store), "--embeddings", str(files["embeddings"]),
+                 "--space", SPACE]) == 0
+    assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
+                 "--epochs", "2", "--lr", "3e-3"]) == 0
+    assert main(["score", "--store", str(store), "--metadata", str(files["test"]),
+                 "--embeddings", str(files["embeddings"]), "--out", str(root / "p.csv")]) == 0
+    return {"store": store, "files": files}
+
+
+def test_sql_returns_arrow_and_the_store_opens_read_only(world):
+    with sporeprint.open(world["store"]) as db:
+        t = db.sql("SELECT role, count(*) AS n FROM observations GROUP BY 1 ORDER BY 1")
+        assert t.column("role").to_pylist() == ["new", "train", "val"]
+        assert t.to_pandas()["n"].sum() > 0
+        with pytest.raises(StoreError):
+            db.sql("DELETE FROM observations")
+
+
+def test_open_never_creates_a_store(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        sporeprint.open(tmp_path / "typo.duckdb")
+    assert not (tmp_path / "typo.duckdb").exists()
+
+
+def test_search_needs_no_prebuilt_index_and_filters_hold(world):
+    with sporeprint.open(world["store"]) as db:
+        obs = db.sql("SELECT min(observation_id) AS id FROM observations "
+                     "WHERE role = 'val'")["id"][0].as_py()
+        hits = db.search(observation=obs).where(role="train", poisonous=True).limit(4).to_arrow()
+        assert hits.num_rows == 4
+        assert set(hits["role"].to_pylist()) == {"train"}
+        assert set(hits["poisonous"].to_pylist()) == {True}
+        assert obs not in hits["observation_id"].to_pylist()
+        scores = hits["score"].to_numpy()
+        assert (np.diff(scores) <= 1e-6).all()
+        # a vector query: the observation's own query vector finds the same ranking
+        from sporeprint.lookalikes import observation_query
+
+        v = observation_query(db.store, SPACE, obs)[0]
+        again = db.search(vector=v).where(role="train", poisonous=True).limit(4).to_arrow()
+        assert again["observation_id"].to_pylist() == hits["observation_id"].to_pylist()
+
+
+@pytest.mark.parametrize("bad", [{"role": "trian"}, {"split": "p3"}, {"date_from": "2020-13-01"},
+                                 {"near": (95.0, 0.0), "radius_km": 5.0}, {"colour": "red"}])
+def test_invalid_filter_values_raise_instead_of_returning_nothing(world, bad):
+    with sporeprint.open(world["store"]) as db:
+        with pytest.raises((StoreError, SporeprintError, TypeError, ValueError)):
+            db.search(vector=np.ones(16, np.float32)).where(**bad)
+
+
+def test_model_predict_equals_score_for_the_same_batch(world):
+    files = world["files"]
+    with sporeprint.open(world["store"]) as db:
+        scored = db.sql("SELECT observation_id, class_id, poison_prob, unknown_prob, status "
+                        "FROM predictions ORDER BY observation_id").to_pylist()
+        meta = db.sql("SELECT i.image_path, o.observation_id, o.substrate, o.meta_substrate, "
+                      "o.habitat, o.month, o.day, o.latitude, o.longitude FROM images i "
+                      "JOIN observations o USING (observation_id) WHERE o.role = 'new' "
+                      "ORDER BY i.image_id")
+        emb = pq.read_table(files["embeddings"])
+        by_path = dict(zip(emb["image_path"].to_pylist(),
+                           emb["embedding"].to_numpy(zero_copy_only=False), strict=True))
+        vectors = np.stack([by_path[p] for p in meta["image_path"].to_pylist()])
+        out = db.model().predict(vectors, meta.drop(["image_path"]),
+                                 observation_ids=meta["observation_id"].to_numpy())
+    got = {r["observation_id"]: r for r in out.to_pylist()}
+    compared = 0
+    for r in scored:
+        if r["status"] != "scored":
+            continue
+        g = got[r["observation_id"]]
+        assert g["class_id"] == r["class_id"]
+        assert g["poison_prob"] == pytest.approx(r["poison_prob"], abs=1e-6)
+        assert g["unknown_prob"] == pytest.approx(r["unknown_prob"], abs=1e-6)
+        compared += 1
+    assert compared > 20
+
+
+def test_model_predict_checks_its_input(world):
+    with sporeprint.open(world["store"]) as db:
+        model = db.model()
+        with pytest.raises(SporeprintError, match="shape"):
+            model.predict(np.ones((2, 15), np.float32))
+        with pytest.raises(SporeprintError, match="NaN"):
+            model.predict(np.full((1, 16), np.nan, np.float32))
+        one = model.predict(np.ones((1, 16), np.float32))  # no metadata: encoded as missing
+        assert one.num_rows == 1
