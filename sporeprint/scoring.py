@@ -472,7 +472,8 @@ def score_batch(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
     if embeddings is not None:
         fs.ingest_embeddings(embeddings, space)
     elif images_dir is not None:
-        from store.embedding import ImageEmbedder, embed_store
+        from embedder import ImageEmbedder
+        from sporeprint.embedding import embed_store
 
         spec = fs.get_space(space)
         embedder = ImageEmbedder(spec.model_id, pooling=spec.pooling, dtype=spec.dtype)

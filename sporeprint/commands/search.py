@@ -65,7 +65,7 @@ def _query(fs, space, args):
         if v.ndim != 1:
             raise ValueError(f"--vector-file {args.vector_file} holds shape {v.shape}; save one vector (d,)")
         return v.astype(np.float32)[None, :], None
-    from store.embedding import ImageEmbedder
+    from embedder import ImageEmbedder
 
     spec = fs.get_space(space)
     embedder = ImageEmbedder(spec.model_id, pooling=spec.pooling)
