@@ -101,6 +101,29 @@ class EmbeddedBatch:
     reasons: list[str]
 
 
+def _check_weights(model_id: str, model, info: dict) -> None:
+    """Refuse a checkpoint whose weight names or shapes do not fit the model: the
+    weights left out would be random, and so would every vector."""
+    prefix_only = model.config.model_type in _CLS_TOKEN_MODELS  # the pooler is never used
+    missing = [k for k in info.get("missing_keys", ())
+               if not (prefix_only and k.startswith("pooler."))]
+    unexpected = list(info.get("unexpected_keys", ()))
+    mismatched = list(info.get("mismatched_keys", ()))
+    if not (missing or unexpected or mismatched):
+        return
+    parts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected"]
+    examples = [f"missing {sorted(missing)[0]!r}"] if missing else []
+    examples += [f"unexpected {sorted(unexpected)[0]!r}"] if unexpected else []
+    if mismatched:
+        parts.append(f"{len(mismatched)} of the wrong shape")
+        examples.append(f"wrong shape {mismatched[0][0]!r}")
+    raise ModelUnavailableError(
+        f"the weights of model {model_id!r} do not match {type(model).__name__}: "
+        f"{', '.join(parts)} weight names (e.g. {'; '.join(examples)}); loading it would "
+        "leave those weights random. Fix: pass the directory save_pretrained wrote for this "
+        "model, or the checkpoint its config.json belongs to")
+
+
 class ImageEmbedder:
     """A frozen image backbone plus its checkpoint's preprocessing.
 
@@ -164,6 +187,7 @@ class ImageEmbedder:
     # -- loading -----------------------------------------------------------------------
     def _load(self, model_id: str):
         import transformers
+        from safetensors import SafetensorError
         from transformers import AutoImageProcessor, AutoModel
 
         # The PIL backend resizes exactly like the pipelines DINOv2 was trained with.
@@ -174,16 +198,19 @@ class ImageEmbedder:
         kwargs = {"local_files_only": True} if (offline or local) else {}
         try:
             processor = AutoImageProcessor.from_pretrained(model_id, **pil, **kwargs)
-            model = AutoModel.from_pretrained(model_id, **kwargs)
-        except (OSError, ValueError) as exc:
+            model, info = AutoModel.from_pretrained(model_id, output_loading_info=True, **kwargs)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             if local:
-                fix = "check that the directory holds config.json, the weights and preprocessor_config.json (save_pretrained writes them)"
+                fix = ("check that the directory holds config.json, complete weight files that "
+                       "belong to that config, and preprocessor_config.json (save_pretrained "
+                       "writes them)")
             elif offline:
                 fix = ("download it first (e.g. `hf download " + model_id + "`) on a machine with "
                        "network access, pass a local directory with --model, or unset HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE")
             else:
                 fix = "check the model id, your network, or download the weights and pass the local directory with --model"
             raise ModelUnavailableError(f"cannot load model {model_id!r}: {exc}. Fix: {fix}") from exc
+        _check_weights(model_id, model, info)
         model.eval().to(self.device)
         if self.dtype != torch.float32 and not self.autocast:
             model.to(self.dtype)

@@ -286,3 +286,33 @@ def test_libraries_stay_apart():
         out = subprocess.run([sys.executable, "-c", snippet], cwd=root, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-1500:]
+
+
+def test_weights_that_do_not_fit_the_model_are_refused(tmp_path):
+    """Renamed or dropped weight names would load as random weights: an error instead."""
+    from safetensors.torch import load_file, save_file
+
+    folder = make_model_dir(tmp_path / "renamed", processor=SMALL_PROCESSOR)
+    ImageEmbedder(folder, device="cpu")  # the intact checkpoint loads
+    weights = load_file(folder / "model.safetensors")
+    names = sorted(weights)
+    renamed = {("backbone." + k if i % 3 == 0 else k): v for i, (k, v) in enumerate(
+        sorted(weights.items()))}
+    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    n = len(range(0, len(names), 3))
+    with pytest.raises(ModelUnavailableError) as info:
+        ImageEmbedder(folder, device="cpu")
+    message = str(info.value)
+    assert str(folder) in message and "Dinov2Model" in message
+    assert f"{n} missing, {n} unexpected" in message
+    assert "\n" not in message
+
+    dropped = make_model_dir(tmp_path / "dropped", processor=SMALL_PROCESSOR)
+    save_file({k: v for k, v in weights.items() if not k.startswith("layernorm.")},
+              dropped / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelUnavailableError, match="2 missing, 0 unexpected"):
+        ImageEmbedder(dropped, device="cpu")
+    data = (dropped / "model.safetensors").read_bytes()
+    (dropped / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated copy
+    with pytest.raises(ModelUnavailableError, match="cannot load model .*complete weight files"):
+        ImageEmbedder(dropped, device="cpu")
