@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="fewer images, finishes in < 1 min")
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=None, help="default: store.embedding's")
+    parser.add_argument("--workers", type=int, default=None, help="default: embedder's")
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
     n = args.images or (64 if args.small else 512)
@@ -82,9 +82,9 @@ def main() -> int:
 
     import torch
 
+    from embedder import ImageEmbedder, default_workers, load_rgb
+    from sporeprint.embedding import embed_store
     from store import FeatureStore
-    from store.embedding import ImageEmbedder, default_workers, embed_store
-    from store.images import load_rgb
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -26,15 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-try:
-    import duckdb  # noqa: F401
-except ImportError:  # GPU boxes without DuckDB: load store's embedding modules only
-    import types
-
-    _pkg = types.ModuleType("store")
-    _pkg.__path__ = [str(ROOT / "store")]
-    sys.modules["store"] = _pkg
+sys.path.insert(0, str(ROOT))  # the embedder package needs no DuckDB
 
 
 def _write_jpeg(args: tuple[str, int, int]) -> None:
@@ -104,7 +96,7 @@ def main() -> int:
     import torch
     import transformers
 
-    from store.embedding import ImageEmbedder
+    from embedder import ImageEmbedder
 
     cores = len(os.sched_getaffinity(0))
     n_images = args.images or (64 if args.tiny else 4096)
@@ -132,7 +124,7 @@ def main() -> int:
                 torch.cuda.synchronize()
 
         # (a) model only: one preprocessed batch, already on the device
-        from store.images import load_rgb
+        from embedder import load_rgb
 
         one = torch.stack([emb.preprocess(load_rgb(p)) for p in paths[:batch]])
         one = one.to(emb.device)
@@ -152,13 +144,13 @@ def main() -> int:
         # (c) decoding + preprocessing alone, same DataLoader settings
         from torch.utils.data import DataLoader
 
-        from store.embedding import _collate, _ImageItems
+        from embedder.batches import ImageItems, collate
 
         decode_rates = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            loader = DataLoader(_ImageItems(paths, emb.preprocess, emb.max_pixels),
-                                batch_size=32, num_workers=workers, collate_fn=_collate,
+            loader = DataLoader(ImageItems(paths, emb.preprocess, emb.max_pixels),
+                                batch_size=32, num_workers=workers, collate_fn=collate,
                                 pin_memory=cuda, prefetch_factor=4)
             done = sum(len(pos) for pos, _, _ in loader)
             decode_rates.append(done / (time.perf_counter() - t))

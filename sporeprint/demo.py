@@ -97,7 +97,9 @@ def build_tiny_dinov2(directory: Path, seed: int = 0) -> Path:
 
 def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int = 0,
              epochs: int | None = None, photos: int | None = None) -> DemoReport:
+    from embedder import ImageEmbedder
     from heads.train import TrainConfig
+    from sporeprint.embedding import embed_store
     from sporeprint.evaluation import evaluate_files, format_scores
     from sporeprint.indexing import build_index
     from sporeprint.lookalikes import find_lookalikes, observation_query
@@ -106,7 +108,6 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
     from sporeprint.simulator.images import SpeciesLook, write_images
     from sporeprint.training import train_folds
     from store import FeatureStore, SearchFilters
-    from store.embedding import ImageEmbedder, embed_store
 
     if scale not in SCALES:
         raise SporeprintError(f"scale={scale!r}; choose one of {', '.join(SCALES)}")

@@ -4,6 +4,9 @@ other backbones, and decoding of every kind of awkward photo file."""
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +24,15 @@ from transformers import (
 from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
-from store.embedding import (
-    FastPreprocess,
+from embedder import (
+    EmbedderError,
+    ImageDecodeError,
     ImageEmbedder,
     ModelUnavailableError,
     default_space_name,
+    load_rgb,
 )
-from store.images import ImageDecodeError, load_rgb
+from embedder.preprocess import FastPreprocess
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             patch_size=14, image_size=56)
@@ -232,14 +237,17 @@ def test_load_rgb_reasons_and_conversions(tmp_path):
 def test_space_spec_records_model_and_preprocessing(dino_dir, dino_reg_dir):
     emb = ImageEmbedder(dino_dir, pooling="cls+mean", device="cpu")
     spec = emb.space_spec()
-    assert spec.name == default_space_name(str(dino_dir))
-    assert spec.dim == 64 and spec.pooling == "cls+mean" and spec.dtype == "float32"
-    assert spec.revision.startswith("sha256:") and len(spec.revision) == 7 + 64
-    assert spec.preprocessing["size"] == {"shortest_edge": 256}  # checkpoint, not class default
-    assert spec.preprocessing["crop_size"] == {"height": 224, "width": 224}
-    assert spec.preprocessing["image_mean"] == [0.485, 0.456, 0.406]
+    assert set(spec) == {"name", "model_id", "revision", "dim", "pooling", "dtype",
+                         "preprocessing"}
+    assert spec["name"] == default_space_name(str(dino_dir))
+    assert spec["dim"] == 64 and spec["pooling"] == "cls+mean" and spec["dtype"] == "float32"
+    assert spec["revision"].startswith("sha256:") and len(spec["revision"]) == 7 + 64
+    assert spec["preprocessing"]["size"] == {"shortest_edge": 256}  # checkpoint, not default
+    assert spec["preprocessing"]["crop_size"] == {"height": 224, "width": 224}
+    assert spec["preprocessing"]["image_mean"] == [0.485, 0.456, 0.406]
+    json.dumps(spec)  # plain values only
     other = ImageEmbedder(dino_reg_dir, device="cpu").space_spec("x")
-    assert other.revision != spec.revision and other.name == "x"
+    assert other["revision"] != spec["revision"] and other["name"] == "x"
 
 
 def test_default_space_names():
@@ -256,3 +264,55 @@ def test_unavailable_model_errors_say_what_to_do(tmp_path, monkeypatch):
         ImageEmbedder("sporeprint-test/not-downloaded", device="cpu")
     with pytest.raises(ValueError, match="pooling='max'"):
         ImageEmbedder(tmp_path, pooling="max")
+
+
+def test_errors_share_one_base():
+    assert issubclass(ModelUnavailableError, EmbedderError)
+    assert issubclass(ImageDecodeError, EmbedderError)
+    assert ImageDecodeError("a.jpg", "missing file").reason == "missing file"
+
+
+def test_libraries_stay_apart():
+    """`import store` loads no image stack; `embedder` loads no other library."""
+    code = ("import sys, store; heavy = {'torch', 'PIL', 'transformers'} & set(sys.modules); "
+            "assert not heavy, heavy; import embedder; "
+            "others = {'heads', 'retrieval', 'sporeprint'} & set(sys.modules); "
+            "assert not others, others")
+    code_alone = ("import sys, embedder; "
+                  "others = {'store', 'heads', 'retrieval', 'sporeprint'} & set(sys.modules); "
+                  "assert not others, others")
+    root = Path(__file__).resolve().parents[1]
+    for snippet in (code, code_alone):
+        out = subprocess.run([sys.executable, "-c", snippet], cwd=root, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-1500:]
+
+
+def test_weights_that_do_not_fit_the_model_are_refused(tmp_path):
+    """Renamed or dropped weight names would load as random weights: an error instead."""
+    from safetensors.torch import load_file, save_file
+
+    folder = make_model_dir(tmp_path / "renamed", processor=SMALL_PROCESSOR)
+    ImageEmbedder(folder, device="cpu")  # the intact checkpoint loads
+    weights = load_file(folder / "model.safetensors")
+    names = sorted(weights)
+    renamed = {("backbone." + k if i % 3 == 0 else k): v for i, (k, v) in enumerate(
+        sorted(weights.items()))}
+    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    n = len(range(0, len(names), 3))
+    with pytest.raises(ModelUnavailableError) as info:
+        ImageEmbedder(folder, device="cpu")
+    message = str(info.value)
+    assert str(folder) in message and "Dinov2Model" in message
+    assert f"{n} missing, {n} unexpected" in message
+    assert "\n" not in message
+
+    dropped = make_model_dir(tmp_path / "dropped", processor=SMALL_PROCESSOR)
+    save_file({k: v for k, v in weights.items() if not k.startswith("layernorm.")},
+              dropped / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelUnavailableError, match="2 missing, 0 unexpected"):
+        ImageEmbedder(dropped, device="cpu")
+    data = (dropped / "model.safetensors").read_bytes()
+    (dropped / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated copy
+    with pytest.raises(ModelUnavailableError, match="cannot load model .*complete weight files"):
+        ImageEmbedder(dropped, device="cpu")

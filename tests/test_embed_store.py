@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from test_embed import SMALL_PROCESSOR, make_model_dir, photo, write_image_zoo
 
+from embedder import ImageEmbedder
 from sporeprint.cli import main
+from sporeprint.embedding import embed_store, embedder_for_space
 from store import FeatureStore, StoreError
-from store.embedding import ImageEmbedder, embed_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,3 +119,13 @@ def test_resume_after_sigkill_stores_each_image_once(tmp_path, small_model):
     assert counts == {"n": n - 1, "d": n - 1}
     assert failed == 1
     assert report.embedded == n - 1 - stored
+
+
+def test_embedder_for_space_adds_vectors_of_the_same_kind(tmp_path, small_model):
+    store = make_store(tmp_path, [_write(tmp_path / "img", i) for i in range(3)])
+    emb = ImageEmbedder(small_model, pooling="cls+mean", device="cpu")
+    with FeatureStore(store) as fs:
+        embed_store(fs, emb, "s", workers=0, progress=False)
+        again = embedder_for_space(fs.get_space("s"), device="cpu")
+        assert (again.pooling, again.dim, again.model_id) == ("cls+mean", 64, emb.model_id)
+        assert embed_store(fs, again, "s", workers=0, progress=False).embedded == 0

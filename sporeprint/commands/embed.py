@@ -33,9 +33,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from embedder import DEFAULT_MAX_PIXELS, ImageEmbedder, default_space_name
+    from sporeprint.embedding import embed_store
     from store import FeatureStore
-    from store.embedding import ImageEmbedder, default_space_name, embed_store
-    from store.images import DEFAULT_MAX_PIXELS
 
     space = args.space or default_space_name(args.model)
     embedder = ImageEmbedder(args.model, pooling=args.pooling, device=args.device,

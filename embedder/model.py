@@ -2,10 +2,9 @@
 
 :class:`ImageEmbedder` loads a checkpoint with ``AutoModel`` and its own
 preprocessing config with ``AutoImageProcessor`` (PIL backend, the way DINOv2
-was trained). :func:`embed_store` embeds every image of a feature store that
-has no vector yet in a space: files are decoded and preprocessed in DataLoader
-worker processes, batched to the model, and written in transactional chunks so
-an interrupted run resumes with no image missing or duplicated.
+was trained). :meth:`ImageEmbedder.iter_batches` decodes and preprocesses files
+in DataLoader worker processes and batches them to the model, in input order,
+with every file either embedded or reported as a failure with its reason.
 
 Example:
     >>> emb = ImageEmbedder("facebook/dinov2-large", pooling="cls")   # doctest: +SKIP
@@ -19,19 +18,18 @@ import hashlib
 import logging
 import os
 import re
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from store.errors import StoreError
-from store.images import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
+from embedder.batches import ImageItems, decode_chunks
+from embedder.errors import ImageDecodeError, ModelUnavailableError
+from embedder.images import DEFAULT_MAX_PIXELS
+from embedder.preprocess import FastPreprocess, ProcessorPreprocess
 
 logger = logging.getLogger(__name__)
 
@@ -39,32 +37,6 @@ POOLINGS = ("cls", "cls+mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Backbones whose token 0 is a CLS token, followed by `num_register_tokens` registers.
 _CLS_TOKEN_MODELS = {"dinov2", "dinov2_with_registers", "vit", "vit_msn"}
-# Processors whose pipeline is resize (shortest edge or fixed) -> centre crop -> rescale ->
-# normalise; the fast path reproduces them bit for bit.
-_FAST_PROCESSORS = {"BitImageProcessor", "CLIPImageProcessor", "ViTImageProcessor"}
-
-
-class ModelUnavailableError(StoreError):
-    """The model weights or processor config could not be loaded."""
-
-
-@dataclass
-class EmbedReport:
-    """What one :func:`embed_store` run did.
-
-    ``skipped`` counts images without a ``file_path`` (ingest them with
-    ``--images DIR``) plus vectors another writer stored first.
-    """
-
-    space: str
-    embedded: int = 0
-    failed: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-
-    @property
-    def images_per_second(self) -> float:
-        return (self.embedded + self.failed) / self.seconds if self.seconds > 0 else 0.0
 
 
 def is_offline() -> bool:
@@ -119,139 +91,6 @@ def _weights_revision(model_id: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-class FastPreprocess:
-    """The checkpoint processor's resize and centre crop (same PIL calls), returning
-    uint8 (H, W, 3); rescale and normalise happen on the model's device through a
-    256-entry lookup table computed with the processor's own float arithmetic, so the
-    result is bit-identical to the processor's ``pixel_values`` at a quarter of the
-    bytes moved between processes."""
-
-    def __init__(self, processor: Any):
-        size = processor.size
-        self.resample = int(processor.resample)
-        self.shortest_edge = size.get("shortest_edge") if processor.do_resize else None
-        self.fixed_size = (
-            (size["height"], size["width"])
-            if processor.do_resize and self.shortest_edge is None else None
-        )
-        crop = processor.crop_size if processor.do_center_crop else None
-        self.crop = (crop["height"], crop["width"]) if crop else None
-        values = np.arange(256).astype(np.float64)
-        if processor.do_rescale:
-            values = values * processor.rescale_factor
-        values = values.astype(np.float32)
-        lut = np.stack([values] * 3)
-        if processor.do_normalize:
-            mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(3, 1)
-            std = np.asarray(processor.image_std, dtype=np.float32).reshape(3, 1)
-            lut = (lut - mean) / std
-        self.lut = torch.from_numpy(np.ascontiguousarray(lut, dtype=np.float32))  # (3, 256)
-
-    @classmethod
-    def supports(cls, processor: Any) -> bool:
-        """True when the processor only does resize/crop/rescale/normalise the way we do."""
-        name = type(processor).__name__.removesuffix("Pil").removesuffix("Fast")
-        if name not in _FAST_PROCESSORS or getattr(processor, "do_pad", False):
-            return False
-        size = processor.size if processor.do_resize else None
-        crop = processor.crop_size if processor.do_center_crop else None
-        if size is not None:
-            if size.get("longest_edge") or size.get("max_height"):
-                return False
-            if not size.get("shortest_edge") and not (size.get("height") and size.get("width")):
-                return False
-        if crop is not None:
-            if size is None:
-                return False
-            smallest = size.get("shortest_edge") or min(size["height"], size["width"])
-            if size.get("shortest_edge") and smallest < max(crop["height"], crop["width"]):
-                return False  # the processor would zero-pad; keep its own path
-            if size.get("height") and (size["height"] < crop["height"] or size["width"] < crop["width"]):
-                return False
-        return len(getattr(processor, "image_mean", ())) == 3
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        if self.shortest_edge is not None:
-            w, h = img.size
-            short, long = (w, h) if w <= h else (h, w)
-            new_long = int(self.shortest_edge * long / short)
-            new_w, new_h = (self.shortest_edge, new_long) if w <= h else (new_long, self.shortest_edge)
-            img = img.resize((new_w, new_h), resample=self.resample)
-        elif self.fixed_size is not None:
-            img = img.resize((self.fixed_size[1], self.fixed_size[0]), resample=self.resample)
-        if self.crop is not None:
-            ch, cw = self.crop
-            w, h = img.size
-            top, left = (h - ch) // 2, (w - cw) // 2
-            img = img.crop((left, top, left + cw, top + ch))
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) on any device -> float32 (B, 3, H, W) pixel values."""
-        if self.lut.device != x.device:  # once: a pageable copy per batch would stall the stream
-            self.lut = self.lut.to(x.device)
-        offsets = torch.arange(0, 768, 256, device=x.device)
-        flat = self.lut.reshape(-1)[x.long() + offsets]  # (B, H, W, 3)
-        return flat.permute(0, 3, 1, 2).contiguous()
-
-
-class ProcessorPreprocess:
-    """The checkpoint's own processor, one image at a time -> float32 (3, H, W)."""
-
-    def __init__(self, processor: Any):
-        self.processor = processor
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        out = self.processor(images=img, return_tensors="np")["pixel_values"][0]
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
-
-
-class _ImageItems(Dataset):
-    """Decodes and preprocesses one image; failures come back as a reason string."""
-
-    def __init__(self, items: Sequence, preprocess, max_pixels: int, draft_size=None):
-        self.items = items
-        self.preprocess = preprocess
-        self.max_pixels = max_pixels
-        self.draft_size = draft_size
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        item = self.items[i]
-        if item is None:
-            return i, None, "no file path recorded for this image"
-        try:
-            img = load_rgb(item, max_pixels=self.max_pixels, draft_size=self.draft_size)
-            return i, self.preprocess(img), None
-        except ImageDecodeError as exc:
-            return i, None, exc.reason
-        except Exception as exc:  # a bad file must never stop a run of thousands
-            return i, None, f"preprocessing failed: {type(exc).__name__}: {exc}"
-
-
-def _mark_last(iterable):
-    """Yield (is_last, item) pairs."""
-    it = iter(iterable)
-    try:
-        prev = next(it)
-    except StopIteration:
-        return
-    for item in it:
-        yield False, prev
-        prev = item
-    yield True, prev
-
-
-def _collate(batch):
-    good = [(i, x) for i, x, _ in batch if x is not None]
-    failed = [(i, reason) for i, x, reason in batch if x is None]
-    positions = torch.tensor([i for i, _ in good], dtype=torch.int64)
-    pixels = torch.stack([x for _, x in good]) if good else torch.empty(0)
-    return positions, pixels, failed
-
-
 @dataclass
 class EmbeddedBatch:
     """Positions (into the input sequence) and vectors of one batch, plus failures."""
@@ -260,6 +99,29 @@ class EmbeddedBatch:
     vectors: np.ndarray  # float32 (b, d)
     failed_positions: np.ndarray  # int64 (f,)
     reasons: list[str]
+
+
+def _check_weights(model_id: str, model, info: dict) -> None:
+    """Refuse a checkpoint whose weight names or shapes do not fit the model: the
+    weights left out would be random, and so would every vector."""
+    prefix_only = model.config.model_type in _CLS_TOKEN_MODELS  # the pooler is never used
+    missing = [k for k in info.get("missing_keys", ())
+               if not (prefix_only and k.startswith("pooler."))]
+    unexpected = list(info.get("unexpected_keys", ()))
+    mismatched = list(info.get("mismatched_keys", ()))
+    if not (missing or unexpected or mismatched):
+        return
+    parts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected"]
+    examples = [f"missing {sorted(missing)[0]!r}"] if missing else []
+    examples += [f"unexpected {sorted(unexpected)[0]!r}"] if unexpected else []
+    if mismatched:
+        parts.append(f"{len(mismatched)} of the wrong shape")
+        examples.append(f"wrong shape {mismatched[0][0]!r}")
+    raise ModelUnavailableError(
+        f"the weights of model {model_id!r} do not match {type(model).__name__}: "
+        f"{', '.join(parts)} weight names (e.g. {'; '.join(examples)}); loading it would "
+        "leave those weights random. Fix: pass the directory save_pretrained wrote for this "
+        "model, or the checkpoint its config.json belongs to")
 
 
 class ImageEmbedder:
@@ -325,6 +187,7 @@ class ImageEmbedder:
     # -- loading -----------------------------------------------------------------------
     def _load(self, model_id: str):
         import transformers
+        from safetensors import SafetensorError
         from transformers import AutoImageProcessor, AutoModel
 
         # The PIL backend resizes exactly like the pipelines DINOv2 was trained with.
@@ -335,16 +198,19 @@ class ImageEmbedder:
         kwargs = {"local_files_only": True} if (offline or local) else {}
         try:
             processor = AutoImageProcessor.from_pretrained(model_id, **pil, **kwargs)
-            model = AutoModel.from_pretrained(model_id, **kwargs)
-        except (OSError, ValueError) as exc:
+            model, info = AutoModel.from_pretrained(model_id, output_loading_info=True, **kwargs)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             if local:
-                fix = "check that the directory holds config.json, the weights and preprocessor_config.json (save_pretrained writes them)"
+                fix = ("check that the directory holds config.json, complete weight files that "
+                       "belong to that config, and preprocessor_config.json (save_pretrained "
+                       "writes them)")
             elif offline:
                 fix = ("download it first (e.g. `hf download " + model_id + "`) on a machine with "
                        "network access, pass a local directory with --model, or unset HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE")
             else:
                 fix = "check the model id, your network, or download the weights and pass the local directory with --model"
             raise ModelUnavailableError(f"cannot load model {model_id!r}: {exc}. Fix: {fix}") from exc
+        _check_weights(model_id, model, info)
         model.eval().to(self.device)
         if self.dtype != torch.float32 and not self.autocast:
             model.to(self.dtype)
@@ -366,19 +232,18 @@ class ImageEmbedder:
             conf["jpeg_draft"] = True
         return conf
 
-    def space_spec(self, name: str | None = None):
-        """The ``store.EmbeddingSpace`` describing vectors made by this embedder."""
-        from store.spaces import EmbeddingSpace
-
-        return EmbeddingSpace(
-            name=name or default_space_name(self.model_id),
-            model_id=self.model_id,
-            dim=self.dim,
-            pooling=self.pooling,
-            dtype=str(self.dtype).removeprefix("torch."),
-            revision=self.revision,
-            preprocessing=self.preprocessing_config(),
-        )
+    def space_spec(self, name: str | None = None) -> dict:
+        """How vectors made by this embedder are described in a feature store: a plain
+        dict with name, model_id, revision, dim, pooling, dtype and preprocessing."""
+        return {
+            "name": name or default_space_name(self.model_id),
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "dim": self.dim,
+            "pooling": self.pooling,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "preprocessing": self.preprocessing_config(),
+        }
 
     # -- the model -----------------------------------------------------------------------
     def _dummy_batch(self) -> torch.Tensor:
@@ -434,15 +299,8 @@ class ImageEmbedder:
         # Workers decode small chunks (short tail at the end of a run, even load across
         # workers); chunks are moved to the device as they come and joined there.
         chunk = batch_size if workers == 0 else max(1, min(batch_size, 32))
-        loader = DataLoader(
-            _ImageItems(items, self.preprocess, self.max_pixels, self._draft_size()),
-            batch_size=chunk,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=cuda,
-            prefetch_factor=4 if workers > 0 else None,
-        )
+        dataset = ImageItems(items, self.preprocess, self.max_pixels, self._draft_size())
+        chunks = decode_chunks(dataset, chunk, workers, pin_memory=cuda)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -453,7 +311,7 @@ class ImageEmbedder:
         failures: list[tuple[int, str]] = []
         count = 0
         try:
-            for last, (positions, pixels, failed) in _mark_last(loader):
+            for last, (positions, pixels, failed) in _mark_last(chunks):
                 if len(positions):
                     gathered.append((positions, pixels.to(self.device, non_blocking=True)))
                     count += len(positions)
@@ -526,6 +384,19 @@ class ImageEmbedder:
         return out
 
 
+def _mark_last(iterable):
+    """Yield (is_last, item) pairs."""
+    it = iter(iterable)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield False, prev
+        prev = item
+    yield True, prev
+
+
 def default_workers(device: torch.device) -> int:
     """Decoder processes: all spare cores beside a GPU; a few beside a CPU model."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -533,73 +404,3 @@ def default_workers(device: torch.device) -> int:
     if device.type == "cuda":
         return max(1, min(cores - 1, 32))
     return max(1, cores // 4)
-
-
-def embed_store(
-    fs,
-    embedder: ImageEmbedder,
-    space_name: str | None = None,
-    batch_size: int = 64,
-    workers: int | None = None,
-    chunk_size: int = 2048,
-    progress: bool = True,
-) -> EmbedReport:
-    """Embed every image of ``fs`` with no vector and no recorded failure in the space.
-
-    Vectors and failures are committed every ``chunk_size`` images, so a run killed
-    at any moment and started again stores each image exactly once.
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
-    space = fs.ensure_space(embedder.space_spec(space_name))
-    pending = fs.pending_images(space.name)
-    ids = pending.column("image_id").to_numpy().astype(np.int64)
-    paths = pending.column("file_path").to_pylist()
-    report = EmbedReport(space=space.name)
-    no_path = np.array([p is None for p in paths], dtype=bool)
-    report.skipped = int(no_path.sum())
-    if report.skipped:
-        logger.warning("%d images have no file_path (ingest them with --images DIR); skipped",
-                       report.skipped)
-    ids, paths = ids[~no_path], [p for p in paths if p is not None]
-    workers = default_workers(embedder.device) if workers is None else workers
-    logger.info("embedding %d images into space %r (%s, batch %d, %d workers)",
-                len(ids), space.name, embedder.device, batch_size, workers)
-
-    start = time.perf_counter()
-    buf_ids: list[np.ndarray] = []
-    buf_vecs: list[np.ndarray] = []
-    buf_failed: list[np.ndarray] = []
-    buf_reasons: list[str] = []
-
-    def flush() -> None:
-        if buf_ids:
-            chunk_ids = np.concatenate(buf_ids)
-            added = fs.add_embeddings(space.name, chunk_ids, np.concatenate(buf_vecs))
-            report.embedded += int(added)
-            report.skipped += len(chunk_ids) - int(added)
-        if buf_failed:
-            failed_ids = np.concatenate(buf_failed)
-            fs.record_embedding_failures(space.name, failed_ids, list(buf_reasons))
-            report.failed += len(failed_ids)
-        logger.info("committed chunk: %d embedded, %d failed so far",
-                    report.embedded, report.failed)
-        buf_ids.clear(), buf_vecs.clear(), buf_failed.clear(), buf_reasons.clear()
-
-    buffered = 0
-    for batch in embedder.iter_batches(paths, batch_size=batch_size, workers=workers,
-                                       progress=progress):
-        if len(batch.positions):
-            buf_ids.append(ids[batch.positions])
-            buf_vecs.append(batch.vectors)
-        if len(batch.failed_positions):
-            buf_failed.append(ids[batch.failed_positions])
-            buf_reasons.extend(batch.reasons)
-        buffered += len(batch.positions) + len(batch.failed_positions)
-        if buffered >= chunk_size:
-            flush()
-            buffered = 0
-    if buffered:
-        flush()
-    report.seconds = time.perf_counter() - start
-    return report

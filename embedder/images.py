@@ -7,7 +7,7 @@ file either becomes an 8-bit RGB image, upright, or raises
 :class:`ImageDecodeError` whose ``reason`` is stored in ``embedding_failures``.
 
 Example:
-    >>> from store.images import load_rgb
+    >>> from embedder import load_rgb
     >>> img = load_rgb("photos/123-1.JPG")          # doctest: +SKIP
     >>> img.mode
     'RGB'
@@ -22,20 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from store.errors import StoreError
+from embedder.errors import ImageDecodeError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageDecodeError", "load_rgb", "to_rgb"]
 
 # Larger than any camera sensor (a 200 MP phone is 2e8); a decoded RGB image of this
 # size takes 750 MB, so bigger files are refused rather than risking the worker's memory.
 DEFAULT_MAX_PIXELS = 250_000_000
-
-
-class ImageDecodeError(StoreError):
-    """A file could not be turned into an RGB image; ``reason`` is a short stable label."""
-
-    def __init__(self, path: str, reason: str, detail: str = ""):
-        self.path = path
-        self.reason = reason if not detail else f"{reason}: {detail}"
-        super().__init__(f"{path}: {self.reason}")
 
 
 def load_rgb(
