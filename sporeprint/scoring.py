@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from heads.calibration import PlattScaler, TemperatureScaler
+from heads.calibration import PlattScaler, PoisonPrior, TemperatureScaler
 from heads.classifier import Classifier, Ensemble
 from heads.decision import RULES, decide
 from heads.inference import aggregate_by_observation
@@ -154,26 +154,6 @@ class Calibration:
         return p / p.sum(axis=1, keepdims=True)
 
 
-def fit_poison_bias(probs: np.ndarray, poisonous: np.ndarray, p_unknown: np.ndarray,
-                    is_poisonous: np.ndarray) -> float:
-    """The shift ``b`` added to poisonous classes' logits that makes
-    ``P(poisonous) = (1 - P(unknown)) · Σ_poisonous p`` fit the validation truth best
-    (binary log-likelihood over all validation observations, unknowns being edible)."""
-    from scipy.optimize import minimize_scalar
-
-    log_p = np.log(np.maximum(probs, 1e-300))
-
-    def nll(b: float) -> float:
-        z = log_p + b * poisonous[None, :]
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        pp = (1 - p_unknown) * e[:, poisonous].sum(1) / e.sum(1)
-        pp = np.clip(pp, 1e-9, 1 - 1e-9)
-        return -float(np.mean(np.where(is_poisonous, np.log(pp), np.log1p(-pp))))
-
-    return float(minimize_scalar(nll, bounds=(-8.0, 8.0), method="bounded").x)
-
-
 def _known_species_classes(ensemble: Ensemble) -> np.ndarray:
     return ensemble.classes_[ensemble.classes_ >= 0]
 
@@ -262,8 +242,8 @@ def calibrate(fs: FeatureStore, space: str, members: list[Member], index: Vector
     platt = PlattScaler().fit(scores, is_unknown)
     quality = det.evaluate(queries, is_unknown, unc)
     poisonous = ensemble.poisonous_[: len(classes)]
-    bias = fit_poison_bias(probs, poisonous, platt.transform(scores),
-                           np.isin(y, classes[poisonous]))
+    bias = PoisonPrior().fit(probs, poisonous, platt.transform(scores),
+                             np.isin(y, classes[poisonous])).bias_
     return Calibration(
         temperature=ts.temperature_, platt_coef=platt.coef_, platt_intercept=platt.intercept_,
         detector_k=det.k, detector_threshold=det.threshold_, knn_stats=list(det.knn_stats_),
