@@ -7,25 +7,62 @@ percent or two, so the probabilities must mean what they say.
   ``softmax(z / T)``, fitted by minimising the validation negative log-likelihood.
 - ``PlattScaler``: a one-feature logistic regression turning a score (the
   open-set detector's unknown score) into a probability.
+- ``PoisonPrior``: one shift ``b`` added to the poisonous species' log-probabilities,
+  for when poisonous species are more or less common where the model is used
+  than in its training data.
+
+Every fitted calibrator turns into a plain JSON-able dict with ``get_state()``
+and back with ``from_state(state)``; using one before ``fit`` raises
+:class:`heads.errors.NotFittedError`.
 
 Example:
+    >>> import json
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> logits = rng.normal(size=(500, 5)) * 4
     >>> labels = logits.argmax(1)
-    >>> TemperatureScaler().fit(logits, labels).temperature_ < 1.0   # over-cautious logits get sharpened
+    >>> ts = TemperatureScaler().fit(logits, labels)
+    >>> ts.temperature_ < 1.0   # over-cautious logits get sharpened
+    True
+    >>> back = TemperatureScaler.from_state(json.loads(json.dumps(ts.get_state())))
+    >>> bool((back.transform(logits) == ts.transform(logits)).all())
     True
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize_scalar
+
+from heads.errors import HeadsError, NotFittedError
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _read_state(cls: type, state: Any, floats: tuple[str, ...]) -> dict[str, float]:
+    """Check a saved state's kind and numbers; return them as floats."""
+    name = cls.__name__
+    if not isinstance(state, dict):
+        raise HeadsError(f"{name} state must be a dict, got {type(state).__name__}; "
+                         f"pass what {name}.get_state() returned")
+    if state.get("kind") != name:
+        raise HeadsError(f"state has kind {state.get('kind')!r}, expected {name!r}; "
+                         f"pass what {name}.get_state() returned")
+    missing = [k for k in floats if k not in state]
+    if missing:
+        raise HeadsError(f"{name} state lacks {', '.join(missing)}; refit and save it again")
+    out = {}
+    for k in floats:
+        v = state[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise HeadsError(f"{name} state field {k!r} must be a number, got {v!r}")
+        out[k] = float(v)
+    return out
 
 
 class TemperatureScaler:
@@ -42,10 +79,10 @@ class TemperatureScaler:
         logits = np.asarray(logits, dtype=np.float64)
         labels = np.asarray(labels, dtype=np.int64)
         if logits.ndim != 2 or labels.shape != (len(logits),):
-            raise ValueError(f"logits must be (n, C) and labels (n,), got {logits.shape}, {labels.shape}")
+            raise HeadsError(f"logits must be (n, C) and labels (n,), got {logits.shape}, {labels.shape}")
         keep = (labels >= 0) & (labels < logits.shape[1])  # unknowns have no column
         if keep.sum() == 0:
-            raise ValueError("no labelled rows with a known class to fit the temperature on")
+            raise HeadsError("no labelled rows with a known class to fit the temperature on")
         z, y = logits[keep], labels[keep]
         rows = np.arange(len(y))
 
@@ -59,10 +96,34 @@ class TemperatureScaler:
         self.nll_after_ = float(res.fun)
         return self
 
-    def transform(self, logits: np.ndarray) -> np.ndarray:
+    def _check_fitted(self) -> None:
         if not hasattr(self, "temperature_"):
-            raise RuntimeError("TemperatureScaler is not fitted yet; call fit first")
+            raise NotFittedError("TemperatureScaler is not fitted yet; call fit first "
+                                 "(or TemperatureScaler.from_state)")
+
+    def transform(self, logits: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         return np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / self.temperature_))
+
+    def get_state(self) -> dict[str, Any]:
+        """The fitted temperature (and the fit's NLLs) as a JSON-able dict."""
+        self._check_fitted()
+        return {"kind": "TemperatureScaler", "temperature": self.temperature_,
+                "min_temperature": float(self.min_temperature),
+                "max_temperature": float(self.max_temperature),
+                "nll_before": self.nll_before_, "nll_after": self.nll_after_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TemperatureScaler:
+        v = _read_state(cls, state, ("temperature", "min_temperature", "max_temperature"))
+        if not np.isfinite(v["temperature"]) or v["temperature"] <= 0:
+            raise HeadsError(f"TemperatureScaler state has temperature {v['temperature']}; "
+                             "it must be a positive number")
+        out = cls(v["min_temperature"], v["max_temperature"])
+        out.temperature_ = v["temperature"]
+        out.nll_before_ = float(state.get("nll_before", np.nan))
+        out.nll_after_ = float(state.get("nll_after", np.nan))
+        return out
 
 
 class PlattScaler:
@@ -73,15 +134,126 @@ class PlattScaler:
 
         s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
         y = np.asarray(positive, dtype=bool)
+        if y.shape != (len(s),):
+            raise HeadsError(f"scores and positive need one entry per row, got {len(s)} and {y.shape}")
         if len(np.unique(y)) < 2:
-            raise ValueError("PlattScaler needs both positive and negative examples")
+            raise HeadsError("PlattScaler needs both positive and negative examples")
         lr = LogisticRegression(C=1e4).fit(s, y)
         self.coef_ = float(lr.coef_[0, 0])
         self.intercept_ = float(lr.intercept_[0])
         return self
 
-    def transform(self, scores: np.ndarray) -> np.ndarray:
+    def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise RuntimeError("PlattScaler is not fitted yet; call fit first")
+            raise NotFittedError("PlattScaler is not fitted yet; call fit first (or PlattScaler.from_state)")
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         z = self.coef_ * np.asarray(scores, dtype=np.float64) + self.intercept_
         return 1.0 / (1.0 + np.exp(-z))
+
+    def get_state(self) -> dict[str, Any]:
+        """``{"kind", "coef", "intercept"}``, JSON-able."""
+        self._check_fitted()
+        return {"kind": "PlattScaler", "coef": self.coef_, "intercept": self.intercept_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PlattScaler:
+        v = _read_state(cls, state, ("coef", "intercept"))
+        out = cls()
+        out.coef_, out.intercept_ = v["coef"], v["intercept"]
+        return out
+
+
+def _poison_masses(probs: np.ndarray, poisonous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes; return the (n,) poisonous and edible probability masses."""
+    probs = np.asarray(probs, dtype=np.float64)
+    poisonous = np.asarray(poisonous)
+    if probs.ndim != 2:
+        raise HeadsError(f"probs must be (n, C), got shape {probs.shape}")
+    if poisonous.dtype != bool or poisonous.shape != (probs.shape[1],):
+        raise HeadsError(f"poisonous must be a bool flag per column ({probs.shape[1]},), got "
+                         f"{poisonous.dtype} {poisonous.shape}")
+    return probs[:, poisonous].sum(axis=1), probs[:, ~poisonous].sum(axis=1)
+
+
+class PoisonPrior:
+    """A shift ``b`` of the poisonous species' log-probabilities, fitted on validation.
+
+    Training and use can differ in how common poisonous species are. ``fit``
+    picks ``b`` in ``[min_bias, max_bias]`` maximising the binary log-likelihood
+    of ``P(poisonous) = (1 - P(unknown)) · Σ_poisonous p'`` on validation
+    observations (unknown species count as edible), where ``p'`` are the
+    probabilities after the shift. ``apply`` multiplies the poisonous columns by
+    ``exp(b)`` and renormalises each row.
+
+    Example:
+        >>> probs = np.array([[0.9, 0.1], [0.5, 0.5]])
+        >>> prior = PoisonPrior.from_state({"kind": "PoisonPrior", "bias": float(np.log(9.0)),
+        ...                                 "min_bias": -8.0, "max_bias": 8.0})
+        >>> prior.apply(probs, np.array([False, True])).round(2).tolist()
+        [[0.5, 0.5], [0.1, 0.9]]
+    """
+
+    def __init__(self, min_bias: float = -8.0, max_bias: float = 8.0):
+        self.min_bias = min_bias
+        self.max_bias = max_bias
+
+    def fit(self, probs: np.ndarray, poisonous: np.ndarray, p_unknown: np.ndarray,
+            is_poisonous: np.ndarray) -> PoisonPrior:
+        """``probs`` (n, C) calibrated species probabilities of validation observations,
+        ``poisonous`` (C,) bool per column, ``p_unknown`` (n,) probability of an unseen
+        species, ``is_poisonous`` (n,) bool truth."""
+        mass_p, mass_e = _poison_masses(probs, poisonous)
+        n = len(mass_p)
+        p_unknown = np.asarray(p_unknown, dtype=np.float64)
+        is_poisonous = np.asarray(is_poisonous, dtype=bool)
+        if p_unknown.shape != (n,) or is_poisonous.shape != (n,):
+            raise HeadsError(f"p_unknown and is_poisonous need one entry per row ({n},), got "
+                             f"{p_unknown.shape} and {is_poisonous.shape}")
+        if n == 0:
+            raise HeadsError("no validation observations to fit the poison prior on")
+        if not np.isfinite(p_unknown).all() or (p_unknown < 0).any() or (p_unknown > 1).any():
+            raise HeadsError("p_unknown must be probabilities in [0, 1]")
+        # floor the masses like log(max(p, 1e-300)) per column would
+        mass_p = np.maximum(mass_p, 1e-300)
+        mass_e = np.maximum(mass_e, 1e-300)
+
+        def nll(b: float) -> float:
+            shifted = np.exp(b) * mass_p
+            pp = np.clip((1 - p_unknown) * shifted / (shifted + mass_e), 1e-9, 1 - 1e-9)
+            return -float(np.mean(np.where(is_poisonous, np.log(pp), np.log1p(-pp))))
+
+        res = minimize_scalar(nll, bounds=(float(self.min_bias), float(self.max_bias)),
+                              method="bounded")
+        self.bias_ = float(res.x)
+        self.nll_before_ = nll(0.0)
+        self.nll_after_ = float(res.fun)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "bias_"):
+            raise NotFittedError("PoisonPrior is not fitted yet; call fit first (or PoisonPrior.from_state)")
+
+    def apply(self, probs: np.ndarray, poisonous: np.ndarray) -> np.ndarray:
+        """``probs`` with the poisonous columns scaled by ``exp(bias_)``, rows renormalised."""
+        self._check_fitted()
+        _poison_masses(probs, poisonous)
+        p = np.array(probs, dtype=np.float64)
+        p[:, poisonous] *= np.exp(self.bias_)
+        return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+
+    def get_state(self) -> dict[str, Any]:
+        """``{"kind", "bias", "min_bias", "max_bias"}``, JSON-able."""
+        self._check_fitted()
+        return {"kind": "PoisonPrior", "bias": self.bias_, "min_bias": float(self.min_bias),
+                "max_bias": float(self.max_bias)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PoisonPrior:
+        v = _read_state(cls, state, ("bias", "min_bias", "max_bias"))
+        if not np.isfinite(v["bias"]):
+            raise HeadsError(f"PoisonPrior state has bias {v['bias']}; it must be finite")
+        out = cls(v["min_bias"], v["max_bias"])
+        out.bias_ = v["bias"]
+        return out

@@ -5,6 +5,7 @@ import pytest
 
 from heads.calibration import PlattScaler, TemperatureScaler
 from heads.decision import decide, poison_threshold
+from heads.errors import NotFittedError
 from heads.metrics import fungiclef_scores, poisonous_recall, topk_accuracy
 
 POISON = [5, 6]
@@ -122,7 +123,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
     assert ts.temperature_ == pytest.approx(2.0, rel=0.1)
     assert ts.nll_after_ < ts.nll_before_
     assert np.allclose(ts.transform(z).sum(1), 1.0)
-    with pytest.raises(RuntimeError, match="fit first"):
+    with pytest.raises(NotFittedError, match="fit first"):
         TemperatureScaler().transform(z)
 
 
