@@ -42,7 +42,15 @@ import numpy as np
 
 from . import gpu
 from .errors import InvalidVectorsError, RetrievalError
-from .manifest import FORMAT_VERSION, id_checksum, read_manifest, write_manifest
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    REBUILD,
+    id_checksum,
+    one_line,
+    read_manifest,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +69,14 @@ EXACT_FILTER_MAX = 16384
 SMALL_BATCH = 8
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
+# The FAISS class a saved file of each kind must hold (IVF-PQ codes only when refine_factor=0).
+_FAISS_TYPES = {
+    "exact": faiss.IndexFlat,
+    "hnsw": faiss.IndexHNSW,
+    "ivf_flat": faiss.IndexIVFFlat,
+    "ivf_pq": faiss.IndexRefine,
+    "ivf_pq_codes": faiss.IndexIVFPQ,
+}
 
 
 class VectorIndex:
@@ -391,18 +407,47 @@ class VectorIndex:
 
     @classmethod
     def load(cls, directory: str | Path, use_gpu: bool | None = None) -> VectorIndex:
-        """Read an index written by :meth:`save`, checking its ids against the manifest."""
+        """Read an index written by :meth:`save`, checking its ids against the manifest.
+
+        A missing, truncated or garbled file raises :class:`RetrievalError` with
+        one line naming the file and saying to rebuild the index.
+        """
         directory = Path(directory)
         manifest = read_manifest(directory)
+        where = directory / MANIFEST_NAME
         for name in (INDEX_FILE, IDS_FILE):
             if not (directory / name).is_file():
-                raise RetrievalError(f"{directory / name} is missing; rebuild the index")
-        self = cls(manifest["dim"], manifest["kind"], use_gpu=use_gpu, **manifest["params"])
-        self._index = faiss.read_index(str(directory / INDEX_FILE))
-        self._ids = np.load(directory / IDS_FILE).astype(np.int64)
+                raise RetrievalError(f"{directory / name} is missing; {REBUILD}")
+        try:
+            self = cls(manifest["dim"], manifest["kind"], use_gpu=use_gpu, **manifest["params"])
+        except RetrievalError as exc:
+            raise RetrievalError(f"{where}: {one_line(exc)}; {REBUILD}") from exc
+        index_path = directory / INDEX_FILE
+        try:
+            self._index = faiss.read_index(str(index_path))
+        except (RuntimeError, MemoryError, OSError) as exc:  # FAISS reports corrupt files as RuntimeError
+            raise RetrievalError(
+                f"{index_path} is not a readable FAISS index (truncated or corrupt: "
+                f"{one_line(exc)}); {REBUILD}") from exc
+        expected = _FAISS_TYPES[self.kind if self.kind != "ivf_pq" or self.params.get("refine_factor")
+                                else "ivf_pq_codes"]
+        if not isinstance(self._index, expected) or self._index.d != self.dim:
+            raise RetrievalError(
+                f"{index_path} holds a {type(self._index).__name__} of dim {self._index.d}, but "
+                f"{where} describes a {self.kind!r} index of dim {self.dim}; {REBUILD}")
+        ids_path = directory / IDS_FILE
+        try:
+            ids = np.load(ids_path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise RetrievalError(
+                f"{ids_path} is not a readable .npy id array ({one_line(exc)}); {REBUILD}") from exc
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise RetrievalError(
+                f"{ids_path} holds a {ids.dtype} array of shape {ids.shape}, not 1-D integer ids; {REBUILD}")
+        self._ids = ids.astype(np.int64)
         if id_checksum(self._ids) != manifest["id_checksum"] or self._index.ntotal != len(self):
             raise RetrievalError(
-                f"{directory}: ids do not match the manifest (files from different builds?); rebuild the index"
+                f"{directory}: ids do not match the manifest (files from different builds?); {REBUILD}"
             )
         self.manifest = manifest
         return self
