@@ -36,11 +36,12 @@ import contextlib
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from . import gpu
+from . import gpu, torch_search
 from .errors import InvalidVectorsError, RetrievalError
 from .manifest import (
     FORMAT_VERSION,
@@ -51,6 +52,9 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from .torch_search import TorchExactSearch
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class VectorIndex:
     """
 
     def __init__(self, dim: int, kind: str = "exact", use_gpu: bool | None = None,
-                 shard: bool = False, **params):
+                 shard: bool = False, torch_device: str | None = None, **params):
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidVectorsError(f"dim must be a positive integer, got {dim!r}")
         if kind not in KINDS:
@@ -101,11 +105,22 @@ class VectorIndex:
                 f"unknown parameter(s) {sorted(unknown)} for kind {kind!r}; "
                 f"it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}"
             )
+        if torch_device is not None and kind != "exact":
+            raise RetrievalError(
+                f"torch_device={torch_device!r} runs exact search only; use kind 'exact' or drop it")
         self.dim = int(dim)
         self.kind = kind
         self.params = {**DEFAULT_PARAMS[kind], **params}
-        self.use_gpu = gpu.gpu_count() > 0 if use_gpu is None else bool(use_gpu)
+        n_gpus = gpu.gpu_count()
+        if (use_gpu or shard) and n_gpus == 0:
+            gpu.note_no_gpu()
+        self.use_gpu = n_gpus > 0 and use_gpu is not False
         self.shard = shard
+        # Exact search through PyTorch: an explicit device, or None = CUDA when FAISS
+        # has no GPU but torch has one (decided at the first search, importing torch then).
+        self.torch_device = torch_device
+        self._allow_gpu = use_gpu is not False
+        self._torch: TorchExactSearch | None = None
         self.manifest: dict = {}
         self._ids = np.empty(0, dtype=np.int64)  # ids of stored vectors, in insertion order
         self._index: faiss.Index | None = None  # CPU index; None until the first add (IVF trains then)
@@ -154,6 +169,7 @@ class VectorIndex:
             self._index.add(x)
         self._ids = np.concatenate([self._ids, ids])
         self._gpu_index = None
+        self._torch = None
         logger.debug("added %d vectors to %s index (now %d)", ids.size, self.kind, len(self))
 
     def remove(self, ids: np.ndarray) -> int:
@@ -177,6 +193,7 @@ class VectorIndex:
         removed = self._index.remove_ids(selector)
         self._ids = self._ids[~present]
         self._gpu_index = None
+        self._torch = None
         return int(removed)
 
     def _new_index(self, n: int, train: np.ndarray | None) -> faiss.Index:
@@ -245,6 +262,8 @@ class VectorIndex:
         if allowed_ids is None:
             return self._search_all(q, k)
         allowed = np.intersect1d(_check_ids(allowed_ids, "allowed_ids"), self._ids)
+        if self._torch_device() is not None:
+            return self._torch_search().search(q, k, allowed)
         if allowed.size <= EXACT_FILTER_MAX or allowed.size <= k:
             return self._search_exact_subset(q, k, allowed)
         if self._on_gpu():
@@ -254,6 +273,8 @@ class VectorIndex:
     def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._on_gpu() and k <= gpu.GPU_MAX_K:
             D, labels = self._gpu().search(q, k)
+        elif self._torch_device() is not None:
+            return self._torch_search().search(q, k)
         elif self.kind == "exact":
             # Blocked BLAS matmul over FAISS's own storage (no copy): as fast as a
             # hand-written numpy scan, with the same (-inf, -1) conventions.
@@ -374,6 +395,22 @@ class VectorIndex:
     # ----------------------------------------------------------------------- gpu
     def _on_gpu(self) -> bool:
         return self.use_gpu and gpu.supports_gpu(self._index)
+
+    def _torch_device(self) -> str | None:
+        """The torch device exact searches run on, or None for FAISS/numpy."""
+        if self.kind != "exact" or self.use_gpu:
+            return None
+        if self.torch_device is None and self._allow_gpu and torch_search.cuda_available():
+            self.torch_device = "cuda"
+            logger.info("FAISS sees no GPU; exact search runs through PyTorch on cuda")
+        return self.torch_device
+
+    def _torch_search(self) -> TorchExactSearch:
+        if self._torch is None:
+            xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
+            self._torch = torch_search.TorchExactSearch(
+                xb.reshape(len(self), self.dim), self._ids, self._torch_device())
+        return self._torch
 
     def _gpu(self) -> faiss.Index:
         if self._gpu_index is None:
