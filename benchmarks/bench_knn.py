@@ -85,6 +85,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--small", action="store_true", help="20,000 x 128: finishes in well under a minute")
     p.add_argument("--gpu", action="store_true", help="also time FAISS on the GPU(s) if visible")
+    p.add_argument("--device", default=None,
+                   help="also time exact search through PyTorch on this device (cpu, cuda, cuda:1)")
     args = p.parse_args()
     if args.small:
         args.n, args.dim, args.queries, args.single, args.repeats = 20_000, 128, 500, 30, 3
@@ -121,9 +123,13 @@ def main() -> None:
         runs += [(kind, True) for kind in ("exact", "ivf_flat", "ivf_pq")]
     elif args.gpu:
         print("(--gpu: FAISS sees no GPU here; GPU rows skipped)")
+    if args.device:
+        runs.append(("exact", args.device))
     for kind, on_gpu in runs:
         t = time.perf_counter()
-        index = VectorIndex(args.dim, kind, use_gpu=on_gpu)
+        device = on_gpu if isinstance(on_gpu, str) else None
+        on_gpu = on_gpu is True
+        index = VectorIndex(args.dim, kind, use_gpu=on_gpu, torch_device=device)
         index.add(ids, base)
         if on_gpu:
             index.search(q[:1], k)  # copies the index to the GPU(s)
@@ -133,9 +139,9 @@ def main() -> None:
         single = args.single / timed(
             lambda index=index: [index.search(q[i:i + 1], k) for i in range(args.single)], args.repeats)
         rec = recall(index.search(q, k)[1], truth)
-        name = kind + (" gpu" if on_gpu else "")
+        name = kind + (" gpu" if on_gpu else "") + (f" torch:{device}" if device else "")
         results[name] = batch
-        if kind == "exact" and not on_gpu:
+        if kind == "exact" and not on_gpu and not device:
             ratio = f"exact/numpy = {batch / np_batch:.2f}x batch, {single / np_single:.2f}x single"
         else:
             base_name = "exact gpu" if on_gpu and "exact gpu" in results else "exact"

@@ -22,6 +22,17 @@ def gpu_count() -> int:
     return int(get()) if get is not None else 0
 
 
+_NOTED = False
+
+
+def note_no_gpu() -> None:
+    """Say once per process that a GPU was asked for but FAISS has none."""
+    global _NOTED
+    if not _NOTED:
+        _NOTED = True
+        logger.warning("no GPU: using the CPU index (this FAISS build or machine has no GPU)")
+
+
 def supports_gpu(cpu_index: faiss.Index) -> bool:
     """Whether FAISS has a GPU version of this index type (HNSW and refine wrappers do not)."""
     return isinstance(cpu_index, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFPQ))

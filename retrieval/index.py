@@ -36,13 +36,25 @@ import contextlib
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from . import gpu
+from . import gpu, torch_search
 from .errors import InvalidVectorsError, RetrievalError
-from .manifest import FORMAT_VERSION, id_checksum, read_manifest, write_manifest
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    REBUILD,
+    id_checksum,
+    one_line,
+    read_manifest,
+    write_manifest,
+)
+
+if TYPE_CHECKING:
+    from .torch_search import TorchExactSearch
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +73,14 @@ EXACT_FILTER_MAX = 16384
 SMALL_BATCH = 8
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
+# The FAISS class a saved file of each kind must hold (IVF-PQ codes only when refine_factor=0).
+_FAISS_TYPES = {
+    "exact": faiss.IndexFlat,
+    "hnsw": faiss.IndexHNSW,
+    "ivf_flat": faiss.IndexIVFFlat,
+    "ivf_pq": faiss.IndexRefine,
+    "ivf_pq_codes": faiss.IndexIVFPQ,
+}
 
 
 class VectorIndex:
@@ -74,7 +94,7 @@ class VectorIndex:
     """
 
     def __init__(self, dim: int, kind: str = "exact", use_gpu: bool | None = None,
-                 shard: bool = False, **params):
+                 shard: bool = False, torch_device: str | None = None, **params):
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidVectorsError(f"dim must be a positive integer, got {dim!r}")
         if kind not in KINDS:
@@ -85,11 +105,22 @@ class VectorIndex:
                 f"unknown parameter(s) {sorted(unknown)} for kind {kind!r}; "
                 f"it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}"
             )
+        if torch_device is not None and kind != "exact":
+            raise RetrievalError(
+                f"torch_device={torch_device!r} runs exact search only; use kind 'exact' or drop it")
         self.dim = int(dim)
         self.kind = kind
         self.params = {**DEFAULT_PARAMS[kind], **params}
-        self.use_gpu = gpu.gpu_count() > 0 if use_gpu is None else bool(use_gpu)
+        n_gpus = gpu.gpu_count()
+        if (use_gpu or shard) and n_gpus == 0:
+            gpu.note_no_gpu()
+        self.use_gpu = n_gpus > 0 and use_gpu is not False
         self.shard = shard
+        # Exact search through PyTorch: an explicit device, or None = CUDA when FAISS
+        # has no GPU but torch has one (decided at the first search, importing torch then).
+        self.torch_device = torch_device
+        self._allow_gpu = use_gpu is not False
+        self._torch: TorchExactSearch | None = None
         self.manifest: dict = {}
         self._ids = np.empty(0, dtype=np.int64)  # ids of stored vectors, in insertion order
         self._index: faiss.Index | None = None  # CPU index; None until the first add (IVF trains then)
@@ -138,6 +169,7 @@ class VectorIndex:
             self._index.add(x)
         self._ids = np.concatenate([self._ids, ids])
         self._gpu_index = None
+        self._torch = None
         logger.debug("added %d vectors to %s index (now %d)", ids.size, self.kind, len(self))
 
     def remove(self, ids: np.ndarray) -> int:
@@ -161,6 +193,7 @@ class VectorIndex:
         removed = self._index.remove_ids(selector)
         self._ids = self._ids[~present]
         self._gpu_index = None
+        self._torch = None
         return int(removed)
 
     def _new_index(self, n: int, train: np.ndarray | None) -> faiss.Index:
@@ -229,6 +262,8 @@ class VectorIndex:
         if allowed_ids is None:
             return self._search_all(q, k)
         allowed = np.intersect1d(_check_ids(allowed_ids, "allowed_ids"), self._ids)
+        if self._torch_device() is not None:
+            return self._torch_search().search(q, k, allowed)
         if allowed.size <= EXACT_FILTER_MAX or allowed.size <= k:
             return self._search_exact_subset(q, k, allowed)
         if self._on_gpu():
@@ -238,6 +273,8 @@ class VectorIndex:
     def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._on_gpu() and k <= gpu.GPU_MAX_K:
             D, labels = self._gpu().search(q, k)
+        elif self._torch_device() is not None:
+            return self._torch_search().search(q, k)
         elif self.kind == "exact":
             # Blocked BLAS matmul over FAISS's own storage (no copy): as fast as a
             # hand-written numpy scan, with the same (-inf, -1) conventions.
@@ -359,6 +396,22 @@ class VectorIndex:
     def _on_gpu(self) -> bool:
         return self.use_gpu and gpu.supports_gpu(self._index)
 
+    def _torch_device(self) -> str | None:
+        """The torch device exact searches run on, or None for FAISS/numpy."""
+        if self.kind != "exact" or self.use_gpu:
+            return None
+        if self.torch_device is None and self._allow_gpu and torch_search.cuda_available():
+            self.torch_device = "cuda"
+            logger.info("FAISS sees no GPU; exact search runs through PyTorch on cuda")
+        return self.torch_device
+
+    def _torch_search(self) -> TorchExactSearch:
+        if self._torch is None:
+            xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
+            self._torch = torch_search.TorchExactSearch(
+                xb.reshape(len(self), self.dim), self._ids, self._torch_device())
+        return self._torch
+
     def _gpu(self) -> faiss.Index:
         if self._gpu_index is None:
             nprobe = self.params.get("nprobe")
@@ -391,18 +444,47 @@ class VectorIndex:
 
     @classmethod
     def load(cls, directory: str | Path, use_gpu: bool | None = None) -> VectorIndex:
-        """Read an index written by :meth:`save`, checking its ids against the manifest."""
+        """Read an index written by :meth:`save`, checking its ids against the manifest.
+
+        A missing, truncated or garbled file raises :class:`RetrievalError` with
+        one line naming the file and saying to rebuild the index.
+        """
         directory = Path(directory)
         manifest = read_manifest(directory)
+        where = directory / MANIFEST_NAME
         for name in (INDEX_FILE, IDS_FILE):
             if not (directory / name).is_file():
-                raise RetrievalError(f"{directory / name} is missing; rebuild the index")
-        self = cls(manifest["dim"], manifest["kind"], use_gpu=use_gpu, **manifest["params"])
-        self._index = faiss.read_index(str(directory / INDEX_FILE))
-        self._ids = np.load(directory / IDS_FILE).astype(np.int64)
+                raise RetrievalError(f"{directory / name} is missing; {REBUILD}")
+        try:
+            self = cls(manifest["dim"], manifest["kind"], use_gpu=use_gpu, **manifest["params"])
+        except RetrievalError as exc:
+            raise RetrievalError(f"{where}: {one_line(exc)}; {REBUILD}") from exc
+        index_path = directory / INDEX_FILE
+        try:
+            self._index = faiss.read_index(str(index_path))
+        except (RuntimeError, MemoryError, OSError) as exc:  # FAISS reports corrupt files as RuntimeError
+            raise RetrievalError(
+                f"{index_path} is not a readable FAISS index (truncated or corrupt: "
+                f"{one_line(exc)}); {REBUILD}") from exc
+        expected = _FAISS_TYPES[self.kind if self.kind != "ivf_pq" or self.params.get("refine_factor")
+                                else "ivf_pq_codes"]
+        if not isinstance(self._index, expected) or self._index.d != self.dim:
+            raise RetrievalError(
+                f"{index_path} holds a {type(self._index).__name__} of dim {self._index.d}, but "
+                f"{where} describes a {self.kind!r} index of dim {self.dim}; {REBUILD}")
+        ids_path = directory / IDS_FILE
+        try:
+            ids = np.load(ids_path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise RetrievalError(
+                f"{ids_path} is not a readable .npy id array ({one_line(exc)}); {REBUILD}") from exc
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise RetrievalError(
+                f"{ids_path} holds a {ids.dtype} array of shape {ids.shape}, not 1-D integer ids; {REBUILD}")
+        self._ids = ids.astype(np.int64)
         if id_checksum(self._ids) != manifest["id_checksum"] or self._index.ntotal != len(self):
             raise RetrievalError(
-                f"{directory}: ids do not match the manifest (files from different builds?); rebuild the index"
+                f"{directory}: ids do not match the manifest (files from different builds?); {REBUILD}"
             )
         self.manifest = manifest
         return self

@@ -35,7 +35,14 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     tmp.replace(path)
 
 
+REBUILD = "rebuild the index (sporeprint index build)"
+# Keys every saved manifest holds, with the type each must have.
+REQUIRED = {"format_version": int, "kind": str, "params": dict, "dim": int, "count": int,
+            "id_checksum": str}
+
+
 def read_manifest(directory: Path) -> dict:
+    """The checked manifest of a saved index; RetrievalError naming the file otherwise."""
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         raise RetrievalError(
@@ -43,16 +50,41 @@ def read_manifest(directory: Path) -> dict:
             "build one with VectorIndex.save(dir) or `sporeprint index build`"
         )
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RetrievalError(f"{path} is not valid JSON ({exc}); rebuild the index") from exc
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RetrievalError(f"{path} is not valid JSON ({one_line(exc)}); {REBUILD}") from exc
+    except OSError as exc:
+        raise RetrievalError(f"{path} cannot be read ({one_line(exc)}); {REBUILD}") from exc
+    if not isinstance(manifest, dict):
+        raise RetrievalError(f"{path} holds a JSON {type(manifest).__name__}, not an object; {REBUILD}")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise RetrievalError(
-            f"{path} has format_version {version!r}, this sporeprint reads {FORMAT_VERSION}; "
-            "rebuild the index"
+            f"{path} has format_version {version!r}, this sporeprint reads {FORMAT_VERSION}; {REBUILD}"
         )
+    missing = sorted(set(REQUIRED) - set(manifest))
+    if missing:
+        raise RetrievalError(f"{path} lacks {', '.join(missing)}; {REBUILD}")
+    for key, kind in REQUIRED.items():
+        value = manifest[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RetrievalError(
+                f"{path}: {key}={value!r} should be a JSON {_JSON_NAMES[kind]}; {REBUILD}")
+    if manifest["dim"] <= 0 or manifest["count"] < 0:
+        raise RetrievalError(
+            f"{path}: dim={manifest['dim']} / count={manifest['count']} are out of range; {REBUILD}")
+    if not isinstance(manifest.get("extra", {}), dict):
+        raise RetrievalError(f"{path}: extra should be a JSON object; {REBUILD}")
     return manifest
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (FAISS's run to several)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+_JSON_NAMES = {int: "integer", str: "string", dict: "object"}
 
 
 def _jsonable(value):
