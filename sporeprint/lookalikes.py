@@ -127,6 +127,8 @@ def _lookup(fs, image_ids: np.ndarray):
     keys, values = keys[order], values[order]
 
     def lookup(ids: np.ndarray) -> np.ndarray:
+        if keys.size == 0:  # nothing allowed: no hit maps to an observation
+            return np.full(np.shape(ids), -1, np.int64)
         return values[np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)]
     return lookup
 

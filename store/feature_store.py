@@ -322,6 +322,10 @@ class FeatureStore:
         species, poisonous (NULL when unlabelled), date, place columns and role, by rank."""
         return self._read(queries.describe_hits, hits)
 
+    def stored_image_paths(self, image_paths) -> list[str]:
+        """Those of the given image paths that are already stored."""
+        return self._read(queries.stored_image_paths, image_paths)
+
     def describe_observations(self, observation_ids) -> pa.Table:
         """Metadata of the given stored observations, in the given order."""
         return self._read(queries.describe_observations, observation_ids)

@@ -192,3 +192,9 @@ def describe_observations(con: duckdb.DuckDBPyConnection, observation_ids) -> pa
             "LEFT JOIN species s ON s.class_id = o.class_id ORDER BY w._pos").to_arrow_table()
     finally:
         con.unregister("_obs_in")
+
+
+def stored_image_paths(con: duckdb.DuckDBPyConnection, image_paths) -> list[str]:
+    """Those of the given image paths that are stored (any observation, any role)."""
+    return con.sql("SELECT image_path FROM images WHERE image_path IN (SELECT unnest(?::VARCHAR[]))",
+                   params=[[str(p) for p in image_paths]]).to_arrow_table().column(0).to_pylist()

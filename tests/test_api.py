@@ -25,12 +25,13 @@ def world(tmp_path_factory):
     for role in ("train", "val"):
         assert main(["ingest", "--store", str(store), "--role", role,
                      "--metadata", str(files[role])]) == 0
-    assert main(["ingest", "--store", str(store), "--embeddings", str(files["embeddings"]),
-                 "--space", SPACE]) == 0
+    for role in ("train", "val"):
+        assert main(["ingest", "--store", str(store), "--embeddings",
+                     str(files[f"embeddings_{role}"]), "--space", SPACE]) == 0
     assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
                  "--epochs", "2", "--lr", "3e-3"]) == 0
     assert main(["score", "--store", str(store), "--metadata", str(files["test"]),
-                 "--embeddings", str(files["embeddings"]), "--out", str(root / "p.csv")]) == 0
+                 "--embeddings", str(files["embeddings_test"]), "--out", str(root / "p.csv")]) == 0
     return {"store": store, "files": files}
 
 

@@ -27,8 +27,9 @@ def _build(root, seed=0):
     for role in ("train", "val"):
         assert main(["ingest", "--store", str(store), "--role", role,
                      "--metadata", str(files[role])]) == 0
-    assert main(["ingest", "--store", str(store), "--embeddings", str(files["embeddings"]),
-                 "--space", SPACE]) == 0
+    for role in ("train", "val"):
+        assert main(["ingest", "--store", str(store), "--embeddings",
+                     str(files[f"embeddings_{role}"]), "--space", SPACE]) == 0
     return store, files
 
 
@@ -72,7 +73,7 @@ def test_official_poison_list_governs_and_a_tampered_head_is_refused(world, tmp_
     with open(f"{head}/config.json", "w") as fh:
         json.dump(config, fh)
     files = world["files"]
-    assert _score(store, files["test"], files["embeddings"], tmp_path / "p.csv") == 2
+    assert _score(store, files["test"], files["embeddings_test"], tmp_path / "p.csv") == 2
     err = capsys.readouterr().err
     assert "official poisonous list" in err and "\n" not in err.strip()
     assert _new_rows(store) == 0  # refused before anything was written
@@ -91,7 +92,7 @@ def test_a_batch_row_of_a_training_observation_gets_a_prior_only_rejected_answer
                  "image_path": stolen["image_path"][0].as_py()})
     path = tmp_path / "batch.csv"
     pacsv.write_csv(pa.Table.from_pylist(rows), path)
-    assert _score(store, path, files["embeddings"], tmp_path / "p.csv") == 0
+    assert _score(store, path, files["embeddings_test"], tmp_path / "p.csv") == 0
     with FeatureStore(store, read_only=True) as fs:
         got = fs.sql("SELECT status, reason, evidence_observation_ids FROM predictions "
                      "WHERE observation_id = ?", [stolen_id]).to_pylist()
@@ -124,7 +125,7 @@ def test_an_index_from_another_store_with_the_same_ids_is_refused(world, tmp_pat
 def test_a_failing_score_writes_nothing(world, tmp_path, bad, capsys):
     store = _copy_store(world, tmp_path)
     files = world["files"]
-    emb = pq.read_table(files["embeddings"])
+    emb = pq.read_table(files["embeddings_test"])
     test_paths = set(pacsv.read_csv(files["test"])["image_path"].to_pylist())
     emb = emb.filter(pa.array([p in test_paths for p in emb["image_path"].to_pylist()]))
     x = np.stack(emb["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
@@ -153,7 +154,7 @@ def test_a_batch_whose_rows_are_all_rejected_still_gets_prior_only_answers(world
     rows = [{**r, "month": 13} for r in test.to_pylist()]  # every row out of range
     path = tmp_path / "bad_rows.csv"
     pacsv.write_csv(pa.Table.from_pylist(rows), path)
-    assert _score(store, path, world["files"]["embeddings"], tmp_path / "p.csv") == 0
+    assert _score(store, path, world["files"]["embeddings_test"], tmp_path / "p.csv") == 0
     ids = sorted(set(test["observation_id"].to_pylist()))
     with FeatureStore(store, read_only=True) as fs:
         got = fs.sql("SELECT observation_id, status FROM predictions WHERE batch = 'bad_rows' "
@@ -168,7 +169,7 @@ def test_a_moved_store_folder_keeps_scoring(world, tmp_path, monkeypatch):
     shutil.move(str(store.parent), moved)
     monkeypatch.chdir(tmp_path)  # and from another working directory
     files = world["files"]
-    assert _score(moved / "fungi.duckdb", files["test"], files["embeddings"],
+    assert _score(moved / "fungi.duckdb", files["test"], files["embeddings_test"],
                   tmp_path / "p.csv", "--run", world["run"]) == 0
 
 
@@ -217,7 +218,7 @@ def test_submission_header_choice_and_evaluate_reads_any_spelling(world, tmp_pat
     store = _copy_store(world, tmp_path)
     files = world["files"]
     out = tmp_path / "p.csv"
-    assert _score(store, files["test"], files["embeddings"], out,
+    assert _score(store, files["test"], files["embeddings_test"], out,
                   "--submission-header", header) == 0
     assert open(out).readline().strip() == f"{header},class_id"
     capsys.readouterr()

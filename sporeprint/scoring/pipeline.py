@@ -83,10 +83,10 @@ def _metadata_ids_and_paths(path: Path) -> tuple[np.ndarray, set[str]]:
 
 
 def check_embedding_file(path: str | Path, dim: int, space: str,
-                         image_paths: set[str] | None = None) -> None:
+                         image_paths: set[str] | None = None, fs=None) -> None:
     """Refuse, before anything is written, a vector file the store would reject or that
     would break later searches: wrong dimension, NaN/inf or all-zero vectors, no rows,
-    image paths that the batch's metadata does not name."""
+    image paths that neither the batch's metadata nor the store (``fs``) knows."""
     path = Path(path)
     if not path.is_file():
         raise SporeprintError(f"embeddings file {path} does not exist")
@@ -101,7 +101,7 @@ def check_embedding_file(path: str | Path, dim: int, space: str,
     if f.metadata.num_rows == 0:
         raise SporeprintError(f"{path} holds no vectors; embed the batch's photos first")
     key = "image_path" if "image_path" in names else None
-    unknown_paths: list[str] = []
+    unknown_paths: list[str] = []  # named by neither the metadata nor (checked below) the store
     for batch in f.iter_batches(batch_size=8192, columns=[c for c in (key, "embedding") if c]):
         col = batch.column("embedding")
         if col.null_count:
@@ -121,10 +121,13 @@ def check_embedding_file(path: str | Path, dim: int, space: str,
                                   f"zeros (first: {where}); re-embed those images")
         if key and image_paths is not None:
             unknown_paths += [p for p in batch.column(key).to_pylist() if p not in image_paths]
+    if unknown_paths and fs is not None:
+        stored = set(fs.stored_image_paths(unknown_paths))
+        unknown_paths = [p for p in unknown_paths if p not in stored]
     if unknown_paths:
-        raise SporeprintError(f"{path} names {len(unknown_paths)} image paths that the batch's "
-                              f"metadata does not list (e.g. {unknown_paths[:3]}); score the "
-                              "metadata file those vectors belong to")
+        raise SporeprintError(f"{path} names {len(unknown_paths)} image paths that neither the "
+                              f"batch's metadata nor the store lists (e.g. {unknown_paths[:3]}); "
+                              "score the metadata file those vectors belong to")
 
 
 def score_batch(fs, metadata: str | Path, run_ids: list[str],
@@ -143,7 +146,7 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     batch_ids, batch_paths = _metadata_ids_and_paths(metadata)
     model = model or ScoringModel.load(fs, run_ids, recalibrate=recalibrate)
     if embeddings is not None:
-        check_embedding_file(embeddings, model.index.dim, model.space, batch_paths)
+        check_embedding_file(embeddings, model.index.dim, model.space, batch_paths, fs)
     batch = batch or metadata.stem
     report = ScoreReport(batch=batch, run_key=model.run_key)
 
