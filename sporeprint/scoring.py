@@ -113,7 +113,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def observation_scores(ensemble: Ensemble, rows) -> ObservationScores:
     """Ensemble probabilities averaged over each observation's images, plus the
     observation's query vector for the kNN detector."""
-    probs, _ = ensemble.predict_proba(rows.embeddings, rows.metadata)
+    probs = ensemble.predict_proba(rows.embeddings, rows.metadata)
     obs, mean = aggregate_by_observation(probs, rows.observation_ids)
     _, qmean = aggregate_by_observation(_normalise(rows.embeddings), rows.observation_ids)
     if ensemble.classes_[-1] == -1:  # explicit "unknown" output: fold into the open-set score

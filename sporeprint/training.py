@@ -131,7 +131,7 @@ def _ensure_splits(fs, seed: int) -> None:
 
 def scores_of(clf, rows: Rows, poison: np.ndarray) -> dict[str, float]:
     """Official scores per observation (image probabilities averaged per observation)."""
-    probs, _ = clf.predict_proba(rows.embeddings, rows.metadata)
+    probs = clf.predict_proba(rows.embeddings, rows.metadata)
     obs, mean = aggregate_by_observation(probs, rows.observation_ids)
     _, first = np.unique(rows.observation_ids, return_index=True)
     truth = rows.class_ids[np.sort(first)]
