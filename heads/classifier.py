@@ -10,8 +10,8 @@ Example:
     >>> clf = Classifier("linear", train_config=TrainConfig(epochs=2, progress=False)).fit(X, y)
     >>> clf.classes_.tolist()
     [0, 10, 20]
-    >>> clf.predict_proba(X)[0].shape
-    (60, 3)
+    >>> clf.predict_proba(X).shape, clf.predict_poison_proba(X).shape
+    ((60, 3), (60,))
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from heads.errors import HeadsError, NotFittedError
@@ -72,6 +74,27 @@ class Classifier:
         self.train_config = train_config
         self.space = space
         self.feature_names = feature_names
+
+    # -- scikit-learn parameters (``sklearn.base.clone`` works) ---------
+    _PARAMS = ("head", "head_params", "train_config", "space", "feature_names")
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The ``__init__`` arguments, by name."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params: Any) -> Classifier:
+        """Set ``__init__`` arguments by name; returns self."""
+        bad = sorted(set(params) - set(self._PARAMS))
+        if bad:
+            raise HeadsError(f"Classifier has no parameter {', '.join(map(repr, bad))}; "
+                             f"valid ones are {', '.join(self._PARAMS)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
+        return f"Classifier({args})"
 
     # -- fitting -------------------------------------------------------
     def fit(self, embeddings: np.ndarray, y: np.ndarray, metadata: np.ndarray | None = None, *,
@@ -156,14 +179,18 @@ class Classifier:
         return out["species"], out["poison"]
 
     def predict_proba(self, embeddings: np.ndarray, metadata: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """``(species probabilities (n, C) over classes_, poisonous probability (n,))``."""
-        logits, poison = self.predict_logits(embeddings, metadata)
-        return softmax(logits), sigmoid(poison)
+                      ) -> np.ndarray:
+        """Species probabilities (n, C), one column per entry of ``classes_``."""
+        return softmax(self.predict_logits(embeddings, metadata)[0])
+
+    def predict_poison_proba(self, embeddings: np.ndarray, metadata: np.ndarray | None = None
+                             ) -> np.ndarray:
+        """The poison output's probability that a row is poisonous (n,)."""
+        return sigmoid(self.predict_logits(embeddings, metadata)[1])
 
     def predict(self, embeddings: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
         """Most probable class id per row (-1 when the unknown output wins)."""
-        return self.classes_[self.predict_proba(embeddings, metadata)[0].argmax(axis=1)]
+        return self.classes_[self.predict_proba(embeddings, metadata).argmax(axis=1)]
 
     # -- persistence ---------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -191,15 +218,16 @@ class Classifier:
     def load(cls, path: str | Path, space: str | None = None, dim: int | None = None,
              feature_names: Sequence[str] | None = None, device: str = "cpu") -> Classifier:
         """Load a saved classifier; refuses one trained on another space, dimension or
-        metadata encoding when ``space`` / ``dim`` / ``feature_names`` are given."""
+        metadata encoding when ``space`` / ``dim`` / ``feature_names`` are given.
+
+        A damaged directory (bad ``config.json``, unreadable or mismatched weights)
+        raises :class:`HeadsError` with one line naming the file."""
         path = Path(path)
         cfg_file, weights = path / "config.json", path / "model.safetensors"
         if not cfg_file.is_file() or not weights.is_file():
             raise HeadsError(f"{path} is not a saved head (needs config.json and model.safetensors); "
                              "train one with `sporeprint train`")
-        meta = json.loads(cfg_file.read_text())
-        if meta.get("format") != FORMAT:
-            raise HeadsError(f"{cfg_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
+        meta, head_cfg, tc = _read_config(cfg_file)
         if space is not None and meta["space"] != space:
             raise HeadsError(f"head at {path} was trained on embedding space {meta['space']!r}, "
                              f"not {space!r}; train a head for {space!r} or use its space")
@@ -211,11 +239,12 @@ class Classifier:
             raise HeadsError(f"head at {path} was trained with other metadata columns "
                              f"({len(meta['feature_names'])} vs {len(feature_names)}); "
                              "re-encode with the same encoder or retrain")
-        head_cfg = config_from_dict(meta["head"])
-        tc = TrainConfig(**{f.name: meta["train"][f.name] for f in fields(TrainConfig)
-                            if f.name in meta["train"]})
-        model = build_head(head_cfg)
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model = build_head(head_cfg)
+        except (HeadsError, ValueError, TypeError, RuntimeError) as exc:
+            raise HeadsError(f"{cfg_file}: the head it describes cannot be built "
+                             f"({str(exc).splitlines()[0]}); {_REPAIR}") from None
+        model.load_state_dict(_read_weights(weights, model.state_dict()))
         model.to(resolve_device(device))
         clf = cls(head_cfg.kind, None, tc, meta["space"], meta["feature_names"])
         classes = np.asarray(meta["classes"], dtype=np.int64)
@@ -237,7 +266,8 @@ class Ensemble:
 
     Example:
         >>> ens = Ensemble([fold1, fold2])          # doctest: +SKIP
-        >>> probs, poison = ens.predict_proba(X, meta)  # doctest: +SKIP
+        >>> probs = ens.predict_proba(X, meta)          # doctest: +SKIP
+        >>> poison = ens.predict_poison_proba(X, meta)  # doctest: +SKIP
     """
 
     def __init__(self, members: Sequence[Classifier], combine: str = "prob"):
@@ -267,28 +297,31 @@ class Ensemble:
         self.n_features_in_ = members[0].n_features_in_
 
     def predict_proba(self, embeddings: np.ndarray, metadata: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """``(species probabilities (n, C) over classes_, poisonous probability (n,))``."""
+                      ) -> np.ndarray:
+        """Species probabilities (n, C), one column per entry of ``classes_``."""
         if self.combine == "logit":
-            outs = [m.predict_logits(embeddings, metadata) for m in self.members]
-            logits = np.mean([o[0] for o in outs], axis=0)
-            poison = np.mean([o[1] for o in outs], axis=0)
-            return softmax(logits), sigmoid(poison)
+            logits = np.mean([m.predict_logits(embeddings, metadata)[0] for m in self.members],
+                             axis=0)
+            return softmax(logits)
         probs = np.zeros((len(embeddings), len(self.classes_)), dtype=np.float32)
-        poison = np.zeros(len(embeddings), dtype=np.float32)
         for m in self.members:
-            p, q = m.predict_proba(embeddings, metadata)
             cols = np.searchsorted(self.classes_[self.classes_ >= 0], m.classes_)
             cols[m.classes_ == UNKNOWN] = len(self.classes_) - 1
-            probs[:, cols] += p
-            poison += q
-        k = len(self.members)
-        probs /= k
-        poison /= k
-        return probs, poison
+            probs[:, cols] += m.predict_proba(embeddings, metadata)
+        probs /= len(self.members)
+        return probs
+
+    def predict_poison_proba(self, embeddings: np.ndarray, metadata: np.ndarray | None = None
+                             ) -> np.ndarray:
+        """The members' poison outputs combined (n,): sigmoid of the mean logit for
+        ``combine="logit"``, the mean probability for ``"prob"``."""
+        logits = [m.predict_logits(embeddings, metadata)[1] for m in self.members]
+        if self.combine == "logit":
+            return sigmoid(np.mean(logits, axis=0))
+        return np.mean([sigmoid(z) for z in logits], axis=0).astype(np.float32)
 
     def predict(self, embeddings: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
-        return self.classes_[self.predict_proba(embeddings, metadata)[0].argmax(axis=1)]
+        return self.classes_[self.predict_proba(embeddings, metadata).argmax(axis=1)]
 
 
 def _jsonable(d: dict | None) -> dict | None:
@@ -296,3 +329,117 @@ def _jsonable(d: dict | None) -> dict | None:
         return None
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
             for k, v in d.items() if isinstance(v, (int, float, str, bool))}
+
+
+# -- reading a saved head: every defect becomes one line naming the file ----------
+_CONFIG_KEYS = {"format": str, "head": dict, "train": dict, "space": (str, type(None)),
+                "dim": int, "feature_names": (list, type(None)), "classes": list,
+                "poisonous": list}
+_REPAIR = "retrain it with `sporeprint train` or restore the saved head"
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a config field annotated ``annotation`` (a string)."""
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation.startswith("dict"):
+        return isinstance(value, dict)
+    return True
+
+
+def _check_fields(cfg_file: Path, section: str, values: dict, cls: type) -> None:
+    for f in fields(cls):
+        if f.name in values and not _type_ok(values[f.name], str(f.type)):
+            raise HeadsError(f"{cfg_file}: {section}.{f.name} is {values[f.name]!r}, expected "
+                             f"{f.type}; {_REPAIR}")
+
+
+def _read_config(cfg_file: Path) -> tuple[dict, HeadConfig, TrainConfig]:
+    """Parse and check a saved head's ``config.json``."""
+    try:
+        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeadsError(f"{cfg_file} cannot be read as JSON ({str(exc).splitlines()[0]}); "
+                         f"{_REPAIR}") from None
+    if not isinstance(meta, dict):
+        raise HeadsError(f"{cfg_file} holds a JSON {type(meta).__name__}, not a saved head's "
+                         f"settings; {_REPAIR}")
+    if meta.get("format") != FORMAT:
+        raise HeadsError(f"{cfg_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    missing = [k for k in _CONFIG_KEYS if k not in meta]
+    if missing:
+        raise HeadsError(f"{cfg_file} lacks {', '.join(missing)}; {_REPAIR}")
+    for key, kind in _CONFIG_KEYS.items():
+        if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
+            raise HeadsError(f"{cfg_file}: {key} is {meta[key]!r}, of the wrong type; {_REPAIR}")
+    for key, ok in (("classes", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+                    ("poisonous", lambda v: isinstance(v, bool)),
+                    ("feature_names", lambda v: isinstance(v, str))):
+        if meta[key] is not None and not all(ok(v) for v in meta[key]):
+            raise HeadsError(f"{cfg_file}: {key} has an entry of the wrong type; {_REPAIR}")
+    head = meta["head"]
+    kind = head.get("kind")
+    if kind not in CONFIGS:
+        raise HeadsError(f"{cfg_file}: head.kind is {kind!r}, expected one of "
+                         f"{', '.join(CONFIGS)}; {_REPAIR}")
+    _check_fields(cfg_file, "head", head, CONFIGS[kind])
+    _check_fields(cfg_file, "train", meta["train"], TrainConfig)
+    try:
+        head_cfg = config_from_dict(head)
+        head_cfg.validate()
+        tc = TrainConfig(**{f.name: meta["train"][f.name] for f in fields(TrainConfig)
+                            if f.name in meta["train"]})
+    except (HeadsError, TypeError) as exc:
+        raise HeadsError(f"{cfg_file}: {str(exc).splitlines()[0]}; {_REPAIR}") from None
+    n_out = head_cfg.num_outputs
+    problems = []
+    if meta["dim"] != head_cfg.embed_dim:
+        problems.append(f"dim {meta['dim']} but head.embed_dim {head_cfg.embed_dim}")
+    if len(meta["classes"]) != n_out:
+        problems.append(f"{len(meta['classes'])} classes but the head has {n_out} outputs")
+    if len(meta["poisonous"]) != len(meta["classes"]):
+        problems.append(f"{len(meta['poisonous'])} poisonous flags for {len(meta['classes'])} classes")
+    known = meta["classes"][:-1] if head_cfg.unknown_output else meta["classes"]
+    if (np.diff(np.asarray(known, dtype=np.int64)) <= 0).any() or any(c < 0 for c in known):
+        problems.append("class ids are not sorted, unique and >= 0")
+    if head_cfg.unknown_output and meta["classes"] and meta["classes"][-1] != UNKNOWN:
+        problems.append("the unknown output's class id is not -1")
+    if meta["feature_names"] is not None and len(meta["feature_names"]) != head_cfg.meta_dim:
+        problems.append(f"{len(meta['feature_names'])} feature names but head.meta_dim "
+                        f"{head_cfg.meta_dim}")
+    if problems:
+        raise HeadsError(f"{cfg_file} is inconsistent: {'; '.join(problems)}; {_REPAIR}")
+    return meta, head_cfg, tc
+
+
+def _read_weights(weights: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Read ``model.safetensors`` and check its tensors against the head it should fill."""
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise HeadsError(f"{weights} is not a readable safetensors file "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                         f"{_REPAIR}") from None
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        parts = [f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")] if missing else []
+        if extra:
+            parts.append(f"unexpected {', '.join(extra[:3])}" + (" ..." if len(extra) > 3 else ""))
+        raise HeadsError(f"{weights} does not match the head in config.json ({'; '.join(parts)}); "
+                         f"{_REPAIR}")
+    for name, tensor in expected.items():
+        got = state[name]
+        if tuple(got.shape) != tuple(tensor.shape):
+            raise HeadsError(f"{weights}: tensor {name} has shape {tuple(got.shape)}, the head in "
+                             f"config.json needs {tuple(tensor.shape)}; {_REPAIR}")
+        if got.is_floating_point() != tensor.is_floating_point():
+            raise HeadsError(f"{weights}: tensor {name} has dtype {got.dtype}, expected "
+                             f"{tensor.dtype}; {_REPAIR}")
+    return state

@@ -61,7 +61,7 @@ def test_conformance(head, params, data, tmp_path):
     assert clf.fit(X, y, M, observation_ids=obs, poisonous_classes=POISONOUS,
                    val=EvalSet(Xv, yv, Mv, obsv)) is clf
     n_cols = len(CLASS_IDS) + bool(params.get("unknown_output"))
-    probs, poison = clf.predict_proba(Xv, Mv)
+    probs, poison = clf.predict_proba(Xv, Mv), clf.predict_poison_proba(Xv, Mv)
     assert probs.shape == (len(Xv), n_cols) and poison.shape == (len(Xv),)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert ((poison >= 0) & (poison <= 1)).all()
@@ -75,7 +75,7 @@ def test_conformance(head, params, data, tmp_path):
     clf.save(tmp_path / "h")
     assert sorted(p.name for p in (tmp_path / "h").iterdir()) == ["config.json", "model.safetensors"]
     back = Classifier.load(tmp_path / "h", space="tiny", dim=X.shape[1], feature_names=FEATURES)
-    p2, q2 = back.predict_proba(Xv, Mv)
+    p2, q2 = back.predict_proba(Xv, Mv), back.predict_poison_proba(Xv, Mv)
     np.testing.assert_array_equal(p2, probs)
     np.testing.assert_array_equal(q2, poison)
     assert back.classes_.tolist() == clf.classes_.tolist()
@@ -253,21 +253,41 @@ def test_ensemble(data):
         X[keep], y[keep], M[keep])
     ens = Ensemble([a, b])
     assert ens.classes_.tolist() == CLASS_IDS.tolist()
-    probs, poison = ens.predict_proba(Xv, Mv)
-    pa, qa = a.predict_proba(Xv, Mv)
-    pb, qb = b.predict_proba(Xv, Mv)
+    probs, poison = ens.predict_proba(Xv, Mv), ens.predict_poison_proba(Xv, Mv)
+    pa, qa = a.predict_proba(Xv, Mv), a.predict_poison_proba(Xv, Mv)
+    pb, qb = b.predict_proba(Xv, Mv), b.predict_poison_proba(Xv, Mv)
     np.testing.assert_allclose(probs[:, :4], (pa[:, :4] + pb) / 2, rtol=1e-5)
     np.testing.assert_allclose(probs[:, 4], pa[:, 4] / 2, rtol=1e-5)
     np.testing.assert_allclose(poison, (qa + qb) / 2, rtol=1e-5)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     with pytest.raises(HeadsError, match="combine='prob'"):
         Ensemble([a, b], combine="logit")
-    la, _ = a.predict_logits(Xv, Mv)
-    same = Ensemble([a, a], combine="logit").predict_proba(Xv, Mv)[0]
-    np.testing.assert_allclose(same, pa, rtol=1e-5)
+    same = Ensemble([a, a], combine="logit")
+    np.testing.assert_allclose(same.predict_proba(Xv, Mv), pa, rtol=1e-5)
+    np.testing.assert_allclose(same.predict_poison_proba(Xv, Mv), qa, rtol=1e-5)
     c = Classifier("linear", None, TC, space="other").fit(X, y, M)
     with pytest.raises(HeadsError, match="space"):
         Ensemble([a, c])
+
+
+def test_sklearn_clone_gives_an_unfitted_copy_that_fits(data):
+    from sklearn.base import clone
+
+    (X, y, M, obs), (Xv, yv, Mv, obsv) = data
+    params = {"hidden": 16}
+    clf = Classifier("mlp", params, TC, space="tiny", feature_names=FEATURES).fit(X, y, M)
+    copy = clone(clf)
+    assert copy.get_params() == clf.get_params()
+    assert copy.head_params is not params and not hasattr(copy, "model_")
+    with pytest.raises(NotFittedError):
+        copy.predict_proba(Xv, Mv)
+    copy.fit(X, y, M)
+    # same settings and seed: the clone learns the same weights
+    np.testing.assert_array_equal(copy.predict_proba(Xv, Mv), clf.predict_proba(Xv, Mv))
+    assert copy.set_params(head="linear", space="other") is copy
+    assert copy.get_params()["head"] == "linear" and copy.space == "other"
+    with pytest.raises(HeadsError, match="no parameter 'hiden'"):
+        copy.set_params(hiden=3)
 
 
 def test_bad_input_errors(data):

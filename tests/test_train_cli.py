@@ -50,7 +50,7 @@ def test_train_all_folds_records_runs(store_path, capsys):
             truth = fs.sql("SELECT class_id FROM observations WHERE observation_id = ?",
                            [int(val.observation_ids[0])]).column(0)[0].as_py()
             assert val.class_ids[0] == truth
-            probs, _ = clf.predict_proba(val.embeddings, val.metadata)
+            probs = clf.predict_proba(val.embeddings, val.metadata)
             np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
         ens = json.loads(next(r for r in rows if r["kind"] == "ensemble")["metrics"])
         assert "test_track3" in ens
