@@ -270,7 +270,7 @@ def record_embedding_failures(con: duckdb.DuckDBPyConnection, name: str, image_i
         con.unregister("_failures")
 
 
-BATCH_BYTES = 64 << 20  # vector bytes per batch when streaming an embedding file
+BATCH_BYTES = 16 << 20  # vector bytes per batch when streaming an embedding file
 
 
 @dataclass
@@ -292,7 +292,9 @@ def open_embedding_file(path: str | Path) -> EmbeddingFile:
         raise StoreError(f"embedding file {str(path)!r} does not exist; pass a Parquet file with "
                          "columns image_path and embedding")
     try:
-        parquet = pq.ParquetFile(path)
+        # no pre-buffering of whole column chunks: memory tracks one batch, even for files
+        # written with very large row groups
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=8 << 20)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise StoreError(f"{str(path)!r} is not a readable Parquet file ({exc}); expected "
@@ -345,8 +347,11 @@ def _batch_matrix(chunk: pa.Array, dim: int, where: str) -> np.ndarray:
 def read_embedding_file(path: str | Path) -> tuple[pa.Table, np.ndarray]:
     """Read a whole embedding file: ``(key table, float32 (n, d))``."""
     ef = open_embedding_file(path)
-    keys = ef.parquet.read(columns=[ef.key])
-    col = ef.parquet.read(columns=["embedding"]).column(0)
+    try:
+        keys = ef.parquet.read(columns=[ef.key])
+        col = ef.parquet.read(columns=["embedding"]).column(0)
+    finally:
+        ef.parquet.close()
     parts = [_batch_matrix(c, ef.dim, repr(str(ef.path))) for c in col.chunks]
     return keys, np.concatenate(parts) if parts else np.zeros((0, ef.dim), np.float32)
 
@@ -397,6 +402,14 @@ def ingest_embedding_file(con: duckdb.DuckDBPyConnection, path: str | Path, name
     dimension, an image repeated with another vector) before it is written, and
     any failure rolls the whole file back, so nothing of a bad file is stored."""
     ef = open_embedding_file(path)
+    try:
+        return _ingest_file(con, ef, name, model_id)
+    finally:
+        ef.parquet.close()
+
+
+def _ingest_file(con: duckdb.DuckDBPyConnection, ef: EmbeddingFile, name: str,
+                 model_id: str | None) -> EmbeddingIngestReport:
     dim, where = ef.dim, repr(str(ef.path))
     space = get_space(con, name)
     if space is None:
@@ -409,46 +422,72 @@ def ingest_embedding_file(con: duckdb.DuckDBPyConnection, path: str | Path, name
         raise StoreError(f"space {name!r} holds vectors of model {space.model_id!r}, not "
                          f"{model_id!r}; use another --space name")
     ids, keys = _file_image_ids(con, ef)
-    uniq, counts = np.unique(ids, return_counts=True)
-    repeated = set(uniq[counts > 1].tolist())  # their vectors must agree
-    seen: dict[int, np.ndarray] = {}
     table = q(space.table_name)
-    before = _count(con, table)
+    stored_ids = con.sql(f"SELECT image_id FROM {table}").to_arrow_table().column(0)
+    # rows to insert: not stored before, first occurrence in the file
+    _, first = np.unique(ids, return_index=True)
+    insert = np.zeros(len(ids), dtype=bool)
+    insert[first] = True
+    insert &= ~np.isin(ids, stored_ids.to_numpy().astype(np.int64))
+    uniq, counts = np.unique(ids, return_counts=True)
+    repeated = uniq[counts > 1]  # their vectors must agree
+    seen: dict[int, np.ndarray] = {}
+    schema = pa.schema([("image_id", pa.int64()), ("vector", pa.list_(pa.float32(), dim))])
     batch_rows = max(1024, BATCH_BYTES // (4 * dim))
-    start = 0
-    for batch in ef.parquet.iter_batches(batch_size=batch_rows, columns=["embedding"]):
-        n = batch.num_rows
-        batch_ids = ids[start:start + n]
+    failure: list[BaseException] = []
 
-        def shown(rows: np.ndarray, offset: int = start) -> list:
-            return keys.take(pa.array(rows + offset)).to_pylist()
-        matrix = _batch_matrix(batch.column(0), dim, where)
-        check_vectors(shown, matrix, dim, where)
-        keep = np.ones(n, dtype=bool)
-        if repeated:
-            for row in np.flatnonzero(np.isin(batch_ids, list(repeated))):
+    def batches():
+        start = 0
+        for batch in ef.parquet.iter_batches(batch_size=batch_rows, columns=["embedding"]):
+            n = batch.num_rows
+            batch_ids = ids[start:start + n]
+
+            def shown(rows: np.ndarray, offset: int = start) -> list:
+                return keys.take(pa.array(rows + offset)).to_pylist()
+            matrix = _batch_matrix(batch.column(0), dim, where)
+            check_vectors(shown, matrix, dim, where)
+            for row in np.flatnonzero(np.isin(batch_ids, repeated)) if len(repeated) else ():
                 image_id = int(batch_ids[row])
-                if image_id in seen:
-                    if not np.array_equal(seen[image_id], matrix[row]):
-                        raise StoreError(f"{where}: image {shown(np.array([row]))[0]!r} appears "
-                                         "more than once "
-                                         "with different vectors; nothing was stored. Keep one "
-                                         "vector per image")
-                    keep[row] = False
-                else:
+                if image_id not in seen:
                     seen[image_id] = matrix[row].copy()
-        vectors = pa.FixedSizeListArray.from_arrays(
-            pa.array(matrix.reshape(-1)), dim) if keep.all() else _fixed_list(matrix[keep])
-        con.register("_new_vectors", pa.table({"image_id": pa.array(batch_ids[keep]),
-                                               "vector": vectors}))
+                elif not np.array_equal(seen[image_id], matrix[row]):
+                    raise StoreError(f"{where}: image {shown(np.array([row]))[0]!r} appears "
+                                     "more than once with different vectors; nothing was "
+                                     "stored. Keep one vector per image")
+            keep = insert[start:start + n]
+            start += n
+            if not keep.any():
+                continue
+            vectors = (pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
+                       if keep.all() else _fixed_list(matrix[keep]))
+            yield pa.record_batch([pa.array(batch_ids[keep]), vectors], schema=schema)
+
+    def guarded():
         try:
-            con.execute(f"INSERT OR IGNORE INTO {table} (image_id, vector) "
-                        "SELECT image_id, vector FROM _new_vectors")
-        finally:
+            yield from batches()
+        except BaseException as exc:  # re-raised below with its own message and type
+            failure.append(exc)
+            raise
+
+    before = _count(con, table)
+    # one INSERT pulling record batches as DuckDB asks for them: memory tracks a batch
+    con.register("_new_vectors", pa.RecordBatchReader.from_batches(schema, guarded()))
+    try:
+        con.execute(f"INSERT INTO {table} (image_id, vector) "
+                    "SELECT image_id, vector FROM _new_vectors")
+    except duckdb.Error:
+        if failure:
+            raise failure[0] from None
+        raise
+    finally:
+        try:
             con.unregister("_new_vectors")
-        start += n
+        except duckdb.Error:  # the failed INSERT aborted the transaction; the caller rolls back
+            pass
+    if failure:
+        raise failure[0]
     stored = _count(con, table) - before
     report = EmbeddingIngestReport(space=name, read=len(ids), stored=stored,
                                    duplicate=len(ids) - stored)
-    log.info("ingested embeddings from %s: %s", path, report)
+    log.info("ingested embeddings from %s: %s", ef.path, report)
     return report
