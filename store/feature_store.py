@@ -369,6 +369,16 @@ class FeatureStore:
         """Write a table as Parquet under ``out_dir`` (hive-partitioned when asked)."""
         return self._read(interchange.export_parquet, table, out_dir, partition_by)
 
+    def export_all(self, out_dir: str | Path) -> dict[str, list[str]]:
+        """Write every table as Parquet (readable without sporeprint) under ``out_dir``;
+        returns ``{table: [files]}``. docs/parquet.md describes each file."""
+        return self._read(interchange.export_all, out_dir)
+
+    def import_all(self, in_dir: str | Path) -> dict[str, int]:
+        """Restore a folder written by :meth:`export_all` into this new, empty store;
+        returns rows added per table."""
+        return self._write(interchange.import_all, in_dir)
+
     def import_parquet(self, table: str, path: str | Path) -> int:
         """Insert rows from a Parquet file or folder; rows whose key exists are skipped."""
         return self._write(interchange.import_parquet, table, path)

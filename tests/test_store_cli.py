@@ -18,7 +18,7 @@ def test_ingest_sql_export_import(tmp_path, capsys):
     assert "latitude 91.5 outside -90..90" in out
 
     paths = [r["image_path"] for r in rows[:6]]
-    emb = pa.array(list(np.eye(6, 4, dtype=np.float32)), pa.list_(pa.float32()))
+    emb = pa.array(list(np.eye(6, 4, dtype=np.float32) + 0.5), pa.list_(pa.float32()))
     pq.write_table(pa.table({"image_path": paths, "embedding": emb}), tmp_path / "e.parquet")
     assert main(["ingest", "--store", store, "--embeddings", str(tmp_path / "e.parquet"),
                  "--space", "pre"]) == 0
