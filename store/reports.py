@@ -35,7 +35,7 @@ def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> pa.Table:
 # --------------------------------------------------------------------------- data
 def count_observations(con: duckdb.DuckDBPyConnection) -> int:
     """All observations: the plain scan a report's cost is compared with."""
-    return int(con.execute("SELECT count(*) FROM observations").fetchone()[0])
+    return int(con.execute("SELECT count(*) FROM observations").fetchall()[0][0])
 
 
 def role_counts(con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -115,7 +115,7 @@ def space_vector_counts(con: duckdb.DuckDBPyConnection) -> pa.Table:
     for space, dim, table in spaces:
         n = con.execute(f"SELECT count(*) FROM {q(table)} e JOIN images i USING (image_id) "
                         "JOIN observations o USING (observation_id) WHERE o.role = 'train'"
-                        ).fetchone()[0]
+                        ).fetchall()[0][0]
         out["space"].append(space)
         out["dim"].append(int(dim))
         out["train_vectors"].append(int(n))
@@ -129,10 +129,10 @@ def sample_training_vectors(con: duckdb.DuckDBPyConnection, space: str, n: int,
     """One image vector for each of ``n`` training observations of known species, drawn by a
     seeded hash (the same sample every time): ``observation_id, class_id, species, genus,
     poisonous, vector``, ordered by observation id."""
-    row = con.execute("SELECT table_name FROM embedding_spaces WHERE space = ?", [space]).fetchone()
-    if row is None:
+    rows = con.execute("SELECT table_name FROM embedding_spaces WHERE space = ?", [space]).fetchall()
+    if not rows:
         return pa.table({})
-    table = q(row[0])
+    table = q(rows[0][0])
     return _arrow(con, f"""
 WITH pick AS (
     SELECT o.observation_id, min(i.image_id) AS image_id
