@@ -22,7 +22,7 @@ def project_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     dims = min(50, x.shape[1], n - 1)
     x = PCA(dims, random_state=seed).fit_transform(x)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
-    return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=300,
+    return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=350, angle=0.8,
                 random_state=seed).fit_transform(x)
 
 
