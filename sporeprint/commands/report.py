@@ -18,8 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", help="scored batch in the predictions table (default: the newest)")
     parser.add_argument("--space", help="embedding space of the map and the frontier "
                                         "(default: the run's space)")
-    parser.add_argument("--map-points", type=_positive, default=1500,
-                        help="training observations on the embedding map (default: 1500)")
+    parser.add_argument("--map-points", type=_positive, default=2000,
+                        help="training observations on the embedding map (default: 2000)")
     parser.add_argument("--frontier-points", type=_positive, default=10000,
                         help="training observations searched for cross-toxicity neighbours "
                              "(default: 10000)")

@@ -31,7 +31,7 @@ def query(fs, name: str, *args, **kwargs):
 class ReportOptions:
     run: str | None = None  # default: the newest ensemble (else fold) run
     batch: str | None = None  # default: the newest scored batch
-    map_points: int = 1500  # training observations on the embedding map
+    map_points: int = 2000  # training observations on the embedding map
     frontier_points: int = 10000  # training observations searched for neighbours
     space: str | None = None  # default: the run's space, else the one with most training vectors
     seed: int = 0

@@ -16,14 +16,19 @@ def project_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     """(n, d) -> (n, 2): PCA to at most 50 dimensions, then t-SNE (scikit-learn)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     x = normalise(vectors.astype(np.float32))
     n = len(x)
     dims = min(50, x.shape[1], n - 1)
     x = PCA(dims, random_state=seed).fit_transform(x)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
-    return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=350, angle=0.8,
-                random_state=seed).fit_transform(x)
+    tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=350,
+                angle=0.8, random_state=seed)
+    # One OpenMP thread: Barnes-Hut t-SNE synchronises its threads every iteration, and on a
+    # machine shared with other work two threads took 5x the CPU time of one (measured).
+    with threadpool_limits(1, user_api="openmp"):
+        return tsne.fit_transform(x)
 
 
 @dataclass
