@@ -33,6 +33,7 @@ COMMANDS = [
     "train",
     "score",
     "evaluate",
+    "serve",
 ]
 
 
