@@ -50,13 +50,22 @@ HERE = Path(__file__).parent
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# Fields of an identify request (the page's form sends `observation`, scripts may too).
+REQUEST_FIELDS = {"observation", "observation_id", "vector", "k", *METADATA_FIELDS,
+                  *FILTER_FIELDS}
 # Multipart part header/field slack on top of the photo itself.
 FORM_OVERHEAD = 64 * 1024
 
 
 class BodyLimit:
     """ASGI middleware: refuses a request body over ``limit`` bytes with 413, whether it
-    says its length up front or streams it, before the app parses any of it."""
+    says its length up front or streams it, before the app parses any of it.
+
+    The rest of a refused body is read and dropped (up to ``DRAIN_FACTOR`` times the
+    limit) so that a browser gets the 413 answer instead of a reset connection; larger
+    bodies are cut off at once."""
+
+    DRAIN_FACTOR = 8
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -67,6 +76,8 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
+            if length.isdigit() and int(length) <= self.DRAIN_FACTOR * self.limit:
+                await self._drain(receive, 0)
             return await _too_large(self.limit, scope, send)
         body, more = [], True
         size = 0
@@ -76,10 +87,12 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.limit:
+                if more:
+                    await self._drain(receive, size)
                 return await _too_large(self.limit, scope, send)
             body.append(chunk)
-            more = message.get("more_body", False)
         data = b"".join(body)
         sent = False
 
@@ -91,6 +104,15 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _drain(self, receive, size: int) -> None:
+        while size <= self.DRAIN_FACTOR * self.limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 async def _too_large(limit: int, scope, send) -> None:
@@ -178,6 +200,9 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
         return HTMLResponse(html, status_code=status)
 
     async def identify(fields: dict, photo: bytes | None) -> dict:
+        extra = sorted(set(fields) - REQUEST_FIELDS)
+        if extra:
+            raise SporeprintError(f"unknown fields {extra}; use {', '.join(sorted(REQUEST_FIELDS))}")
         metadata, filters, k = _split_fields(fields)
         metadata, filters = parse_metadata(metadata), parse_filters(filters)
         k = parse_k(k, limits)
@@ -242,10 +267,6 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
                 raise SporeprintError("the body is not valid JSON") from None
             if not isinstance(body, dict):
                 raise SporeprintError("send a JSON object, e.g. {\"observation_id\": 123}")
-            allowed = {"observation_id", "vector", "k", *METADATA_FIELDS, *FILTER_FIELDS}
-            extra = sorted(set(body) - allowed)
-            if extra:
-                raise SporeprintError(f"unknown fields {extra}; use {', '.join(sorted(allowed))}")
             return await identify(body, None)
         if ctype.startswith("multipart/form-data"):
             fields, photo = await read_form(request)

@@ -34,6 +34,9 @@ PARTS = ("p1", "p2", "test")
 # Metadata fields a request may give, as the store's observation columns.
 METADATA_FIELDS = ("date", "month", "day", "latitude", "longitude", "substrate",
                    "meta_substrate", "habitat")
+# The observation columns the metadata encoder reads.
+ENCODER_FIELDS = ("substrate", "meta_substrate", "habitat", "month", "day", "latitude",
+                  "longitude")
 FILTER_FIELDS = ("role", "poisonous", "species", "genus", "family", "near", "radius_km",
                  "date_from", "date_to", "split")
 DEFAULT_ROLE = "train"  # look-alikes are training observations unless asked otherwise
@@ -329,6 +332,9 @@ class Service:
                                                       for k_, v in about.items()}})
 
     def _identify(self, model, vectors, metadata, observation_ids, filters, k, query) -> dict:
+        # Every encoder field present (None = missing): ``predict`` builds its table from
+        # the rows' keys, and a row with no keys would make no row at all.
+        metadata = [{f: m.get(f) for f in ENCODER_FIELDS} for m in metadata]
         with self.lock:
             table = model.predict(vectors, metadata, observation_ids=observation_ids)
             row = table.to_pylist()[0]

@@ -12,6 +12,18 @@
     document.getElementById("observation").value = "";
   }
   input.addEventListener("change", show);
+  const form = document.getElementById("identify-form");
+  const message = document.getElementById("client-error");
+  form.addEventListener("submit", function (e) {
+    const file = input.files && input.files[0];
+    const limit = Number(form.dataset.maxUpload);
+    if (file && limit && file.size > limit) {
+      e.preventDefault();
+      message.textContent = "The photo is " + (file.size / 1048576).toFixed(1) +
+        " MB; this server takes photos up to " + (limit / 1048576).toFixed(1) + " MB.";
+      message.hidden = false;
+    }
+  });
   zone.addEventListener("dragover", function (e) { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", function () { zone.classList.remove("over"); });
   zone.addEventListener("drop", function (e) {
