@@ -322,6 +322,10 @@ class FeatureStore:
         species, poisonous (NULL when unlabelled), date, place columns and role, by rank."""
         return self._read(queries.describe_hits, hits)
 
+    def embedding_failure_reasons(self, space: str, limit: int = 10) -> list[dict]:
+        """The most common reasons images failed to embed in ``space``: ``[{reason, n}]``."""
+        return self._read(queries.embedding_failure_reasons, space, limit)
+
     def stored_image_paths(self, image_paths) -> list[str]:
         """Those of the given image paths that are already stored."""
         return self._read(queries.stored_image_paths, image_paths)

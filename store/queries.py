@@ -198,3 +198,11 @@ def stored_image_paths(con: duckdb.DuckDBPyConnection, image_paths) -> list[str]
     """Those of the given image paths that are stored (any observation, any role)."""
     return con.sql("SELECT image_path FROM images WHERE image_path IN (SELECT unnest(?::VARCHAR[]))",
                    params=[[str(p) for p in image_paths]]).to_arrow_table().column(0).to_pylist()
+
+
+def embedding_failure_reasons(con: duckdb.DuckDBPyConnection, space: str,
+                              limit: int = 10) -> list[dict]:
+    """``[{reason, n}]``: the most common reasons images of ``space`` failed to embed."""
+    return con.sql("SELECT reason, count(*) AS n FROM embedding_failures WHERE space = ? "
+                   "GROUP BY reason ORDER BY n DESC LIMIT ?",
+                   params=[space, int(limit)]).to_arrow_table().to_pylist()

@@ -4,6 +4,7 @@ fails before writing, stores work from any folder, and the CLI refuses what it c
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -92,7 +93,11 @@ def test_a_batch_row_of_a_training_observation_gets_a_prior_only_rejected_answer
                  "image_path": stolen["image_path"][0].as_py()})
     path = tmp_path / "batch.csv"
     pacsv.write_csv(pa.Table.from_pylist(rows), path)
-    assert _score(store, path, files["embeddings_test"], tmp_path / "p.csv") == 0
+    emb = pq.read_table(files["embeddings_test"])
+    keep = set(batch["image_path"].to_pylist())
+    emb = emb.filter(pa.array([p in keep for p in emb["image_path"].to_pylist()]))
+    pq.write_table(emb, tmp_path / "batch.parquet")
+    assert _score(store, path, tmp_path / "batch.parquet", tmp_path / "p.csv") == 0
     with FeatureStore(store, read_only=True) as fs:
         got = fs.sql("SELECT status, reason, evidence_observation_ids FROM predictions "
                      "WHERE observation_id = ?", [stolen_id]).to_pylist()
@@ -154,7 +159,11 @@ def test_a_batch_whose_rows_are_all_rejected_still_gets_prior_only_answers(world
     rows = [{**r, "month": 13} for r in test.to_pylist()]  # every row out of range
     path = tmp_path / "bad_rows.csv"
     pacsv.write_csv(pa.Table.from_pylist(rows), path)
-    assert _score(store, path, world["files"]["embeddings_test"], tmp_path / "p.csv") == 0
+    emb = pq.read_table(world["files"]["embeddings_test"])
+    keep = set(test["image_path"].to_pylist())
+    pq.write_table(emb.filter(pa.array([p in keep for p in emb["image_path"].to_pylist()])),
+                   tmp_path / "bad_rows.parquet")
+    assert _score(store, path, tmp_path / "bad_rows.parquet", tmp_path / "p.csv") == 0
     ids = sorted(set(test["observation_id"].to_pylist()))
     with FeatureStore(store, read_only=True) as fs:
         got = fs.sql("SELECT observation_id, status FROM predictions WHERE batch = 'bad_rows' "
@@ -220,7 +229,8 @@ def test_submission_header_choice_and_evaluate_reads_any_spelling(world, tmp_pat
     out = tmp_path / "p.csv"
     assert _score(store, files["test"], files["embeddings_test"], out,
                   "--submission-header", header) == 0
-    assert open(out).readline().strip() == f"{header},class_id"
+    with open(out, newline="") as fh:
+        assert next(csv.reader(fh)) == [header, "class_id"]
     capsys.readouterr()
     assert main(["evaluate", "--predictions", str(out), "--truth", str(files["truth"]),
                  "--format", "json"]) == 0

@@ -38,18 +38,16 @@ def run(args) -> int:
     from store import FeatureStore
 
     space = args.space or default_space_name(args.model)
-    embedder = ImageEmbedder(args.model, pooling=args.pooling, device=args.device,
-                             dtype=args.dtype, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
-    print(f"model {embedder.model_id} ({type(embedder.model).__name__}, dim {embedder.dim}, "
-          f"pooling {embedder.pooling}) on {embedder.device} in "
-          f"{str(embedder.dtype).removeprefix('torch.')} -> space {space!r}")
-    with FeatureStore(args.store, create=False) as fs:
+    with FeatureStore(args.store, create=False) as fs:  # a mistyped store fails before loading
+        embedder = ImageEmbedder(args.model, pooling=args.pooling, device=args.device,
+                                 dtype=args.dtype,
+                                 max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+        print(f"model {embedder.model_id} ({type(embedder.model).__name__}, dim {embedder.dim}, "
+              f"pooling {embedder.pooling}) on {embedder.device} in "
+              f"{str(embedder.dtype).removeprefix('torch.')} -> space {space!r}")
         report = embed_store(fs, embedder, space, batch_size=args.batch_size,
                              workers=args.workers, chunk_size=args.chunk_size)
-        if report.failed:
-            reasons = fs.sql(
-                "SELECT reason, count(*) AS n FROM embedding_failures WHERE space = ? "
-                "GROUP BY reason ORDER BY n DESC LIMIT 10", [report.space]).to_pylist()
+        reasons = fs.embedding_failure_reasons(report.space) if report.failed else []
     print(f"space {report.space}: embedded {report.embedded}, failed {report.failed}, "
           f"skipped {report.skipped} in {report.seconds:.1f} s "
           f"({report.images_per_second:.1f} img/s)")

@@ -195,8 +195,8 @@ class ScoringModel:
 
         if self.encoder is None:
             return None
-        if metadata is None:
-            metadata = [{}] * n
+        if metadata is None:  # every field missing
+            metadata = pa.table({"observation_id": pa.nulls(n, pa.int64())})
         if hasattr(metadata, "to_dict") and not isinstance(metadata, pa.Table):  # pandas
             metadata = pa.Table.from_pandas(metadata, preserve_index=False)
         if not isinstance(metadata, pa.Table):
