@@ -34,6 +34,7 @@ COMMANDS = [
     "score",
     "evaluate",
     "report",
+    "serve",
 ]
 
 

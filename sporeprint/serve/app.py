@@ -1,0 +1,315 @@
+"""The web app: the page, its JSON API and the store's thumbnails (FastAPI).
+
+Routes:
+    GET  /                 the page; ``?observation=ID`` (plus metadata and filter fields)
+                           renders that observation's answer and look-alikes
+    POST /                 the page's form (multipart: ``photo`` or ``observation`` + fields)
+    POST /api/identify     multipart ``photo`` + fields, or JSON {observation_id | vector,
+                           metadata fields, filters, k}
+    GET  /api/search       ``observation`` + filters + ``k``
+    GET  /api/info         store, run, space, limits and the drop-down values
+    GET  /images/{id}      a re-encoded JPEG of a store image (``?size=`` 128..1024)
+    GET  /static/...       the page's stylesheet, script and placeholder
+
+Safety: request bodies over the upload cap are refused before parsing, Host headers
+must name this server (no DNS rebinding), responses carry a strict Content-Security-
+Policy, FastAPI's interactive docs (which load scripts from a CDN) are off, and
+errors never include tracebacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from sporeprint import __version__
+from sporeprint.errors import SporeprintError, user_error_types
+from sporeprint.serve.service import (
+    FILTER_FIELDS,
+    METADATA_FIELDS,
+    ROLES,
+    NotFound,
+    Service,
+    TooLarge,
+    parse_filters,
+    parse_k,
+    parse_metadata,
+)
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# Fields of an identify request (the page's form sends `observation`, scripts may too).
+REQUEST_FIELDS = {"observation", "observation_id", "vector", "k", *METADATA_FIELDS,
+                  *FILTER_FIELDS}
+# Multipart part header/field slack on top of the photo itself.
+FORM_OVERHEAD = 64 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: refuses a request body over ``limit`` bytes with 413, whether it
+    says its length up front or streams it, before the app parses any of it.
+
+    The rest of a refused body is read and dropped (up to ``DRAIN_FACTOR`` times the
+    limit) so that a browser gets the 413 answer instead of a reset connection; larger
+    bodies are cut off at once."""
+
+    DRAIN_FACTOR = 8
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            if length.isdigit() and int(length) <= self.DRAIN_FACTOR * self.limit:
+                await self._drain(receive, 0)
+            return await _too_large(self.limit, scope, send)
+        body, more = [], True
+        size = 0
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > self.limit:
+                if more:
+                    await self._drain(receive, size)
+                return await _too_large(self.limit, scope, send)
+            body.append(chunk)
+        data = b"".join(body)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _drain(self, receive, size: int) -> None:
+        while size <= self.DRAIN_FACTOR * self.limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+async def _too_large(limit: int, scope, send) -> None:
+    text = f"the request is over the upload limit of {limit:,} bytes; send a smaller photo"
+    if scope["path"].startswith("/api/"):
+        body, ctype = json.dumps({"error": text}).encode(), b"application/json"
+    else:
+        body, ctype = text.encode(), b"text/plain; charset=utf-8"
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeaders:
+    """ASGI middleware adding the page's Content-Security-Policy and friends."""
+
+    HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """Host header values the server answers: loopback names, plus the bound address;
+    a wildcard bind (0.0.0.0, ::) answers any host name."""
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    names = ["127.0.0.1", "localhost", "[::1]", "::1"]
+    return names if host in names else [*names, host]
+
+
+def _status(exc: BaseException) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, TooLarge):
+        return 413
+    return 400
+
+
+def _split_fields(fields: dict) -> tuple[dict, dict, object]:
+    metadata = {k: fields[k] for k in METADATA_FIELDS if k in fields}
+    filters = {k: fields[k] for k in FILTER_FIELDS if k in fields}
+    return metadata, filters, fields.get("k")
+
+
+def _observation_id(value) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise SporeprintError(f"observation id {value!r} is not a whole number") from None
+
+
+def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
+    """The app over an open :class:`Service`."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    limits = service.limits
+    env = Environment(loader=FileSystemLoader(HERE / "templates"),
+                      autoescape=select_autoescape(["html"]))
+    page = env.get_template("page.html")
+    app = FastAPI(title="sporeprint", version=__version__, debug=False, docs_url=None,
+                  redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.service = service
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    errors = user_error_types()
+
+    def render(form: dict, result: dict | None = None, error: str | None = None,
+               preview: bytes | None = None, status: int = 200) -> HTMLResponse:
+        html = page.render(info=service.info(), form=form, result=result, error=error,
+                           roles=ROLES, preview=base64.b64encode(preview).decode()
+                           if preview else None)
+        return HTMLResponse(html, status_code=status)
+
+    async def identify(fields: dict, photo: bytes | None) -> dict:
+        extra = sorted(set(fields) - REQUEST_FIELDS)
+        if extra:
+            raise SporeprintError(f"unknown fields {extra}; use {', '.join(sorted(REQUEST_FIELDS))}")
+        metadata, filters, k = _split_fields(fields)
+        metadata, filters = parse_metadata(metadata), parse_filters(filters)
+        k = parse_k(k, limits)
+        if photo:
+            return await run_in_threadpool(service.identify_photo, photo, metadata, filters, k)
+        if fields.get("vector") is not None:
+            return await run_in_threadpool(service.identify_vector, fields["vector"], metadata,
+                                           filters, k)
+        obs = fields.get("observation_id", fields.get("observation"))
+        if obs is None or str(obs).strip() == "":
+            raise SporeprintError("send a photo, an observation_id or a vector")
+        return await run_in_threadpool(service.identify_observation, _observation_id(obs),
+                                       metadata, filters, k)
+
+    async def read_form(request: Request) -> tuple[dict, bytes | None]:
+        fields: dict = {}
+        photo = None
+        async with request.form(max_files=1, max_fields=40, max_part_size=64 * 1024) as form:
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    if key != "photo":
+                        raise SporeprintError(f"unexpected file field {key!r}; send the photo "
+                                              "as 'photo'")
+                    data = await value.read()
+                    photo = data or None  # an empty file input means no photo
+                elif key in fields:
+                    raise SporeprintError(f"field {key!r} given twice")
+                else:
+                    fields[key] = value
+        return fields, photo
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home(request: Request):
+        fields = dict(request.query_params)
+        if not fields.get("observation"):
+            return render(fields)
+        try:
+            return render(fields, await identify(fields, None))
+        except errors as exc:
+            return render(fields, error=str(exc), status=_status(exc))
+
+    @app.post("/", response_class=HTMLResponse)
+    async def home_form(request: Request):
+        fields: dict = {}
+        try:
+            fields, photo = await read_form(request)
+            if photo:
+                fields.pop("observation", None)
+            result = await identify(fields, photo)
+            preview = await run_in_threadpool(service.preview, photo) if photo else None
+            return render(fields, result, preview=preview)
+        except errors as exc:
+            return render(fields, error=str(exc), status=_status(exc))
+
+    @app.post("/api/identify")
+    async def api_identify(request: Request):
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("application/json"):
+            try:
+                body = await request.json()
+            except ValueError:
+                raise SporeprintError("the body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise SporeprintError("send a JSON object, e.g. {\"observation_id\": 123}")
+            return await identify(body, None)
+        if ctype.startswith("multipart/form-data"):
+            fields, photo = await read_form(request)
+            if not photo and "observation_id" not in fields:
+                raise SporeprintError("send the photo as the multipart file field 'photo'")
+            return await identify(fields, photo)
+        raise SporeprintError("send multipart/form-data with a 'photo' file, or JSON "
+                              "{\"observation_id\": ...} or {\"vector\": [...]}")
+
+    @app.get("/api/search")
+    async def api_search(request: Request):
+        fields = dict(request.query_params)
+        if not fields.get("observation"):
+            raise SporeprintError("pass ?observation=ID (a stored observation); to search with "
+                                  "a photo, POST it to /api/identify")
+        obs = _observation_id(fields.pop("observation"))
+        k = parse_k(fields.pop("k", None), limits)
+        filters = parse_filters(fields)
+        return await run_in_threadpool(service.search, obs, filters, k)
+
+    @app.get("/api/info")
+    async def api_info():
+        return service.info()
+
+    @app.get("/images/{image_id:int}")
+    async def image(image_id: int, size: int = 256):
+        data = await run_in_threadpool(service.thumbnail, image_id, size)
+        if data is None:
+            return Response((HERE / "static" / "placeholder.svg").read_bytes(),
+                            media_type="image/svg+xml",
+                            headers={"cache-control": "private, max-age=3600"})
+        return Response(data, media_type="image/jpeg",
+                        headers={"cache-control": "private, max-age=3600"})
+
+    async def on_user_error(request: Request, exc: Exception):
+        return JSONResponse({"error": str(exc)}, status_code=_status(exc))
+
+    for error_type in errors:
+        app.add_exception_handler(error_type, on_user_error)
+    # The last added runs first: the Host check, then the body cap, then the headers.
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes + FORM_OVERHEAD)
+    # A page on another site cannot reach this server through a DNS name it rebinds to
+    # 127.0.0.1: the Host header must name this server.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
+    return app

@@ -1,0 +1,435 @@
+"""What the web page and its JSON API do, without the web framework: identify a photo,
+a stored observation or a vector, search look-alikes, and make thumbnails of the
+store's images.
+
+Everything goes through the Python API (:func:`sporeprint.open`, read-only): the
+run's :class:`~sporeprint.scoring.ScoringModel` decides (``model.predict``), the
+space's own model embeds photos (``db.embed``) and ``db.search`` finds look-alikes.
+One lock serialises access to the store's connection and the models.
+
+>>> service = Service("demo-run/fungi.duckdb")                       # doctest: +SKIP
+>>> service.identify_observation(123, metadata={}, filters={}, k=5)["answer"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import math
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sporeprint.errors import SporeprintError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("train", "val", "test", "new")
+PARTS = ("p1", "p2", "test")
+# Metadata fields a request may give, as the store's observation columns.
+METADATA_FIELDS = ("date", "month", "day", "latitude", "longitude", "substrate",
+                   "meta_substrate", "habitat")
+# The observation columns the metadata encoder reads.
+ENCODER_FIELDS = ("substrate", "meta_substrate", "habitat", "month", "day", "latitude",
+                  "longitude")
+FILTER_FIELDS = ("role", "poisonous", "species", "genus", "family", "near", "radius_km",
+                 "date_from", "date_to", "split")
+DEFAULT_ROLE = "train"  # look-alikes are training observations unless asked otherwise
+THUMB_SIZES = (128, 256, 512, 1024)
+
+
+@dataclass
+class Limits:
+    """Caps on what a request may make the server do."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000  # a 40 MP photo; larger uploads are refused before decoding
+    max_k: int = 100
+
+
+class NotFound(SporeprintError):
+    """An image or observation id the store does not hold."""
+
+
+class TooLarge(SporeprintError):
+    """An upload over the size or pixel cap."""
+
+
+class NoModel(SporeprintError):
+    """The store has no trained heads, so nothing can be identified."""
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _number(name: str, value, lo: float, hi: float) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise SporeprintError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(x) or not lo <= x <= hi:
+        raise SporeprintError(f"{name} {value!r} is outside {lo:g}..{hi:g}")
+    return x
+
+
+def _integer(name: str, value, lo: int, hi: int) -> int:
+    x = _number(name, value, lo, hi)
+    if x != int(x):
+        raise SporeprintError(f"{name} {value!r} is not a whole number")
+    return int(x)
+
+
+def parse_metadata(fields: dict) -> dict:
+    """Observation metadata from request fields (strings or numbers; blanks ignored):
+    ``date`` (YYYY-MM-DD) or ``month``/``day``, ``latitude`` with ``longitude``,
+    ``substrate`` (its ``meta_substrate`` group is filled in as ingestion does) and
+    ``habitat``. Returns the columns the metadata encoder reads."""
+    from store.reference import substrate_groups
+
+    unknown = sorted(set(fields) - set(METADATA_FIELDS))
+    if unknown:
+        raise SporeprintError(f"unknown metadata fields {unknown}; use {', '.join(METADATA_FIELDS)}")
+    f = {k: v.strip() if isinstance(v, str) else v for k, v in fields.items() if not _blank(v)}
+    out: dict = {}
+    if "date" in f:
+        try:
+            d = dt.date.fromisoformat(str(f["date"]))
+        except ValueError:
+            raise SporeprintError(f"date {f['date']!r} is not YYYY-MM-DD, e.g. 2021-09-14") \
+                from None
+        out["month"], out["day"] = d.month, d.day
+    if "month" in f:
+        out["month"] = _integer("month", f["month"], 1, 12)
+    if "day" in f:
+        out["day"] = _integer("day", f["day"], 1, 31)
+    if ("latitude" in f) != ("longitude" in f):
+        raise SporeprintError("give both latitude and longitude, or neither")
+    if "latitude" in f:
+        out["latitude"] = _number("latitude", f["latitude"], -90, 90)
+        out["longitude"] = _number("longitude", f["longitude"], -180, 180)
+    for name in ("substrate", "meta_substrate", "habitat"):
+        if name in f:
+            out[name] = str(f[name])
+    if "substrate" in out and "meta_substrate" not in out:
+        group = substrate_groups().get(out["substrate"])
+        if group:
+            out["meta_substrate"] = group
+    return out
+
+
+def parse_filters(fields: dict) -> dict:
+    """Look-alike filters from request fields, named as ``sporeprint search``'s options
+    (poisonous yes/no, near "LAT,LON"); role defaults to train, ``role=all`` lifts it.
+    Returns keyword arguments of ``Search.where`` (validated there)."""
+    unknown = sorted(set(fields) - set(FILTER_FIELDS))
+    if unknown:
+        raise SporeprintError(f"unknown filters {unknown}; use {', '.join(FILTER_FIELDS)}")
+    f = {k: v.strip() if isinstance(v, str) else v for k, v in fields.items() if not _blank(v)}
+    out: dict = {}
+    role = f.get("role", DEFAULT_ROLE)
+    if role != "all":
+        if role not in ROLES:
+            raise SporeprintError(f"role {role!r} is not one of all, {', '.join(ROLES)}")
+        out["role"] = role
+    if "poisonous" in f:
+        p = f["poisonous"]
+        p = {"yes": True, "true": True, "no": False, "false": False, "any": None}.get(
+            str(p).lower(), p) if not isinstance(p, bool) else p
+        if p not in (True, False, None):
+            raise SporeprintError(f"poisonous {f['poisonous']!r} is not yes, no or any")
+        if p is not None:
+            out["poisonous"] = p
+    for name in ("species", "genus", "family", "date_from", "date_to", "split"):
+        if name in f:
+            out[name] = str(f[name])
+    if "split" in out and out["split"] not in PARTS:
+        raise SporeprintError(f"split {out['split']!r} is not one of {', '.join(PARTS)}")
+    if "near" in f:
+        near = f["near"]
+        try:
+            lat, lon = (float(v) for v in (near.split(",") if isinstance(near, str) else near))
+        except (TypeError, ValueError):
+            raise SporeprintError(f"near {near!r} is not LAT,LON; e.g. near=55.7,12.5") from None
+        out["near"] = (lat, lon)
+    if "radius_km" in f:
+        out["radius_km"] = _number("radius_km", f["radius_km"], 0, 20_100)
+    return out
+
+
+def parse_k(value, limits: Limits, default: int = 10) -> int:
+    if _blank(value):
+        return default
+    return _integer("k", value, 1, limits.max_k)
+
+
+def _json_value(v):
+    if isinstance(v, (dt.date, dt.datetime)):
+        return v.isoformat()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class Service:
+    """The store (read-only), the run's scoring model and the species names, shared by
+    every request. ``run``: a run id (or comma-separated fold runs); default the latest
+    trained ensemble, or none (search only) when the store has no trained heads."""
+
+    def __init__(self, store: str | Path, run: str | None = None, space: str | None = None,
+                 limits: Limits | None = None):
+        import sporeprint
+
+        self.limits = limits or Limits()
+        self.lock = threading.RLock()
+        self.db = sporeprint.open(store)
+        try:
+            self.model = self._load_model(run)
+            self.space = self._pick_space(space)
+            self.species = self._species()
+            self.choices = self._choices()
+        except BaseException:
+            self.db.close()
+            raise
+        self._thumbs: OrderedDict = OrderedDict()
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # -- set-up -------------------------------------------------------------------------
+    def _load_model(self, run: str | None):
+        if run is None and not (self.db.store.latest_runs(("ensemble",), limit=1)
+                                or self.db.store.latest_runs(("train",), limit=1)):
+            log.warning("the store has no trained heads: look-alike search only "
+                        "(train with `sporeprint train` to identify photos)")
+            return None
+        return self.db.model(run)
+
+    def _pick_space(self, space: str | None) -> str:
+        if self.model is not None:
+            if space is not None and space != self.model.space:
+                raise SporeprintError(f"space {space!r} differs from the run's space "
+                                      f"{self.model.space!r}; leave --space out")
+            return self.model.space
+        if space is not None:
+            self.db.store.require_space(space)
+            return space
+        names = self.db.spaces
+        if len(names) != 1:
+            raise SporeprintError(f"pass --space (the store has {', '.join(names) or 'no spaces'})")
+        return names[0]
+
+    def _species(self) -> dict[int, dict]:
+        rows = self.db.sql("SELECT class_id, species, genus, poisonous FROM species").to_pylist()
+        return {r["class_id"]: r for r in rows}
+
+    def _choices(self) -> dict[str, list[str]]:
+        """Values offered in the page's drop-downs: the official DF20 lists plus any value
+        the store's training metadata holds."""
+        from store.reference import habitats, substrate_groups
+
+        out = {"substrate": set(substrate_groups()), "habitat": set(habitats())}
+        try:
+            vocab = self.db.store.encoder().vocab
+        except Exception:  # noqa: BLE001 - a store without an encoder offers the official lists
+            vocab = {}
+        for name in out:
+            out[name] |= set(vocab.get(name, []))
+        return {name: sorted(v) for name, v in out.items()}
+
+    def info(self) -> dict:
+        m = self.model
+        return {"store": str(self.db.store.path), "read_only": self.db.store.read_only,
+                "space": self.space, "run": m.run_key if m is not None else None,
+                "can_identify": m is not None, "classes": 0 if m is None else len(m.classes),
+                "limits": {"max_upload_bytes": self.limits.max_upload_bytes,
+                           "max_pixels": self.limits.max_pixels, "max_k": self.limits.max_k},
+                "choices": self.choices}
+
+    # -- identify -----------------------------------------------------------------------
+    def _require_model(self):
+        if self.model is None:
+            raise NoModel("the store has no trained heads; run `sporeprint train` (and restart "
+                          "`sporeprint serve`) to identify photos")
+        return self.model
+
+    def check_photo(self, data: bytes) -> tuple[str, tuple[int, int]]:
+        """The photo's format and size, read from its header; refuses non-images and
+        photos over the byte or pixel cap before anything decodes the pixels."""
+        from PIL import Image, UnidentifiedImageError
+
+        if len(data) > self.limits.max_upload_bytes:
+            raise TooLarge(f"the photo is {len(data):,} bytes; the limit is "
+                           f"{self.limits.max_upload_bytes:,}")
+        if not data:
+            raise SporeprintError("the photo is empty (0 bytes); choose a JPEG or PNG file")
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, size = img.format or "JPEG", img.size
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+            raise SporeprintError("the upload is not a photo this server can read; choose a "
+                                  "JPEG, PNG or WebP file") from None
+        if size[0] * size[1] > self.limits.max_pixels:
+            raise TooLarge(f"the photo is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels; "
+                           f"the limit is {self.limits.max_pixels:,}; send a smaller copy")
+        return fmt, size
+
+    def embed_photo(self, data: bytes) -> np.ndarray:
+        """The photo's vector (1, d) in the run's space, from its own model."""
+        fmt, _ = self.check_photo(data)
+        with tempfile.TemporaryDirectory(prefix="sporeprint-upload-") as tmp:
+            path = Path(tmp) / f"upload.{fmt.lower()}"
+            path.write_bytes(data)
+            with self.lock:
+                return self.db.embed([path], space=self.space)
+
+    def identify_photo(self, data: bytes, metadata: dict, filters: dict, k: int) -> dict:
+        model = self._require_model()
+        vector = self.embed_photo(data)
+        return self._identify(model, vector, [metadata], None, filters, k,
+                              {"kind": "photo", "metadata": metadata})
+
+    def identify_vector(self, vector, metadata: dict, filters: dict, k: int) -> dict:
+        model = self._require_model()
+        v = np.asarray(vector, dtype=np.float32)
+        if v.ndim == 2 and v.shape[0] == 1:
+            v = v[0]
+        if v.ndim != 1:
+            raise SporeprintError(f"vector has shape {v.shape}; send one vector of "
+                                  f"{model.index.dim} numbers")
+        return self._identify(model, v[None, :], [metadata], None, filters, k,
+                              {"kind": "vector", "metadata": metadata})
+
+    def identify_observation(self, observation_id: int, metadata: dict, filters: dict,
+                             k: int) -> dict:
+        """A stored observation: its image vectors with its stored metadata (fields given in
+        ``metadata`` replace the stored ones). Its look-alikes leave it out."""
+        model = self._require_model()
+        obs = int(observation_id)
+        with self.lock:
+            fs = self.db.store
+            stored = fs.sql("SELECT substrate, meta_substrate, habitat, month, day, latitude, "
+                            "longitude FROM observations WHERE observation_id = ?", [obs])
+            if stored.num_rows == 0:
+                raise NotFound(f"observation {obs} is not in the store")
+            _, vectors = fs.fetch_embeddings(self.space, fs.observation_image_ids(obs))
+            about = fs.describe_observations([obs]).to_pylist()[0]
+        if len(vectors) == 0:
+            raise SporeprintError(f"observation {obs} has no vectors in space {self.space!r}; "
+                                  "embed its images first (sporeprint embed)")
+        meta = {k: v for k, v in stored.to_pylist()[0].items() if v is not None}
+        meta.update(metadata)
+        return self._identify(model, vectors, [meta] * len(vectors), [obs] * len(vectors),
+                              filters, k, {"kind": "observation", "observation_id": obs,
+                                           "metadata": meta,
+                                           "stored": {k_: _json_value(v)
+                                                      for k_, v in about.items()}})
+
+    def _identify(self, model, vectors, metadata, observation_ids, filters, k, query) -> dict:
+        # Every encoder field present (None = missing): ``predict`` builds its table from
+        # the rows' keys, and a row with no keys would make no row at all.
+        metadata = [{f: m.get(f) for f in ENCODER_FIELDS} for m in metadata]
+        with self.lock:
+            table = model.predict(vectors, metadata, observation_ids=observation_ids)
+            row = table.to_pylist()[0]
+            if query["kind"] == "observation":
+                search = self.db.search(observation=query["observation_id"], space=self.space)
+            else:
+                v = np.asarray(vectors, np.float32).mean(0)
+                search = self.db.search(vector=v / np.linalg.norm(v), space=self.space)
+            hits = self._hits(search, filters, k)
+        return {"query": query, "run": model.run_key, "answer": self._answer(row),
+                "top5": [self._species_entry(c, p) for c, p in
+                         zip(row["top5_class_ids"], row["top5_probs"], strict=True)],
+                "evidence_observation_ids": row["evidence_observation_ids"],
+                **hits}
+
+    def _answer(self, row: dict) -> dict:
+        cid = int(row["class_id"])
+        reason = row["reason"]
+        kind = "poison-risk" if reason.startswith("poison-risk") else \
+            "unknown" if cid < 0 else "species"
+        sp = self.species.get(cid, {}) if cid >= 0 else {}
+        return {"kind": kind, "class_id": cid, "species": sp.get("species"),
+                "genus": sp.get("genus"), "poisonous": sp.get("poisonous") if cid >= 0 else None,
+                "poison_prob": row["poison_prob"], "unknown_prob": row["unknown_prob"],
+                "unknown_score": _json_value(row["unknown_score"]), "reason": reason}
+
+    def _species_entry(self, class_id: int, prob: float) -> dict:
+        sp = self.species.get(int(class_id), {})
+        return {"class_id": int(class_id), "species": sp.get("species"),
+                "genus": sp.get("genus"), "poisonous": sp.get("poisonous"), "prob": prob}
+
+    # -- search -------------------------------------------------------------------------
+    def search(self, observation_id: int, filters: dict, k: int) -> dict:
+        with self.lock:
+            if self.db.store.existing_observations([int(observation_id)]).num_rows == 0:
+                raise NotFound(f"observation {observation_id} is not in the store")
+            out = self._hits(self.db.search(observation=int(observation_id), space=self.space),
+                             filters, k)
+        return {"query": {"kind": "observation", "observation_id": int(observation_id)}, **out}
+
+    def _hits(self, search, filters: dict, k: int) -> dict:
+        rows = search.where(**filters).limit(k).to_list()
+        for r in rows:
+            for key, v in r.items():
+                r[key] = _json_value(v)
+            r["image_url"] = f"/images/{r['image_id']}"
+        return {"filters": {k_: list(v) if isinstance(v, tuple) else v
+                            for k_, v in filters.items()},
+                "k": k, "lookalikes": rows, "search": search.info.to_dict()}
+
+    # -- images -------------------------------------------------------------------------
+    def thumbnail(self, image_id: int, size: int = 256) -> bytes | None:
+        """A JPEG of the store's image ``image_id`` at most ``size`` pixels on a side, or
+        None when the store has no readable photo file for it (a placeholder is shown).
+        Only files the store lists are read, and they are decoded and re-encoded, so
+        nothing but image pixels leaves the server."""
+        from embedder import ImageDecodeError, load_rgb
+
+        if size not in THUMB_SIZES:
+            raise SporeprintError(f"size {size} is not one of {', '.join(map(str, THUMB_SIZES))}")
+        key = (int(image_id), size)
+        with self.lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+            rows = self.db.sql("SELECT file_path FROM images WHERE image_id = ?",
+                               [int(image_id)]).to_pylist()
+        if not rows:
+            raise NotFound(f"image {image_id} is not in the store")
+        path = rows[0]["file_path"]
+        data = None
+        if path is not None and Path(path).is_file():
+            try:
+                img = load_rgb(path, max_pixels=self.limits.max_pixels)
+                img.thumbnail((size, size))
+                buf = io.BytesIO()
+                img.save(buf, "JPEG", quality=85)
+                data = buf.getvalue()
+            except ImageDecodeError as exc:
+                log.warning("image %s: %s", image_id, exc.reason)
+        with self.lock:
+            self._thumbs[key] = data
+            while len(self._thumbs) > 512:
+                self._thumbs.popitem(last=False)
+        return data
+
+    @staticmethod
+    def preview(data: bytes, size: int = 256) -> bytes:
+        """A small JPEG of an uploaded photo, to show beside its answer."""
+        from PIL import Image
+
+        from embedder import load_rgb
+
+        img = load_rgb(Image.open(io.BytesIO(data)))
+        img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=85)
+        return buf.getvalue()
