@@ -32,6 +32,7 @@ COMMANDS = [
     "search",
     "train",
     "score",
+    "decide",
     "evaluate",
     "report",
     "serve",

@@ -18,6 +18,7 @@ from .errors import StoreError, StoreLockedError
 from .filters import SearchFilters
 from .ingest import IngestReport, ingest_metadata
 from .reference import poison_status
+from .reports import ReportQueries
 from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from .spaces import EmbeddingIngestReport, EmbeddingSpace
 
@@ -37,7 +38,7 @@ SANDBOX = {
 }
 
 
-class FeatureStore:
+class FeatureStore(ReportQueries):
     """A DuckDB file holding observations, images, embeddings, features, splits and runs.
 
     One process may write at a time; any number may open it with ``read_only=True``
@@ -325,6 +326,11 @@ class FeatureStore:
     def embedding_failure_reasons(self, space: str, limit: int = 10) -> list[dict]:
         """The most common reasons images failed to embed in ``space``: ``[{reason, n}]``."""
         return self._read(queries.embedding_failure_reasons, space, limit)
+
+    def batch_predictions(self, batch: str, run_key: str | None = None) -> pa.Table:
+        """A scored batch's prediction rows (plus ``true_class_id`` where the store has a
+        label), by observation id; default run key: the one that scored it last."""
+        return self._read(queries.batch_predictions, batch, run_key)
 
     def stored_image_paths(self, image_paths) -> list[str]:
         """Those of the given image paths that are already stored."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from store import StoreError, reports
+from store import StoreError
 
 from . import figures
 from .neighbours import danger_frontier, project_2d
@@ -23,8 +23,8 @@ TOXICITY = ["poisonous", "edible", "unknown"]
 
 
 def query(fs, name: str, *args, **kwargs):
-    """Run one of ``store.reports``' queries on the store (errors become StoreError)."""
-    return fs._read(getattr(reports, name), *args, **kwargs)
+    """Run one of the store's report queries (``store.reports``; errors become StoreError)."""
+    return getattr(fs, name)(*args, **kwargs)
 
 
 @dataclass
