@@ -5,7 +5,8 @@ classes follow a steep power law, validation and test follow another class
 order (so a class rare in training can be common at test time). Each
 (sampler, counts) variant trains the same MLP head on the same data; test
 top-1 and macro F1 (per image, official definitions) are printed as
-mean ± sd over seeds, with the paired difference accumulate - fixed.
+mean ± sd over seeds, with the paired difference accumulate - fixed and its
+95% t-interval over seeds.
 
     python benchmarks/seesaw_counts.py [--seeds 5] [--epochs 15]
 """
@@ -82,14 +83,19 @@ def main() -> None:
         cells = [f"{np.mean([r[k] for r in rows]):.1f} ± {np.std([r[k] for r in rows], ddof=1):.1f}"
                  for k in ("top1", "macro_f1")]
         print(f"| {sampler} | {counts} | {cells[0]} | {cells[1]} |")
-    print("\n| sampler | accumulate - fixed: top-1 | macro F1 | seeds accumulate wins (F1) |")
+    from scipy.stats import t as student_t
+
+    half = student_t.ppf(0.975, args.seeds - 1) / np.sqrt(args.seeds)
+    print("\n| sampler | accumulate - fixed: top-1 (95% CI) | macro F1 (95% CI) | seeds accumulate wins (F1) |")
     print("|---|---|---|---|")
     for sampler in ("val_matched", "shuffle"):
         a, f = res[(sampler, "accumulate")], res[(sampler, "fixed")]
         cells = []
         for k in ("top1", "macro_f1"):
             d = np.array([x[k] - y[k] for x, y in zip(a, f, strict=True)])
-            cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}")
+            sd = d.std(ddof=1)
+            cells.append(f"{d.mean():+.1f} ± {sd:.1f} [{d.mean() - half * sd:+.1f}, "
+                         f"{d.mean() + half * sd:+.1f}]")
         wins = sum(x["macro_f1"] > y["macro_f1"] for x, y in zip(a, f, strict=True))
         print(f"| {sampler} | {cells[0]} | {cells[1]} | {wins}/{args.seeds} |")
 

@@ -350,6 +350,11 @@ def test_page_renders_an_observation_and_an_uploaded_photo(world, server):
                                                         "observation": ""}, path="/")
     html = body.decode()
     assert status == 200 and 'id="answer"' in html and "data:image/jpeg;base64," in html
+    # The form as a browser sends it with no photo chosen: an empty file part.
+    body, ctype = multipart({"observation": str(obs), "k": "3", "date": ""},
+                            {"photo": ("", b"")})
+    status, _, body = request(server["url"] + "/", body, ctype)
+    assert status == 200 and body.decode().count('<li class="card') == 3
     status, _, body = request(f"{server['url']}/?observation=abc")
     assert status == 400 and 'id="error"' in body.decode()
     status, _, body = request(f"{server['url']}/?observation={obs}&near=1,2,3")

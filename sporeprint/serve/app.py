@@ -222,12 +222,15 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
         photo = None
         async with request.form(max_files=1, max_fields=40, max_part_size=64 * 1024) as form:
             for key, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    if key != "photo":
-                        raise SporeprintError(f"unexpected file field {key!r}; send the photo "
-                                              "as 'photo'")
-                    data = await value.read()
-                    photo = data or None  # an empty file input means no photo
+                if isinstance(value, UploadFile) and key != "photo":
+                    raise SporeprintError(f"unexpected file field {key!r}; send the photo "
+                                          "as 'photo'")
+                if key == "photo":
+                    # A form whose file input was left empty sends an empty part.
+                    data = await value.read() if isinstance(value, UploadFile) else value
+                    if data and not isinstance(data, bytes):
+                        raise SporeprintError("send the photo as a file in the field 'photo'")
+                    photo = data or None
                 elif key in fields:
                     raise SporeprintError(f"field {key!r} given twice")
                 else:
