@@ -279,6 +279,16 @@ class ImageEmbedder:
         edge = self.preprocess.shortest_edge or max(self.preprocess.fixed_size or (0,))
         return (edge, edge) if edge else None
 
+    def min_side(self) -> int | None:
+        """The side the processor resizes to: images above ``REDUCE_ABOVE_PIXELS`` are
+        decoded no smaller than a few times this (see :func:`embedder.load_rgb`)."""
+        proc = self.processor
+        size = getattr(proc, "size", None) if getattr(proc, "do_resize", True) else None
+        if not size:
+            return None
+        edge = size.get("shortest_edge") or max(size.get("height") or 0, size.get("width") or 0)
+        return int(edge) or None
+
     def iter_batches(
         self,
         items: Sequence,
@@ -299,7 +309,8 @@ class ImageEmbedder:
         # Workers decode small chunks (short tail at the end of a run, even load across
         # workers); chunks are moved to the device as they come and joined there.
         chunk = batch_size if workers == 0 else max(1, min(batch_size, 32))
-        dataset = ImageItems(items, self.preprocess, self.max_pixels, self._draft_size())
+        dataset = ImageItems(items, self.preprocess, self.max_pixels, self._draft_size(),
+                             min_side=self.min_side())
         chunks = decode_chunks(dataset, chunk, workers, pin_memory=cuda)
         bar = None
         if progress:

@@ -26,7 +26,12 @@ class FastPreprocess:
     uint8 (H, W, 3); rescale and normalise happen on the model's device through a
     256-entry lookup table computed with the processor's own float arithmetic, so the
     result is bit-identical to the processor's ``pixel_values`` at a quarter of the
-    bytes moved between processes."""
+    bytes moved between processes.
+
+    Exactness holds for every image decoded in full: all images up to
+    ``embedder.images.REDUCE_ABOVE_PIXELS`` (64 MP). Larger ones are decoded at a
+    reduced size first (see :func:`embedder.load_rgb`), which changes pixels slightly.
+    """
 
     def __init__(self, processor: Any):
         size = processor.size
