@@ -202,10 +202,12 @@ def test_report_refuses_unknown_run_batch_and_store(demo, tmp_path, capsys):
     cal = "calibration:" + ",".join(sorted(_members(demo)))
     assert main(["report", "--store", store, "--run", cal, "--out", str(tmp_path / "c.html")]) == 2
     assert "not an ensemble or fold run" in capsys.readouterr().err
+    assert main(["report", "--store", store, "--space", "nope", "--out", str(tmp_path / "e.html")]) == 2
+    assert "embedding space 'nope' is not in the store" in capsys.readouterr().err
     assert main(["report", "--store", str(tmp_path / "none.duckdb"), "--out",
                  str(tmp_path / "d.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert not any((tmp_path / f"{x}.html").exists() for x in "abcd")
+    assert not any((tmp_path / f"{x}.html").exists() for x in "abcde")
 
 
 def _members(demo) -> list[str]:

@@ -65,6 +65,11 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
     batch = _resolve_batch(fs, o.batch)
     summary.run = run_row["run_id"] if run_row else None
     summary.batch = batch
+    if o.space is not None:
+        spaces = query(fs, "space_vector_counts").column("space").to_pylist()
+        if o.space not in spaces:
+            raise StoreError(f"embedding space {o.space!r} is not in the store; pass --space "
+                             f"with one of: {', '.join(spaces) or 'none (ingest or embed vectors)'}")
     space = o.space or (run_row or {}).get("space") or _default_space(fs)
     summary.space = space
 
