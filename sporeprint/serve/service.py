@@ -283,7 +283,7 @@ class Service:
 
     def embed_photo(self, data: bytes) -> np.ndarray:
         """The photo's vector (1, d) in the run's space, from its own model."""
-        from embedder import ModelUnavailableError
+        from embedder import POOLINGS, ModelUnavailableError
 
         fmt, _ = self.check_photo(data)
         with tempfile.TemporaryDirectory(prefix="sporeprint-upload-") as tmp:
@@ -292,6 +292,14 @@ class Service:
             with self.lock:
                 if self._embed_error:  # loading the model failed once: fail fast from now on
                     raise SporeprintError(self._embed_error)
+                spec = self.db.store.require_space(self.space)
+                if spec.pooling not in POOLINGS:  # vectors ingested from a file, no model
+                    raise SporeprintError(
+                        f"photos cannot be identified with this store: the vectors of space "
+                        f"{self.space!r} were ingested precomputed (model {spec.model_id!r}), "
+                        "so no model here turns a photo into one; identify stored "
+                        "observations by id, or serve a run trained on a space made by "
+                        "`sporeprint embed`")
                 try:
                     return self.db.embed([path], space=self.space)
                 except ModelUnavailableError as exc:
