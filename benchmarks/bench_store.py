@@ -8,18 +8,33 @@ dimension D, then times, as medians over repeats:
 - fetching all vectors into a float32 numpy array vs pyarrow reading the same
   vectors from a Parquet file (baseline).
 
-Ratios are baseline time / store time (> 1: the store is faster). Targets
-(DESIGN §7): aggregate over 420k observations <= 100 ms.
+- ingesting an embedding Parquet file (``image_path`` + ``embedding``) with
+  ``FeatureStore.ingest_embeddings`` vs a raw DuckDB insert of the same file
+  (``INSERT INTO t SELECT i.image_id, p.embedding FROM read_parquet(...) p JOIN
+  images i USING (image_path)`` into an identical ``FLOAT[d]`` table). Each side
+  runs in a fresh process on its own copy of the same store, interleaved, and
+  reports its time and its peak RSS above the RSS it had before ingesting.
+
+Ratios are baseline time / store time (> 1: the store is faster), except the
+ingest, reported as store time / raw time (target <= 1.0) and peak RSS growth /
+vector bytes (target <= 2). Target for the aggregate over 420k observations:
+<= 100 ms.
 
     python benchmarks/bench_store.py            # 420,000 x 1024
     python benchmarks/bench_store.py --small    # 20,000 x 256, well under a minute
+    python benchmarks/bench_store.py --ingest-only --n 100000 --dim 1024
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,13 +103,110 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_embedding_file(path: Path, image_paths: pa.Array, dim: int, seed: int = 1) -> None:
+    """Vectors as an embedding Parquet file, written in pieces (never all in memory)."""
+    rng = np.random.default_rng(seed)
+    schema = pa.schema([("image_path", pa.string()),
+                        ("embedding", pa.list_(pa.field("element", pa.float32()), dim))])
+    step = 16_384
+    with pq.ParquetWriter(path, schema, compression="none") as writer:
+        for start in range(0, len(image_paths), step):
+            part = image_paths[start:start + step]
+            vecs = rng.standard_normal((len(part), dim), dtype=np.float32)
+            emb = pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), dim)
+            writer.write_table(pa.table([part, emb.cast(schema.field(1).type)], schema=schema))
+
+
+def ingest_child(kind: str, store: str, emb: str, dim: int) -> None:
+    """One side of the ingest comparison, in a fresh process; prints JSON."""
+    import duckdb
+    base = rss_mb()
+    t0 = time.perf_counter()
+    if kind == "store":
+        with FeatureStore(store) as fs:
+            report = fs.ingest_embeddings(emb, "bench")
+            rows = report.stored
+    else:
+        con = duckdb.connect(store)
+        con.execute(f"CREATE TABLE raw (image_id BIGINT PRIMARY KEY, vector FLOAT[{dim}] "
+                    "NOT NULL)")
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT INTO raw SELECT i.image_id, p.embedding FROM read_parquet(?) p "
+                    "JOIN images i USING (image_path)", [emb])
+        con.execute("COMMIT")
+        rows = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
+        con.close()
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rows": rows, "base_mb": base, "peak_mb": peak}))
+
+
+def ingest_benchmark(tmp: Path, meta_csv: Path, n: int, d: int, repeats: int) -> None:
+    """Store ingest vs raw DuckDB insert of one embedding file; interleaved, medians."""
+    template = tmp / "template.duckdb"
+    with FeatureStore(template) as fs:
+        fs.ingest_metadata(meta_csv, role="train")
+        paths = fs.sql("SELECT image_path FROM images ORDER BY image_id").column(0)
+    emb = tmp / "emb_in.parquet"
+    write_embedding_file(emb, paths.combine_chunks(), d)
+    vector_mb = n * d * 4 / 2**20
+    results: dict[str, list[dict]] = {"store": [], "raw": []}
+    for r in range(repeats):
+        for kind in (("store", "raw") if r % 2 == 0 else ("raw", "store")):
+            copy = tmp / f"copy-{kind}.duckdb"
+            shutil.copy(template, copy)
+            out = subprocess.run(
+                [sys.executable, __file__, "--ingest-child", kind, str(copy), str(emb), str(d)],
+                check=True, capture_output=True, text=True, env=os.environ)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            assert res["rows"] == n, res
+            results[kind].append(res)
+            copy.unlink()
+            wal = copy.with_name(copy.name + ".wal")
+            if wal.exists():
+                wal.unlink()
+
+    def med(kind: str, key: str) -> float:
+        return statistics.median(x[key] for x in results[kind])
+
+    def growth(kind: str) -> float:
+        return statistics.median(x["peak_mb"] - x["base_mb"] for x in results[kind])
+
+    t_store, t_raw = med("store", "seconds"), med("raw", "seconds")
+    print(f"ingest embedding Parquet ({n:,} x {d}, {vector_mb:,.0f} MB of vectors, median of "
+          f"{repeats}, fresh process each): store {t_store:.2f} s, raw DuckDB insert "
+          f"{t_raw:.2f} s, ratio {t_store / t_raw:.2f}x (target <= 1.0)")
+    for kind in ("store", "raw"):
+        print(f"  {kind:5s}: peak RSS {med(kind, 'peak_mb'):,.0f} MB (before ingest "
+              f"{med(kind, 'base_mb'):,.0f} MB), growth {growth(kind):,.0f} MB = "
+              f"{growth(kind) / vector_mb:.2f}x the vector bytes (target <= 2)")
+    print("  times store: " + ", ".join(f"{x['seconds']:.2f}" for x in results["store"])
+          + "; raw: " + ", ".join(f"{x['seconds']:.2f}" for x in results["raw"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=420_000, help="observations (one image each)")
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--small", action="store_true", help="20,000 x 256, 3 repeats")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="only the embedding-file ingest comparison")
+    parser.add_argument("--ingest-child", nargs=4, metavar=("KIND", "STORE", "FILE", "DIM"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ingest_child:
+        kind, store, emb, dim = args.ingest_child
+        ingest_child(kind, store, emb, int(dim))
+        return
     if args.small:
         args.n, args.dim, args.repeats = 20_000, 256, 3
     n, d = args.n, args.dim
@@ -104,6 +216,9 @@ def main() -> None:
         tmp = Path(tmp)
         meta = synthetic_metadata(n)
         pacsv.write_csv(meta, tmp / "meta.csv")
+        ingest_benchmark(tmp, tmp / "meta.csv", n, d, max(3, args.repeats))
+        if args.ingest_only:
+            return
 
         with FeatureStore(tmp / "bench.duckdb") as fs:
             t0 = time.perf_counter()

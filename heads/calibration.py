@@ -10,6 +10,8 @@ percent or two, so the probabilities must mean what they say.
 - ``PoisonPrior``: one shift ``b`` added to the poisonous species' log-probabilities,
   for when poisonous species are more or less common where the model is used
   than in its training data.
+- ``PoisonFusion``: one poison probability from the species mass on poisonous
+  species and the head's own poison logit (a stacked logistic regression).
 
 Every fitted calibrator turns into a plain JSON-able dict with ``get_state()``
 and back with ``from_state(state)``; using one before ``fit`` raises
@@ -256,4 +258,87 @@ class PoisonPrior:
             raise HeadsError(f"PoisonPrior state has bias {v['bias']}; it must be finite")
         out = cls(v["min_bias"], v["max_bias"])
         out.bias_ = v["bias"]
+        return out
+
+
+def _logit(p: np.ndarray, eps: float) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+class PoisonFusion:
+    """One poison probability from two signals: the species probability mass on
+    poisonous species and the head's own poison logit.
+
+    ``P(poisonous) = sigmoid(a·logit(mass) + b·poison_logit + c)``, a stacked
+    logistic regression fitted on validation observations (unknown species
+    count as edible). With ``b = 0`` it is a Platt scaling of the mass alone, with
+    ``a = 0`` a Platt scaling of the poison logit alone, so the fit keeps the
+    poison output only as far as it adds to the mass. The result can stand in for
+    the poison mass of a :class:`heads.decision.DecisionSummary`
+    (``dataclasses.replace(summary, poison_prob=fused)``).
+
+    Example:
+        >>> fusion = PoisonFusion.from_state({"kind": "PoisonFusion", "coef_mass": 1.0,
+        ...                                   "coef_logit": 0.0, "intercept": 0.0, "eps": 1e-6})
+        >>> fusion.transform(np.array([0.2]), np.array([5.0])).round(3).tolist()
+        [0.2]
+    """
+
+    def __init__(self, eps: float = 1e-6):
+        self.eps = eps
+
+    def _features(self, species_mass: np.ndarray, poison_logit: np.ndarray) -> np.ndarray:
+        mass = np.asarray(species_mass, dtype=np.float64)
+        z = np.asarray(poison_logit, dtype=np.float64)
+        if mass.ndim != 1 or z.shape != mass.shape:
+            raise HeadsError(f"species_mass and poison_logit must be (n,) each, got {mass.shape} "
+                             f"and {z.shape}")
+        if not (np.isfinite(mass).all() and np.isfinite(z).all()):
+            raise HeadsError("species_mass and poison_logit must be finite")
+        return np.column_stack([_logit(mass, self.eps), z])
+
+    def fit(self, species_mass: np.ndarray, poison_logit: np.ndarray,
+            is_poisonous: np.ndarray) -> PoisonFusion:
+        """``species_mass`` (n,) probability on poisonous species (already scaled by
+        ``1 - P(unknown)``), ``poison_logit`` (n,) the head's poison output before the
+        sigmoid, ``is_poisonous`` (n,) bool truth."""
+        from sklearn.linear_model import LogisticRegression
+
+        x = self._features(species_mass, poison_logit)
+        y = np.asarray(is_poisonous, dtype=bool)
+        if y.shape != (len(x),):
+            raise HeadsError(f"is_poisonous needs one entry per row ({len(x)},), got {y.shape}")
+        if len(np.unique(y)) < 2:
+            raise HeadsError("PoisonFusion needs poisonous and edible validation observations")
+        lr = LogisticRegression(C=1e4).fit(x, y)
+        self.coef_mass_, self.coef_logit_ = (float(c) for c in lr.coef_[0])
+        self.intercept_ = float(lr.intercept_[0])
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "intercept_"):
+            raise NotFittedError("PoisonFusion is not fitted yet; call fit first (or PoisonFusion.from_state)")
+
+    def transform(self, species_mass: np.ndarray, poison_logit: np.ndarray) -> np.ndarray:
+        """The fused probability that each observation is poisonous (n,)."""
+        self._check_fitted()
+        x = self._features(species_mass, poison_logit)
+        z = self.coef_mass_ * x[:, 0] + self.coef_logit_ * x[:, 1] + self.intercept_
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def get_state(self) -> dict[str, Any]:
+        """``{"kind", "coef_mass", "coef_logit", "intercept", "eps"}``, JSON-able."""
+        self._check_fitted()
+        return {"kind": "PoisonFusion", "coef_mass": self.coef_mass_,
+                "coef_logit": self.coef_logit_, "intercept": self.intercept_,
+                "eps": float(self.eps)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PoisonFusion:
+        v = _read_state(cls, state, ("coef_mass", "coef_logit", "intercept", "eps"))
+        if not 0 < v["eps"] < 0.5:
+            raise HeadsError(f"PoisonFusion state has eps {v['eps']}; it must lie in (0, 0.5)")
+        out = cls(v["eps"])
+        out.coef_mass_, out.coef_logit_, out.intercept_ = v["coef_mass"], v["coef_logit"], v["intercept"]
         return out

@@ -13,6 +13,13 @@ Three rules, compared in the README's decision analysis:
   whenever ``P > (1 + q_best_edible - q_best_poisonous) / 101`` — a poison
   probability of a percent or two is enough to refuse "edible" or "unknown".
 
+The ``track3`` rule needs four numbers per observation, the
+:class:`DecisionSummary` from :func:`summarise`: the best edible species and
+its probability, the best poisonous species and its probability, the poison
+mass and the unknown probability. :func:`decide_summary` replays the decision
+from them under any :class:`Costs` (e.g. a stricter 1000:1 for foragers)
+without recomputing the probabilities.
+
 Example:
     >>> import numpy as np
     >>> q = np.array([[0.90, 0.03, 0.07]])        # classes 10, 11 and "unknown"
@@ -20,10 +27,14 @@ Example:
     ...            poisonous=np.array([False, True]), rule="track3")
     >>> int(d.class_id[0]), d.reason[0].split(":")[0]
     (11, 'poison-risk')
+    >>> s = summarise(q[:, :2], q[:, 2], np.array([10, 11]), np.array([False, True]))
+    >>> int(decide_summary(s, Costs(poisonous_as_edible=1.0)).class_id[0])  # a lenient survey
+    10
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +55,130 @@ class Decision:
     reason: list[str]
 
 
-def poison_threshold(q_best_edible: np.ndarray, q_best_poisonous: np.ndarray) -> np.ndarray:
-    """The Track 3 break-even poison probability: ``(1 + q_be - q_bp) / 101``."""
-    a, b = COST_POISONOUS_AS_EDIBLE, COST_EDIBLE_AS_POISONOUS
-    return (b + q_best_edible - q_best_poisonous) / (a + b)
+@dataclass(frozen=True)
+class Costs:
+    """The price of each kind of mistake; the defaults make the expected cost Track 3.
+
+    Every wrong answer costs ``wrong_answer`` (Track 1); a poison error adds
+    ``poisonous_as_edible`` (a poisonous mushroom answered with an edible species
+    or "unknown") or ``edible_as_poisonous`` (an edible one answered with a
+    poisonous species) on top (Track 2). So ``wrong_answer`` alone is the cost of
+    an answer that is wrong but not a poison error.
+    """
+
+    poisonous_as_edible: float = float(COST_POISONOUS_AS_EDIBLE)
+    edible_as_poisonous: float = float(COST_EDIBLE_AS_POISONOUS)
+    wrong_answer: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("poisonous_as_edible", "edible_as_poisonous", "wrong_answer"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"cost {name}={v!r} must be a finite number >= 0")
+        if self.poisonous_as_edible + self.edible_as_poisonous <= 0:
+            raise ValueError("poisonous_as_edible and edible_as_poisonous cannot both be 0; "
+                             "the poison errors need a price to weigh against each other")
+
+
+@dataclass
+class DecisionSummary:
+    """The four numbers (plus the two class ids) per observation that decide the answer.
+
+    Probabilities are joint: ``best_edible_prob + ... + unknown_prob`` never exceed 1.
+    A class id is -1 with probability 0 where no column of that kind exists.
+    """
+
+    best_edible_class: np.ndarray  # (n,) int64
+    best_edible_prob: np.ndarray  # (n,) float64, the most probable edible species
+    best_poisonous_class: np.ndarray  # (n,) int64
+    best_poisonous_prob: np.ndarray  # (n,) float64, the most probable poisonous species
+    poison_prob: np.ndarray  # (n,) float64, mass on all poisonous species
+    unknown_prob: np.ndarray  # (n,) float64, probability of a species never seen
+
+    def __len__(self) -> int:
+        return len(self.poison_prob)
+
+
+def poison_threshold(q_best_edible: np.ndarray, q_best_poisonous: np.ndarray,
+                     costs: Costs | None = None) -> np.ndarray:
+    """The break-even poison probability above which the best poisonous species beats the
+    best edible answer: ``(c_ep + w·q_be - w·q_bp) / (c_pe + c_ep)``; with the default
+    costs the Track 3 ``(1 + q_be - q_bp) / 101``."""
+    c = costs or Costs()
+    w = c.wrong_answer
+    return (c.edible_as_poisonous + w * q_best_edible - w * q_best_poisonous) / (
+        c.poisonous_as_edible + c.edible_as_poisonous)
+
+
+def _check_columns(probs: np.ndarray, class_ids: np.ndarray, poisonous: np.ndarray) -> None:
+    if probs.ndim != 2:
+        raise ValueError(f"species_probs must be (n, C), got shape {probs.shape}")
+    c = probs.shape[1]
+    if class_ids.shape != (c,) or poisonous.shape != (c,):
+        raise ValueError(
+            f"class_ids and poisonous must have one entry per column ({c}), got "
+            f"{class_ids.shape} and {poisonous.shape}"
+        )
+
+
+def summarise(species_probs: np.ndarray, unknown_prob: np.ndarray | None, class_ids: np.ndarray,
+              poisonous: np.ndarray) -> DecisionSummary:
+    """The :class:`DecisionSummary` of each row; arguments as for :func:`decide`."""
+    probs = np.asarray(species_probs, dtype=np.float64)
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    poisonous = np.asarray(poisonous, dtype=bool)
+    _check_columns(probs, class_ids, poisonous)
+    n = len(probs)
+    q_unknown = np.zeros(n) if unknown_prob is None else np.clip(
+        np.asarray(unknown_prob, dtype=np.float64), 0.0, 1.0)
+    if q_unknown.shape != (n,):
+        raise ValueError(f"unknown_prob must have one entry per row ({n},), got {q_unknown.shape}")
+    q = probs * (1.0 - q_unknown)[:, None]  # joint probabilities over known species
+    rows = np.arange(n)
+
+    def best(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not mask.any():
+            return np.full(n, UNKNOWN, dtype=np.int64), np.zeros(n)
+        masked = np.where(mask[None, :], q, -np.inf)
+        j = np.argmax(masked, axis=1)
+        return class_ids[j], masked[rows, j]
+
+    be_class, be_prob = best(~poisonous)
+    bp_class, bp_prob = best(poisonous)
+    p_poison = q[:, poisonous].sum(axis=1) if poisonous.any() else np.zeros(n)
+    return DecisionSummary(be_class, be_prob, bp_class, bp_prob, p_poison, q_unknown)
+
+
+def decide_summary(summary: DecisionSummary, costs: Costs | None = None) -> Decision:
+    """The answer of least expected cost per row: the best edible species, "unknown"
+    (which counts as edible) or the best poisonous species.
+
+    An edible answer ``e`` costs ``w·(1 - q_e) + c_pe·P`` in expectation, the best
+    poisonous ``p`` costs ``w·(1 - q_p) + c_ep·(1 - P)``; ties go to the edible answer,
+    and between an edible species and "unknown" to "unknown".
+    """
+    s = summary
+    q_unknown = np.asarray(s.unknown_prob, dtype=np.float64)
+    q_bes = np.asarray(s.best_edible_prob, dtype=np.float64)
+    q_bp = np.asarray(s.best_poisonous_prob, dtype=np.float64)
+    p_poison = np.asarray(s.poison_prob, dtype=np.float64)
+    edible_is_unknown = q_unknown >= q_bes
+    q_be = np.maximum(q_unknown, q_bes)
+    thr = poison_threshold(q_be, q_bp, costs)
+    choose_pois = p_poison > thr
+    out = np.where(choose_pois, s.best_poisonous_class,
+                   np.where(edible_is_unknown, UNKNOWN, s.best_edible_class)).astype(np.int64)
+    reasons = []
+    for i in range(len(out)):
+        if choose_pois[i]:
+            reasons.append(
+                f"argmax: p={q_bp[i]:.3f} (poisonous)" if q_bp[i] >= q_be[i] else
+                f"poison-risk: P(poisonous)={p_poison[i]:.3f} > {thr[i]:.3f}")
+        elif edible_is_unknown[i]:
+            reasons.append(f"unknown: P(unknown)={q_unknown[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
+        else:
+            reasons.append(f"argmax: p={q_be[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
+    return Decision(out, p_poison, thr, reasons)
 
 
 def decide(
@@ -57,6 +188,7 @@ def decide(
     poisonous: np.ndarray,
     rule: str = "track3",
     unknown_flag: np.ndarray | None = None,
+    costs: Costs | None = None,
 ) -> Decision:
     """Pick one class id per row.
 
@@ -69,18 +201,15 @@ def decide(
         poisonous: (C,) bool, the official poisonous flag of each column.
         rule: one of ``RULES``.
         unknown_flag: (n,) bool, the open-set detector's verdict (``argmax_unknown`` only).
+        costs: the cost matrix of ``track3`` (default: Track 3's).
     """
     if rule not in RULES:
         raise ValueError(f"unknown decision rule {rule!r}; choose one of {', '.join(RULES)}")
     probs = np.asarray(species_probs, dtype=np.float64)
     class_ids = np.asarray(class_ids, dtype=np.int64)
     poisonous = np.asarray(poisonous, dtype=bool)
-    n, c = probs.shape
-    if class_ids.shape != (c,) or poisonous.shape != (c,):
-        raise ValueError(
-            f"class_ids and poisonous must have one entry per column ({c}), got "
-            f"{class_ids.shape} and {poisonous.shape}"
-        )
+    n = len(probs)
+    _check_columns(probs, class_ids, poisonous)
     q_unknown = np.zeros(n) if unknown_prob is None else np.clip(
         np.asarray(unknown_prob, dtype=np.float64), 0.0, 1.0)
     q = probs * (1.0 - q_unknown)[:, None]  # joint probabilities over known species
@@ -101,33 +230,6 @@ def decide(
                    else f"argmax: p={q[i, best[i]]:.3f}" for i in rows]
         return Decision(out, p_poison, np.full(n, np.nan), reasons)
 
-    # track3: compare the best edible answer (edible species or "unknown")
-    # with the best poisonous species by expected cost.
-    q_edible = np.where(poisonous[None, :], -np.inf, q)
-    best_edible = np.argmax(q_edible, axis=1)
-    q_best_edible_species = q_edible[rows, best_edible] if (~poisonous).any() else np.full(n, -np.inf)
-    edible_is_unknown = q_unknown >= q_best_edible_species
-    q_be = np.maximum(q_unknown, q_best_edible_species)
-    if poisonous.any():
-        q_pois = np.where(poisonous[None, :], q, -np.inf)
-        best_pois = np.argmax(q_pois, axis=1)
-        q_bp = q_pois[rows, best_pois]
-    else:
-        best_pois, q_bp = np.zeros(n, dtype=np.int64), np.full(n, -np.inf)
-    thr = poison_threshold(q_be, q_bp)
-    choose_pois = p_poison > thr
-
-    out = np.where(choose_pois, class_ids[best_pois],
-                   np.where(edible_is_unknown, UNKNOWN, class_ids[best_edible]))
-    reasons = []
-    for i in rows:
-        if choose_pois[i]:
-            top_is_pois = poisonous[best[i]] and q[i, best[i]] >= q_be[i]
-            reasons.append(
-                f"argmax: p={q_bp[i]:.3f} (poisonous)" if top_is_pois else
-                f"poison-risk: P(poisonous)={p_poison[i]:.3f} > {thr[i]:.3f}")
-        elif edible_is_unknown[i]:
-            reasons.append(f"unknown: P(unknown)={q_unknown[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
-        else:
-            reasons.append(f"argmax: p={q_be[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
-    return Decision(out.astype(np.int64), p_poison, thr, reasons)
+    # track3: the least expected cost among the best edible species, "unknown"
+    # and the best poisonous species
+    return decide_summary(summarise(probs, q_unknown, class_ids, poisonous), costs)

@@ -61,7 +61,9 @@ class SeesawLoss(nn.Module):
       σ_j exceeds σ_i (else 1), which restores the penalty on false positives.
 
     ``counts`` fixes the class counts ``N``; without it they accumulate from
-    the labels seen in training mode. ``p=0`` or ``q=0`` turns a factor off.
+    the labels of every batch seen in training mode (so they follow a sampler
+    that reweights the classes); in eval mode the loss uses the counts so far
+    and leaves them unchanged. ``p=0`` or ``q=0`` turns a factor off.
 
     Example:
         >>> SeesawLoss(4)(torch.randn(8, 4), torch.randint(0, 4, (8,))).ndim

@@ -30,6 +30,7 @@ from heads.modules import HeadConfig, HeadOutput, MLPConfig, build_head  # noqa:
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("shuffle", "balanced", "val_matched")
+SEESAW_COUNTS = ("accumulate", "fixed")
 SCHEDULERS = ("cosine", "plateau", "none")
 # metric -> True when higher is better
 MONITORS = {"loss": False, "accuracy": True, "macro_f1": True, "top3": True,
@@ -87,6 +88,9 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     loss: str = "seesaw"  # ce | weighted_ce | focal | seesaw
+    # seesaw class counts: "accumulate" the labels of the training batches (what the loss
+    # sees, after the sampler), or keep the training set's "fixed" counts
+    seesaw_counts: str = "accumulate"
     poison_weight: float = 0.1  # alpha
     poison_mode: str = "logit"  # logit | mass
     taxonomy_weight: float = 0.0  # beta
@@ -109,6 +113,7 @@ class TrainConfig:
         for name, value, choices in (("loss", self.loss, SPECIES_LOSSES),
                                      ("poison_mode", self.poison_mode, POISON_MODES),
                                      ("sampler", self.sampler, SAMPLERS),
+                                     ("seesaw_counts", self.seesaw_counts, SEESAW_COUNTS),
                                      ("scheduler", self.scheduler, SCHEDULERS),
                                      ("monitor", self.monitor, tuple(MONITORS))):
             if value not in choices:
@@ -134,6 +139,7 @@ class TrainResult:
     best_metrics: dict[str, float]
     checkpoints: list[Checkpoint] = field(default_factory=list)  # best first
     seconds: float = 0.0
+    loss_counts: np.ndarray | None = None  # the seesaw loss's class counts after training
 
 
 def resolve_device(name: str) -> torch.device:
@@ -228,6 +234,8 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
     Fm = to_dev(train.family, torch.long) if head.num_family else None
 
     counts = np.bincount(labels[keep], minlength=head.num_outputs)
+    if config.loss == "seesaw" and config.seesaw_counts == "accumulate":
+        counts = None  # the loss counts the labels of the batches it is given
     criterion = HeadLoss(species_loss(config.loss, head.num_outputs, counts=counts), poisonous,
                          alpha=config.poison_weight, beta=config.taxonomy_weight,
                          poison_mode=config.poison_mode).to(device)
@@ -316,9 +324,11 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
     model.load_state_dict(best[0].state)
     model.eval()
     best_row = next(r for r in history if r["epoch"] == best[0].epoch)
+    seesaw_counts = getattr(criterion.species, "counts", None)
     return TrainResult(model=model, head=copy.deepcopy(head), config=copy.deepcopy(config),
                        history=history, best_epoch=best[0].epoch, best_metrics=dict(best_row),
-                       checkpoints=best, seconds=time.perf_counter() - t_start)
+                       checkpoints=best, seconds=time.perf_counter() - t_start,
+                       loss_counts=None if seesaw_counts is None else seesaw_counts.cpu().numpy())
 
 
 @torch.no_grad()

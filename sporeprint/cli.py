@@ -32,7 +32,9 @@ COMMANDS = [
     "search",
     "train",
     "score",
+    "decide",
     "evaluate",
+    "report",
     "serve",
 ]
 

@@ -188,6 +188,7 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
         truth = sim.test_truth()
         table = compare_rules(fs, model, truth["observation_id"].to_numpy(),
                               truth["class_id"].to_numpy())
+        costs = cost_analysis(fs.batch_predictions("heldout"), truth, fs.poisonous_class_ids())
 
         step("one SQL query and one look-alike search")
         genus = fs.sql(EXAMPLE_SQL)
@@ -200,6 +201,7 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
 
     report.add("", "Held-out batch, official scores (Track 3-optimal decisions):", format_scores(scores))
     report.add("", "Decision analysis on the held-out batch:", format_rule_table(table))
+    report.add("", "The Track 3 rule under three cost matrices (sporeprint decide):", costs)
     report.add("", "Example SQL (poisonous genera in training):", EXAMPLE_SQL, _table_text(genus))
     report.add("", f"Look-alikes of observation {query_obs} among poisonous training observations:",
                _table_text(hits.select(["rank", "observation_id", "score", "species", "poisonous"])))
@@ -208,9 +210,35 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
                                              for k, v in report.seconds.items()))
     report.add("", "Try next:",
                f"  sporeprint sql --store {store_path} \"SELECT * FROM predictions LIMIT 5\"",
-               f"  sporeprint search --store {store_path} --space {SPACE} --where train --observation {query_obs} -k 10",
-               f"  sporeprint evaluate --predictions {out_csv} --truth {files['truth']}")
+               f"  sporeprint search --store {store_path} --space {SPACE} --role train --observation {query_obs} -k 10",
+               f"  sporeprint evaluate --predictions {out_csv} --truth {files['truth']}",
+               f"  sporeprint decide --store {store_path} --batch heldout --cost-poisonous-as-edible 1000",
+               f"  sporeprint serve --store {store_path}      # the look-alike page, http://127.0.0.1:8000")
     return report
+
+
+def cost_analysis(predictions, truth, poisonous_ids) -> str:
+    """Track 1-3 and the answer mix of the stored decisions replayed under each of
+    ``sporeprint.decisions.COST_MATRICES``."""
+    from heads.decision import Costs
+    from heads.metrics import fungiclef_scores
+    from sporeprint.decisions import COST_MATRICES, answer_mix, redecide
+
+    t_ids = truth["observation_id"].to_numpy()
+    t_cls = truth["class_id"].to_numpy()
+    pos = np.searchsorted(t_ids[np.argsort(t_ids)], predictions["observation_id"].to_numpy())
+    y = t_cls[np.argsort(t_ids)][pos]
+    head = (f"{'costs (poisonous→edible : edible→poisonous)':<46} {'Track 1':>8} {'Track 2':>8} "
+            f"{'Track 3':>8} {'pois. answers':>13} {'unknown':>8}")
+    rows = [head, "-" * len(head)]
+    for name, (a, b) in COST_MATRICES.items():
+        new = redecide(predictions, Costs(poisonous_as_edible=a, edible_as_poisonous=b))
+        cls = new["class_id"].to_numpy()
+        s = fungiclef_scores(y, cls, poisonous_ids)
+        mix = answer_mix(cls, poisonous_ids, new["reason"].to_pylist())
+        rows.append(f"{name:<46} {s['track1']:>8.4f} {s['track2']:>8.4f} {s['track3']:>8.4f} "
+                    f"{mix['poisonous species']:>13d} {mix['unknown']:>8d}")
+    return "\n".join(rows)
 
 
 RULE_NAMES = {"argmax": "plain argmax", "argmax_unknown": "argmax + calibrated unknown",

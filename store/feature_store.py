@@ -18,6 +18,7 @@ from .errors import StoreError, StoreLockedError
 from .filters import SearchFilters
 from .ingest import IngestReport, ingest_metadata
 from .reference import poison_status
+from .reports import ReportQueries
 from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from .spaces import EmbeddingIngestReport, EmbeddingSpace
 
@@ -37,7 +38,7 @@ SANDBOX = {
 }
 
 
-class FeatureStore:
+class FeatureStore(ReportQueries):
     """A DuckDB file holding observations, images, embeddings, features, splits and runs.
 
     One process may write at a time; any number may open it with ``read_only=True``
@@ -326,6 +327,11 @@ class FeatureStore:
         """The most common reasons images failed to embed in ``space``: ``[{reason, n}]``."""
         return self._read(queries.embedding_failure_reasons, space, limit)
 
+    def batch_predictions(self, batch: str, run_key: str | None = None) -> pa.Table:
+        """A scored batch's prediction rows (plus ``true_class_id`` where the store has a
+        label), by observation id; default run key: the one that scored it last."""
+        return self._read(queries.batch_predictions, batch, run_key)
+
     def stored_image_paths(self, image_paths) -> list[str]:
         """Those of the given image paths that are already stored."""
         return self._read(queries.stored_image_paths, image_paths)
@@ -368,6 +374,16 @@ class FeatureStore:
                        partition_by: list[str] | str | None = None) -> int:
         """Write a table as Parquet under ``out_dir`` (hive-partitioned when asked)."""
         return self._read(interchange.export_parquet, table, out_dir, partition_by)
+
+    def export_all(self, out_dir: str | Path) -> dict[str, list[str]]:
+        """Write every table as Parquet (readable without sporeprint) under ``out_dir``;
+        returns ``{table: [files]}``. docs/parquet.md describes each file."""
+        return self._read(interchange.export_all, out_dir)
+
+    def import_all(self, in_dir: str | Path) -> dict[str, int]:
+        """Restore a folder written by :meth:`export_all` into this new, empty store;
+        returns rows added per table."""
+        return self._write(interchange.import_all, in_dir)
 
     def import_parquet(self, table: str, path: str | Path) -> int:
         """Insert rows from a Parquet file or folder; rows whose key exists are skipped."""

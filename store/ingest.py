@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class IngestReport:
     rejected: int = 0  # malformed rows and conflicts
     duplicate: int = 0
     conflicts: int = 0  # the part of `rejected` that conflicts with other rows
+    outside_images_dir: int = 0  # stored rows whose image_path leads outside images_dir
     observations_added: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
     # the file's observations now stored with this role (sorted int64)
@@ -67,7 +69,9 @@ class IngestReport:
     def __str__(self) -> str:
         return (f"read {self.read}, stored {self.stored}, rejected {self.rejected} "
                 f"(of which {self.conflicts} conflicts), duplicate {self.duplicate}; "
-                f"{self.observations_added} new observations")
+                f"{self.observations_added} new observations"
+                + (f"; {self.outside_images_dir} image paths outside the images folder (no file)"
+                   if self.outside_images_dir else ""))
 
 
 def read_metadata_table(path: str | Path) -> pa.Table:
@@ -226,10 +230,12 @@ def ingest_metadata(con: duckdb.DuckDBPyConnection, path: str | Path, role: str 
     con.register("_substrate_groups", groups)
     try:
         _classify(con, found, role)
+        if images_root is not None:
+            _register_file_paths(con, images_root)
         _write(con, source, images_root, report)
         _observation_outcome(con, role, report)
     finally:
-        for name in ("_src", "_substrate_groups"):
+        for name in ("_src", "_substrate_groups", "_files"):
             con.unregister(name)
         for name in ("_typed", "_cls"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
@@ -270,6 +276,7 @@ canon_rows AS (
     SELECT c._row, c.observation_id, c.image_path,
            {_diff('c', 'f', obs_cols)} AS file_diff, f._row AS first_row,
            si.observation_id AS stored_obs_of_image,
+           {_diff('c', 'si', [f for f in IMAGE_FIELDS if f != 'image_path'])} AS stored_img_diff,
            so.observation_id IS NOT NULL AS obs_stored,
            {_diff('c', 'so', obs_cols)} AS stored_diff
     FROM canon c
@@ -286,6 +293,7 @@ SELECT _row,
        WHEN stored_obs_of_image IS NOT NULL AND stored_obs_of_image <> observation_id
             THEN 'conflict'
        WHEN obs_stored AND stored_diff <> '' THEN 'conflict'
+       WHEN stored_obs_of_image IS NOT NULL AND stored_img_diff <> '' THEN 'conflict'
        WHEN stored_obs_of_image IS NOT NULL THEN 'duplicate'
        ELSE 'stored' END,
   CASE WHEN file_diff <> '' THEN 'conflict: observation ' || observation_id
@@ -295,6 +303,8 @@ SELECT _row,
             || stored_obs_of_image
        WHEN obs_stored AND stored_diff <> '' THEN 'conflict: observation ' || observation_id
             || ' is already stored with different ' || stored_diff
+       WHEN stored_obs_of_image IS NOT NULL AND stored_img_diff <> '' THEN 'conflict: image_path '
+            || image_path || ' is already stored with different ' || stored_img_diff
   END
 FROM canon_rows
 """)
@@ -327,20 +337,31 @@ SELECT observation_id, {obs_cols}, $source FROM (
         con.execute("SELECT count(*) FROM observations").fetchall()[0][0] - before)
 
     img_cols = ", ".join(q(c) for c in IMAGE_FIELDS)
-    file_path = "$root || '/' || t.image_path" if images_root else "NULL"
-    params = {"source": source, **({"root": images_root} if images_root else {})}
+    files = "LEFT JOIN _files f USING (_row)" if images_root else ""
+    file_path = "f.file_path" if images_root else "NULL"
     con.execute(f"""
 INSERT INTO images (image_id, observation_id, {img_cols}, file_path, source_file)
 SELECT (SELECT coalesce(max(image_id), 0) FROM images) + row_number() OVER (ORDER BY t._row),
        t.observation_id, {', '.join('t.' + q(c) for c in IMAGE_FIELDS)}, {file_path}, $source
-FROM _typed t JOIN _cls c USING (_row) WHERE c.status = 'stored'
-""", params)
+FROM _typed t JOIN _cls c USING (_row) {files} WHERE c.status = 'stored'
+""", {"source": source})
     if images_root:  # fill a missing file path of an already stored image; never overwrite
         con.execute("""
-UPDATE images SET file_path = $root || '/' || images.image_path
-FROM _typed t JOIN _cls c USING (_row)
+UPDATE images SET file_path = f.file_path
+FROM _typed t JOIN _cls c USING (_row) JOIN _files f USING (_row)
 WHERE c.status = 'duplicate' AND t.image_path = images.image_path AND images.file_path IS NULL
-""", {"root": images_root})
+  AND f.file_path IS NOT NULL
+""")
+        outside = con.execute("""
+INSERT INTO rejects (source_file, row_number, reason, raw)
+SELECT $source, t._row, f.reason, t.raw
+FROM _typed t JOIN _cls c USING (_row) JOIN _files f USING (_row)
+WHERE c.status IN ('stored', 'duplicate') AND f.reason IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM rejects r WHERE r.source_file = $source
+                  AND r.row_number = t._row AND r.reason = f.reason)
+RETURNING row_number, reason""", {"source": source}).fetchall()
+        report.outside_images_dir = len(outside)
+        report.examples += [tuple(r) for r in outside[:MAX_EXAMPLES]]
 
     con.execute("""
 INSERT INTO rejects (source_file, row_number, reason, raw)
@@ -351,6 +372,30 @@ WHERE c.status IN ('rejected', 'conflict')
                   AND r.row_number = t._row AND r.reason = c.reason)
 """, {"source": source})
     _update_taxonomy(con)
+
+
+def _register_file_paths(con: duckdb.DuckDBPyConnection, images_root: str) -> None:
+    """Register ``_files(_row, file_path, reason)``: the file of each row under the images
+    folder, or no file and a reason when the path leads outside it (``..``, an absolute
+    path, or a symlink pointing out)."""
+    rows = con.sql("SELECT t._row, t.image_path FROM _typed t JOIN _cls c USING (_row) "
+                   "WHERE c.status IN ('stored', 'duplicate')").to_arrow_table()
+    root = os.path.realpath(images_root)
+    paths, reasons = [], []
+    for image_path in rows.column(1).to_pylist():
+        candidate = os.path.normpath(os.path.join(images_root, image_path))
+        real = os.path.realpath(candidate)
+        if os.path.commonpath([root, real]) == root and real != root:
+            paths.append(candidate)
+            reasons.append(None)
+        else:
+            paths.append(None)
+            reasons.append(f"image_path {image_path!r} resolves outside the images folder "
+                           f"{images_root!r} (to {real!r}); it gets no file path, its "
+                           "metadata is kept")
+    con.register("_files", pa.table({"_row": rows.column(0),
+                                     "file_path": pa.array(paths, pa.string()),
+                                     "reason": pa.array(reasons, pa.string())}))
 
 
 def _observation_outcome(con: duckdb.DuckDBPyConnection, role: str,

@@ -6,6 +6,7 @@ also works on a sandboxed (read-only) store.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import StoreError
-from .schema import q
+from .schema import embedding_table_ddl, q
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,13 @@ def open_parquet(path: str | Path) -> ds.Dataset:
                          "written by export")
     try:
         if path.is_dir():
-            return ds.dataset(files, format="parquet", partitioning="hive",
+            # partition values stay strings (a batch called "007" must not become 7);
+            # the insert casts them to the column's type
+            keys = sorted({seg.split("=", 1)[0] for f in files
+                           for seg in Path(f).relative_to(path).parts[:-1] if "=" in seg})
+            partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in keys]),
+                                           flavor="hive")
+            return ds.dataset(files, format="parquet", partitioning=partitioning,
                               partition_base_dir=str(path))
         return ds.dataset(files, format="parquet")
     except (pa.ArrowException, OSError) as exc:
@@ -150,11 +157,13 @@ def open_parquet(path: str | Path) -> ds.Dataset:
                          "by export") from exc
 
 
-def import_parquet(con: duckdb.DuckDBPyConnection, table: str, path: str | Path) -> int:
+def import_parquet(con: duckdb.DuckDBPyConnection, table: str, path: str | Path,
+                   append: bool = False) -> int:
     """Insert rows of a Parquet file or folder into ``table``; returns rows added.
 
     Rows whose primary key is already present are skipped (tables without a key
-    skip rows identical to a stored one), so importing twice adds nothing. The
+    skip rows identical to a stored one), so importing twice adds nothing; with
+    ``append`` every row is inserted as it is (restoring into an empty table). The
     files are read with pyarrow, batch by batch."""
     _check_table(con, table)
     dataset = open_parquet(path)
@@ -175,7 +184,10 @@ def import_parquet(con: duckdb.DuckDBPyConnection, table: str, path: str | Path)
         for batch in dataset.to_batches(columns=take, batch_size=BATCH_ROWS):
             con.register("_import_rows", pa.Table.from_batches([batch]))
             try:
-                if has_key:
+                if append:
+                    con.execute(f"INSERT INTO {q(table)} ({select}) "
+                                f"SELECT {select} FROM _import_rows")
+                elif has_key:
                     con.execute(f"INSERT OR IGNORE INTO {q(table)} ({select}) "
                                 f"SELECT {select} FROM _import_rows")
                 else:
@@ -212,3 +224,110 @@ def write_predictions(con: duckdb.DuckDBPyConnection, run_key: str, batch: str,
     finally:
         con.unregister("_pred_rows")
     return table.num_rows
+
+
+# -- the whole store as Parquet --------------------------------------------------------
+
+# Plain tables in the order import_all loads them; emb_<space> tables come from the
+# embedding_spaces rows. Tables partitioned by a column get a folder of hive partitions.
+EXPORT_TABLES = ("meta", "species", "observations", "images", "embedding_spaces",
+                 "embedding_failures", "rejects", "encoders", "features", "splits", "runs",
+                 "predictions")
+PARTITIONS = {"predictions": ["batch"]}
+MANIFEST = "manifest.json"
+
+
+def export_all(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> dict[str, list[str]]:
+    """Write every table as Parquet under ``out_dir``; returns ``{table: [files]}``.
+
+    ``<table>.parquet`` for each table, ``emb_<space>.parquet`` plus ``emb_<space>.json``
+    (the space's spec) per embedding space, ``predictions/batch=<batch>/part-0.parquet``,
+    and ``manifest.json`` (store id, schema version, files and row counts)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spaces = con.execute("SELECT space, model_id, revision, dim, pooling, dtype, preprocessing, "
+                         "table_name FROM embedding_spaces ORDER BY 1").fetchall()
+    files: dict[str, list[str]] = {}
+    rows: dict[str, int] = {}
+    for table in EXPORT_TABLES:
+        partition = PARTITIONS.get(table)
+        target = out / table if partition else out
+        if partition and target.exists():  # a new export replaces the old partitions
+            for old in target.rglob("*.parquet"):
+                old.unlink()
+        rows[table] = export_parquet(con, table, target, partition)
+        files[table] = (sorted(str(p) for p in target.rglob("*.parquet")) if partition
+                        else [str(out / f"{table}.parquet")])
+    for space, model_id, revision, dim, pooling, dtype, preprocessing, table in spaces:
+        rows[table] = export_parquet(con, table, out)
+        spec = {"name": space, "model_id": model_id, "revision": revision, "dim": dim,
+                "pooling": pooling, "dtype": dtype,
+                "preprocessing": json.loads(preprocessing) if preprocessing else {}}
+        sidecar = out / f"{table}.json"
+        sidecar.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+        files[table] = [str(out / f"{table}.parquet"), str(sidecar)]
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    manifest = {"format": "sporeprint-store-parquet", "store_id": meta.get("store_id"),
+                "schema_version": meta.get("schema_version"),
+                "tables": {t: {"files": [str(Path(f).relative_to(out)) for f in fs],
+                               "rows": rows[t]} for t, fs in files.items()}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("exported %d tables to %s", len(files), out)
+    return files
+
+
+def import_all(con: duckdb.DuckDBPyConnection, in_dir: str | Path) -> dict[str, int]:
+    """Load a folder written by :func:`export_all` into this (new, empty) store; returns
+    rows added per table. The store takes the exported store's id and current split."""
+    src = Path(in_dir)
+    manifest_path = src / MANIFEST
+    if not manifest_path.is_file():
+        raise StoreError(f"{str(src)!r} has no {MANIFEST}; pass a folder written by "
+                         "`sporeprint export` (export_all)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        tables = manifest["tables"]
+    except (ValueError, KeyError) as exc:
+        raise StoreError(f"{str(manifest_path)!r} is not a sporeprint export manifest "
+                         f"({exc}); export the store again") from exc
+    used = con.execute("SELECT (SELECT count(*) FROM observations) + (SELECT count(*) FROM "
+                       "images) + (SELECT count(*) FROM embedding_spaces) + (SELECT count(*) "
+                       "FROM runs)").fetchall()[0][0]
+    if used:
+        raise StoreError("import_all restores an export into a new, empty store, and this one "
+                         "holds data; import into a new file, or merge single tables with "
+                         "import_parquet")
+    added: dict[str, int] = {}
+    for table in EXPORT_TABLES:
+        if table not in tables:
+            continue
+        if table == "meta":
+            added[table] = _import_meta(con, src / "meta.parquet")
+            continue
+        if table == "species":
+            con.execute("DELETE FROM species")  # the exported list replaces the seeded one
+        path = src / table if table in PARTITIONS else src / f"{table}.parquet"
+        if not parquet_files(path):
+            added[table] = 0
+            continue
+        added[table] = import_parquet(con, table, path, append=True)
+        if table == "embedding_spaces":
+            for table_name, dim in con.execute(
+                    "SELECT table_name, dim FROM embedding_spaces ORDER BY 1").fetchall():
+                con.execute(embedding_table_ddl(table_name, dim))
+                added[table_name] = import_parquet(con, table_name,
+                                                   src / f"{table_name}.parquet", append=True)
+    log.info("imported %s from %s", added, src)
+    return added
+
+
+def _import_meta(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Take the exported store id and current split seed; keep this store's schema version."""
+    rows = pq.read_table(path).to_pylist()
+    n = 0
+    for row in rows:
+        if row["key"] == "schema_version":
+            continue
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [row["key"], row["value"]])
+        n += 1
+    return n

@@ -206,3 +206,22 @@ def embedding_failure_reasons(con: duckdb.DuckDBPyConnection, space: str,
     return con.sql("SELECT reason, count(*) AS n FROM embedding_failures WHERE space = ? "
                    "GROUP BY reason ORDER BY n DESC LIMIT ?",
                    params=[space, int(limit)]).to_arrow_table().to_pylist()
+
+
+def batch_predictions(con: duckdb.DuckDBPyConnection, batch: str,
+                      run_key: str | None = None) -> pa.Table:
+    """The stored predictions of one scored batch (of ``run_key``, default: the run key
+    that scored it last), by observation id."""
+    if run_key is None:
+        row = con.execute("SELECT run_key FROM predictions WHERE batch = ? "
+                          "ORDER BY created_at DESC LIMIT 1", [batch]).fetchall()
+        if not row:
+            known = [r[0] for r in con.execute(
+                "SELECT DISTINCT batch FROM predictions ORDER BY 1 LIMIT 10").fetchall()]
+            raise StoreError(f"no predictions for batch {batch!r}; scored batches: "
+                             f"{', '.join(known) or 'none'} (score one with `sporeprint score`)")
+        run_key = row[0][0]
+    return con.sql("SELECT p.*, o.class_id AS true_class_id FROM predictions p "
+                   "LEFT JOIN observations o USING (observation_id) "
+                   "WHERE p.batch = ? AND p.run_key = ? ORDER BY p.observation_id",
+                   params=[batch, run_key]).to_arrow_table()

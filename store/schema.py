@@ -218,6 +218,11 @@ CREATE TABLE IF NOT EXISTS predictions (
 MIGRATIONS: list[str] = [
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS split_seed INTEGER",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS relative_path VARCHAR",
+    # the four numbers a decision needs, so a batch can be re-decided under other costs
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS best_edible_class INTEGER",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS best_edible_prob DOUBLE",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS best_poisonous_class INTEGER",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS best_poisonous_prob DOUBLE",
 ]
 
 

@@ -115,9 +115,51 @@ def ensure_space(con: duckdb.DuckDBPyConnection, spec: EmbeddingSpace) -> Embedd
     return existing
 
 
+def check_vectors(ids, vectors: np.ndarray, dim: int, what: str) -> None:
+    """Refuse NaN/inf, all-zero rows and a wrong dimension, naming the images: ``ids`` is an
+    array of names (ids or paths), or a function from row numbers to names."""
+    def names(mask: np.ndarray) -> list:
+        rows = np.flatnonzero(mask)[:5]
+        return ids(rows) if callable(ids) else np.asarray(ids)[rows].tolist()
+
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise StoreError(f"{what}: vectors have dimension {vectors.shape[1:] or '?'} but the "
+                         f"space has dimension {dim}; embed with the space's model or use a new "
+                         "space")
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        bad = names(~finite)
+        raise StoreError(f"{what}: vectors of images {bad} ({int((~finite).sum())} in all) "
+                         "contain NaN or inf; nothing was stored. Drop them, or record them as "
+                         "failures (record_embedding_failures)")
+    zero = ~vectors.any(axis=1)
+    if zero.any():
+        bad = names(zero)
+        raise StoreError(f"{what}: vectors of images {bad} ({int(zero.sum())} in all) are all "
+                         "zero, which has no direction to compare; nothing was stored. Drop "
+                         "them, or record them as failures (record_embedding_failures)")
+
+
+def _unique_rows(ids: np.ndarray, vectors: np.ndarray, names: np.ndarray,
+                 what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique ids and their vectors; a repeated id must repeat the same vector."""
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if len(uniq) == len(ids):
+        return ids, vectors
+    for image_id in uniq[counts > 1]:
+        rows = np.flatnonzero(ids == image_id)
+        if not (vectors[rows] == vectors[rows[0]]).all():
+            raise StoreError(f"{what}: image {names[rows[0]].item()!r} appears {len(rows)} times with "
+                             "different vectors; nothing was stored. Keep one vector per image")
+    return uniq, vectors[first]
+
+
 def add_embeddings(con: duckdb.DuckDBPyConnection, name: str, image_ids: np.ndarray,
                    vectors: np.ndarray) -> int:
-    """Insert vectors of images not yet in the space; returns how many were added."""
+    """Insert vectors of images not yet in the space; returns how many were added.
+
+    Everything is checked before anything is written: shapes, NaN/inf, all-zero
+    vectors, a repeated id with two different vectors, unknown image ids."""
     space = require_space(con, name)
     ids = np.asarray(image_ids)
     vecs = np.asarray(vectors)
@@ -131,17 +173,12 @@ def add_embeddings(con: duckdb.DuckDBPyConnection, name: str, image_ids: np.ndar
         return 0
     if not np.issubdtype(ids.dtype, np.integer):
         raise StoreError(f"image_ids must be integers, got dtype {ids.dtype}")
+    ids = ids.astype(np.int64)
     vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-    ids, first = np.unique(ids.astype(np.int64), return_index=True)  # a repeated id: first wins
-    vecs = vecs[first] if len(first) < len(vecs) or (np.diff(first) < 0).any() else vecs
-    if not np.isfinite(vecs).all():
-        bad = ids[~np.isfinite(vecs).all(axis=1)][:5].tolist()
-        raise StoreError(f"vectors of image ids {bad} contain NaN or inf; record them with "
-                         "record_embedding_failures instead")
-    batch = pa.table({
-        "image_id": pa.array(ids),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), space.dim),
-    })
+    what = f"space {name!r}"
+    check_vectors(ids, vecs, space.dim, what)
+    ids, vecs = _unique_rows(ids, vecs, ids, what)
+    batch = pa.table({"image_id": pa.array(ids), "vector": _fixed_list(vecs)})
     con.register("_new_vectors", batch)
     try:
         unknown = con.execute("SELECT image_id FROM _new_vectors WHERE image_id NOT IN "
@@ -150,12 +187,20 @@ def add_embeddings(con: duckdb.DuckDBPyConnection, name: str, image_ids: np.ndar
             raise StoreError(f"image ids {[r[0] for r in unknown]} are not in the images table; "
                              "ingest their metadata first")
         table = q(space.table_name)
-        before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        con.execute(f"INSERT INTO {table} (image_id, vector) SELECT image_id, vector "
-                    f"FROM _new_vectors ANTI JOIN {table} USING (image_id)")
-        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+        before = _count(con, table)
+        con.execute(f"INSERT OR IGNORE INTO {table} (image_id, vector) "
+                    "SELECT image_id, vector FROM _new_vectors")
+        return _count(con, table) - before
     finally:
         con.unregister("_new_vectors")
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+
+def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
 def fetch_embeddings(con: duckdb.DuckDBPyConnection, name: str,
@@ -225,79 +270,224 @@ def record_embedding_failures(con: duckdb.DuckDBPyConnection, name: str, image_i
         con.unregister("_failures")
 
 
-def read_embedding_file(path: str | Path) -> tuple[pa.Table, np.ndarray]:
-    """Read a Parquet file of ``image_path`` (or ``image_id``) + ``embedding``.
+BATCH_BYTES = 16 << 20  # vector bytes per batch when streaming an embedding file
 
-    Returns the key table and a float32 matrix (n, d)."""
+
+@dataclass
+class EmbeddingFile:
+    """An opened embedding Parquet file: its key column, vector column and dimension."""
+
+    path: Path
+    parquet: pq.ParquetFile
+    key: str  # image_path or image_id
+    dim: int
+    rows: int
+
+
+def open_embedding_file(path: str | Path) -> EmbeddingFile:
+    """Open and check the schema of a Parquet file of ``image_path`` (or ``image_id``) +
+    ``embedding`` (list or fixed-size list of floats); reads no vectors yet."""
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"embedding file {str(path)!r} does not exist; pass a Parquet file with "
                          "columns image_path and embedding")
     try:
-        table = pq.read_table(path)
+        # no pre-buffering of whole column chunks: memory tracks one batch, even for files
+        # written with very large row groups
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=8 << 20)
+        schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise StoreError(f"{str(path)!r} is not a readable Parquet file ({exc}); expected "
                          "columns image_path and embedding") from exc
-    key = "image_path" if "image_path" in table.column_names else (
-        "image_id" if "image_id" in table.column_names else None)
-    if key is None or "embedding" not in table.column_names:
-        raise StoreError(f"{str(path)!r} has columns {table.column_names}; expected image_path "
+    names = schema.names
+    key = "image_path" if "image_path" in names else ("image_id" if "image_id" in names else None)
+    if key is None or "embedding" not in names:
+        raise StoreError(f"{str(path)!r} has columns {names}; expected image_path "
                          "(or image_id) and embedding (a list of floats per image)")
-    col = table.column("embedding").combine_chunks()
-    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
-            or pa.types.is_fixed_size_list(col.type)):
-        raise StoreError(f"column embedding of {str(path)!r} has type {col.type}; expected a "
+    col = schema.field("embedding").type
+    if not (pa.types.is_list(col) or pa.types.is_large_list(col)
+            or pa.types.is_fixed_size_list(col)) or not (
+            pa.types.is_floating(col.value_type) or pa.types.is_integer(col.value_type)):
+        raise StoreError(f"column embedding of {str(path)!r} has type {col}; expected a "
                          "list or fixed-size list of float32")
-    n = len(col)
-    if n == 0:
+    rows = parquet.metadata.num_rows
+    if rows == 0:
         raise StoreError(f"{str(path)!r} holds no rows; nothing to ingest")
-    if col.null_count:
-        raise StoreError(f"{str(path)!r} has {col.null_count} rows with a null embedding; drop "
+    if pa.types.is_fixed_size_list(col):
+        dim = col.list_size
+    else:  # the first vector's length; every later batch is checked against it
+        first = next(parquet.iter_batches(batch_size=1, columns=["embedding"]))
+        if first.column(0).null_count:
+            raise StoreError(f"{str(path)!r} has rows with a null embedding; drop them or record "
+                             "them as failures")
+        dim = len(first.column(0)[0])
+    if dim <= 0:
+        raise StoreError(f"embeddings in {str(path)!r} are empty lists; expected vectors")
+    return EmbeddingFile(path, parquet, key, dim, rows)
+
+
+def _batch_matrix(chunk: pa.Array, dim: int, where: str) -> np.ndarray:
+    """(n, dim) float32 view/copy of one batch of the embedding column."""
+    if chunk.null_count:
+        raise StoreError(f"{where} has {chunk.null_count} rows with a null embedding; drop "
                          "them or record them as failures")
-    if pa.types.is_fixed_size_list(col.type):
-        dim = col.type.list_size
-    else:
-        lengths = pc.list_value_length(col)
+    if not pa.types.is_fixed_size_list(chunk.type):
+        lengths = pc.list_value_length(chunk)
         lo, hi = pc.min(lengths).as_py(), pc.max(lengths).as_py()
-        if lo != hi:
-            raise StoreError(f"embeddings in {str(path)!r} have lengths {lo}..{hi}; every vector "
-                             "of a space must have the same dimension")
-        dim = lo
-    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return table.select([key]), flat.reshape(n, dim)
+        if lo != dim or hi != dim:
+            raise StoreError(f"embeddings in {where} have lengths {min(lo, dim)}..{max(hi, dim)}; "
+                             "every vector of a space must have the same dimension")
+    values = chunk.flatten()
+    if values.null_count:
+        raise StoreError(f"{where} has vectors with null elements; nothing was stored")
+    flat = values.to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(len(chunk), dim)
+
+
+def read_embedding_file(path: str | Path) -> tuple[pa.Table, np.ndarray]:
+    """Read a whole embedding file: ``(key table, float32 (n, d))``."""
+    ef = open_embedding_file(path)
+    try:
+        keys = ef.parquet.read(columns=[ef.key])
+        col = ef.parquet.read(columns=["embedding"]).column(0)
+    finally:
+        ef.parquet.close()
+    parts = [_batch_matrix(c, ef.dim, repr(str(ef.path))) for c in col.chunks]
+    return keys, np.concatenate(parts) if parts else np.zeros((0, ef.dim), np.float32)
+
+
+def _file_image_ids(con: duckdb.DuckDBPyConnection, ef: EmbeddingFile) -> tuple[np.ndarray,
+                                                                                pa.Array]:
+    """``(image id per row, key per row)``; every key must be a stored image."""
+    keys = ef.parquet.read(columns=[ef.key]).column(0)
+    if keys.null_count:
+        raise StoreError(f"{str(ef.path)!r} has {keys.null_count} rows without {ef.key}; "
+                         "every vector needs its image")
+    if ef.key == "image_id":
+        ids = keys.to_numpy().astype(np.int64)
+        con.register("_keys", pa.table({"image_id": pa.array(np.unique(ids))}))
+        try:
+            missing = con.execute("SELECT image_id FROM _keys ANTI JOIN images USING (image_id) "
+                                  "ORDER BY 1 LIMIT 5").fetchall()
+        finally:
+            con.unregister("_keys")
+        if missing:
+            raise StoreError(f"image ids {[m[0] for m in missing]} of {str(ef.path)!r} are not "
+                             "in the store; ingest their metadata first")
+        return ids, keys
+    con.register("_keys", pa.table({"image_path": keys.cast(pa.string()),
+                                    "_pos": pa.array(np.arange(len(keys), dtype=np.int64))}))
+    try:
+        found = con.sql("SELECT k._pos, i.image_id FROM _keys k JOIN images i USING "
+                        "(image_path)").to_arrow_table()
+        if found.num_rows < len(keys):
+            missing = con.execute("SELECT k.image_path FROM _keys k ANTI JOIN images i USING "
+                                  "(image_path) ORDER BY k._pos LIMIT 5").fetchall()
+            raise StoreError(f"image paths {[m[0] for m in missing]} of {str(ef.path)!r} are "
+                             "not in the store; ingest their metadata first")
+    finally:
+        con.unregister("_keys")
+    ids = np.empty(len(keys), dtype=np.int64)
+    ids[found.column(0).to_numpy()] = found.column(1).to_numpy()
+    return ids, keys
 
 
 def ingest_embedding_file(con: duckdb.DuckDBPyConnection, path: str | Path, name: str,
                           model_id: str | None = None) -> EmbeddingIngestReport:
-    """Load precomputed vectors into a space (inside the caller's transaction)."""
-    keys, vectors = read_embedding_file(path)
-    dim = vectors.shape[1]
+    """Load precomputed vectors into a space (inside the caller's transaction).
+
+    The file streams in record batches straight from Parquet through Arrow into
+    DuckDB, so memory tracks one batch, not the file. Keys are checked first
+    (every image must be stored); each batch is checked (NaN/inf, all-zero,
+    dimension, an image repeated with another vector) before it is written, and
+    any failure rolls the whole file back, so nothing of a bad file is stored."""
+    ef = open_embedding_file(path)
+    try:
+        return _ingest_file(con, ef, name, model_id)
+    finally:
+        ef.parquet.close()
+
+
+def _ingest_file(con: duckdb.DuckDBPyConnection, ef: EmbeddingFile, name: str,
+                 model_id: str | None) -> EmbeddingIngestReport:
+    dim, where = ef.dim, repr(str(ef.path))
     space = get_space(con, name)
     if space is None:
         space = ensure_space(con, EmbeddingSpace(name, model_id=model_id or "precomputed",
                                                  dim=dim, pooling="precomputed"))
     elif space.dim != dim:
-        raise StoreError(f"{str(path)!r} holds {dim}-d vectors but space {name!r} has dimension "
+        raise StoreError(f"{where} holds {dim}-d vectors but space {name!r} has dimension "
                          f"{space.dim}; use another --space name")
     elif model_id is not None and model_id != space.model_id:
         raise StoreError(f"space {name!r} holds vectors of model {space.model_id!r}, not "
                          f"{model_id!r}; use another --space name")
-    if keys.column_names[0] == "image_path":
-        con.register("_keys", keys.append_column("_pos", pa.array(np.arange(len(keys)))))
+    ids, keys = _file_image_ids(con, ef)
+    table = q(space.table_name)
+    stored_ids = con.sql(f"SELECT image_id FROM {table}").to_arrow_table().column(0)
+    # rows to insert: not stored before, first occurrence in the file
+    _, first = np.unique(ids, return_index=True)
+    insert = np.zeros(len(ids), dtype=bool)
+    insert[first] = True
+    insert &= ~np.isin(ids, stored_ids.to_numpy().astype(np.int64))
+    uniq, counts = np.unique(ids, return_counts=True)
+    repeated = uniq[counts > 1]  # their vectors must agree
+    seen: dict[int, np.ndarray] = {}
+    schema = pa.schema([("image_id", pa.int64()), ("vector", pa.list_(pa.float32(), dim))])
+    batch_rows = max(1024, BATCH_BYTES // (4 * dim))
+    failure: list[BaseException] = []
+
+    def batches():
+        start = 0
+        for batch in ef.parquet.iter_batches(batch_size=batch_rows, columns=["embedding"]):
+            n = batch.num_rows
+            batch_ids = ids[start:start + n]
+
+            def shown(rows: np.ndarray, offset: int = start) -> list:
+                return keys.take(pa.array(rows + offset)).to_pylist()
+            matrix = _batch_matrix(batch.column(0), dim, where)
+            check_vectors(shown, matrix, dim, where)
+            for row in np.flatnonzero(np.isin(batch_ids, repeated)) if len(repeated) else ():
+                image_id = int(batch_ids[row])
+                if image_id not in seen:
+                    seen[image_id] = matrix[row].copy()
+                elif not np.array_equal(seen[image_id], matrix[row]):
+                    raise StoreError(f"{where}: image {shown(np.array([row]))[0]!r} appears "
+                                     "more than once with different vectors; nothing was "
+                                     "stored. Keep one vector per image")
+            keep = insert[start:start + n]
+            start += n
+            if not keep.any():
+                continue
+            vectors = (pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
+                       if keep.all() else _fixed_list(matrix[keep]))
+            yield pa.record_batch([pa.array(batch_ids[keep]), vectors], schema=schema)
+
+    def guarded():
         try:
-            missing = con.execute("SELECT k.image_path FROM _keys k LEFT JOIN images i USING "
-                                  "(image_path) WHERE i.image_id IS NULL LIMIT 5").fetchall()
-            if missing:
-                raise StoreError(f"image paths {[m[0] for m in missing]} of {str(path)!r} are not "
-                                 "in the store; ingest their metadata first")
-            ids = con.sql("SELECT i.image_id FROM _keys k JOIN images i USING (image_path) "
-                          "ORDER BY k._pos").to_arrow_table().column(0).to_numpy()
-        finally:
-            con.unregister("_keys")
-    else:
-        ids = keys.column(0).to_numpy().astype(np.int64)
-    stored = add_embeddings(con, name, ids, vectors)
+            yield from batches()
+        except BaseException as exc:  # re-raised below with its own message and type
+            failure.append(exc)
+            raise
+
+    before = _count(con, table)
+    # one INSERT pulling record batches as DuckDB asks for them: memory tracks a batch
+    con.register("_new_vectors", pa.RecordBatchReader.from_batches(schema, guarded()))
+    try:
+        con.execute(f"INSERT INTO {table} (image_id, vector) "
+                    "SELECT image_id, vector FROM _new_vectors")
+    except duckdb.Error:
+        if failure:
+            raise failure[0] from None
+        raise
+    finally:
+        try:
+            con.unregister("_new_vectors")
+        except duckdb.Error:  # the failed INSERT aborted the transaction; the caller rolls back
+            pass
+    if failure:
+        raise failure[0]
+    stored = _count(con, table) - before
     report = EmbeddingIngestReport(space=name, read=len(ids), stored=stored,
                                    duplicate=len(ids) - stored)
-    log.info("ingested embeddings from %s: %s", path, report)
+    log.info("ingested embeddings from %s: %s", ef.path, report)
     return report

@@ -114,3 +114,24 @@ def test_model_predict_checks_its_input(world):
             model.predict(np.full((1, 16), np.nan, np.float32))
         one = model.predict(np.ones((1, 16), np.float32))  # no metadata: encoded as missing
         assert one.num_rows == 1
+
+
+def test_decide_replays_the_stored_decisions_and_stricter_costs_flag_more(world, capsys):
+    store = str(world["store"])
+    assert main(["decide", "--store", store, "--batch", "test_2024"]) == 0
+    out = capsys.readouterr().out
+    assert "answers changed from the stored ones: 0" in out  # same costs, same answers
+
+    def poison_answers(text):
+        return int(text.split("poisonous species ")[1].split(",")[0])
+
+    assert main(["decide", "--store", store, "--batch", "test_2024",
+                 "--cost-poisonous-as-edible", "1e6"]) == 0
+    strict = capsys.readouterr().out
+    assert main(["decide", "--store", store, "--batch", "test_2024",
+                 "--cost-poisonous-as-edible", "2"]) == 0
+    soft = capsys.readouterr().out
+    assert poison_answers(strict) >= poison_answers(out) >= poison_answers(soft)
+    assert poison_answers(strict) > poison_answers(soft)
+    assert main(["decide", "--store", store, "--batch", "nope"]) == 2
+    assert "no predictions for batch 'nope'" in capsys.readouterr().err

@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from heads import HeadsError, NotFittedError, PlattScaler, PoisonPrior, TemperatureScaler
+from heads import (
+    HeadsError,
+    NotFittedError,
+    PlattScaler,
+    PoisonFusion,
+    PoisonPrior,
+    TemperatureScaler,
+)
 
 
 def _json_round_trip(state: dict) -> dict:
@@ -28,10 +35,12 @@ def fitted():
         "platt": (PlattScaler().fit(scores, positive), lambda m: m.transform(scores)),
         "prior": (PoisonPrior().fit(probs, poisonous, p_unknown, is_pois),
                   lambda m: m.apply(probs, poisonous)),
+        "fusion": (PoisonFusion().fit(probs[:, poisonous].sum(1), scores, is_pois),
+                   lambda m: m.transform(probs[:, poisonous].sum(1), scores)),
     }
 
 
-@pytest.mark.parametrize("name", ["temperature", "platt", "prior"])
+@pytest.mark.parametrize("name", ["temperature", "platt", "prior", "fusion"])
 def test_state_round_trip_through_json_gives_identical_transforms(name, fitted):
     model, use = fitted[name]
     state = model.get_state()
@@ -48,6 +57,8 @@ def test_state_round_trip_through_json_gives_identical_transforms(name, fitted):
     (TemperatureScaler, lambda m: m.get_state()),
     (PlattScaler, lambda m: m.get_state()),
     (PoisonPrior, lambda m: m.get_state()),
+    (PoisonFusion, lambda m: m.transform(np.zeros(2), np.zeros(2))),
+    (PoisonFusion, lambda m: m.get_state()),
 ])
 def test_unfitted_use_raises_not_fitted(cls, call):
     with pytest.raises(NotFittedError, match="fit first") as info:
@@ -113,3 +124,46 @@ def test_poison_prior_input_errors():
         PoisonPrior().fit(probs, np.array([False, True]), np.zeros(2), np.zeros(3, bool))
     with pytest.raises(HeadsError, match=r"\[0, 1\]"):
         PoisonPrior().fit(probs, np.array([False, True]), np.full(3, 2.0), np.zeros(3, bool))
+
+
+def _poison_signals(rng, n):
+    """Truth drawn from two independent signals: the species mass and a head logit."""
+    mass = rng.beta(0.3, 4.0, n)
+    head = rng.normal(size=n)
+    z = 1.0 * np.log(mass / (1 - mass)) + 1.5 * head - 0.5
+    truth = rng.random(n) < 1 / (1 + np.exp(-z))
+    return mass, head, truth
+
+
+def _log_loss(p, y):
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return -np.mean(np.where(y, np.log(p), np.log1p(-p)))
+
+
+def test_poison_fusion_beats_either_signal_alone_on_held_out_data():
+    rng = np.random.default_rng(4)
+    mass, head, truth = _poison_signals(rng, 4000)
+    t_mass, t_head, t_truth = _poison_signals(rng, 4000)
+    fusion = PoisonFusion().fit(mass, head, truth)
+    assert fusion.coef_mass_ == pytest.approx(1.0, abs=0.2)
+    assert fusion.coef_logit_ == pytest.approx(1.5, abs=0.25)
+    fused = _log_loss(fusion.transform(t_mass, t_head), t_truth)
+    head_only = PlattScaler().fit(head, truth).transform(t_head)
+    mass_only = PlattScaler().fit(np.log(mass / (1 - mass)), truth).transform(
+        np.log(t_mass / (1 - t_mass)))
+    assert fused < _log_loss(head_only, t_truth) - 0.02
+    assert fused < _log_loss(mass_only, t_truth) - 0.02
+
+
+def test_poison_fusion_drops_a_head_logit_that_carries_no_information():
+    rng = np.random.default_rng(5)
+    mass, _, _ = _poison_signals(rng, 4000)
+    truth = rng.random(4000) < mass  # the mass is calibrated; the logit below is noise
+    noise = rng.normal(size=4000)
+    fusion = PoisonFusion().fit(mass, noise, truth)
+    assert abs(fusion.coef_logit_) < 0.1
+    assert fusion.coef_mass_ == pytest.approx(1.0, abs=0.15)
+    with pytest.raises(HeadsError, match="poisonous and edible"):
+        PoisonFusion().fit(mass, noise, np.zeros(4000, bool))
+    with pytest.raises(HeadsError, match=r"\(n,\) each"):
+        PoisonFusion().fit(mass, noise[:10], truth)

@@ -142,7 +142,7 @@ def test_broken_images_missing_metadata_and_bad_rows_are_accounted_for(world, ca
     assert preds[bad_row]["status"] == "rejected"
     assert preds[blank_meta]["status"] == "scored"
     assert preds[broken]["status"] in ("scored", "no_usable_image")
-    assert f"observations {len(obs)}:" in printed and "all rows rejected 1" in printed
+    assert f"observations {len(obs)}:" in printed and "no accepted row 1" in printed
     assert len(_read_csv(out)) == len(obs)
     with FeatureStore(world["store"], read_only=True) as fs:
         failed = fs.sql("SELECT count(*) FROM embedding_failures WHERE reason LIKE 'missing%'")

@@ -12,13 +12,13 @@ def test_ingest_sql_export_import(tmp_path, capsys):
     store = str(tmp_path / "s.duckdb")
     rows = make_rows(3) + [bad_rows(make_rows(1)[0])[0][0]]
     csv_path = str(write_csv(tmp_path / "m.csv", rows))
-    assert main(["ingest", "--store", store, "--metadata", csv_path]) == 0
+    assert main(["ingest", "--store", store, "--metadata", csv_path, "--role", "train"]) == 0
     out = capsys.readouterr().out
     assert "read 7  stored 6  rejected 1 (conflicts 0)  duplicate 0" in out
     assert "latitude 91.5 outside -90..90" in out
 
     paths = [r["image_path"] for r in rows[:6]]
-    emb = pa.array(list(np.eye(6, 4, dtype=np.float32)), pa.list_(pa.float32()))
+    emb = pa.array(list(np.eye(6, 4, dtype=np.float32) + 0.5), pa.list_(pa.float32()))
     pq.write_table(pa.table({"image_path": paths, "embedding": emb}), tmp_path / "e.parquet")
     assert main(["ingest", "--store", store, "--embeddings", str(tmp_path / "e.parquet"),
                  "--space", "pre"]) == 0
@@ -46,6 +46,6 @@ def test_ingest_sql_export_import(tmp_path, capsys):
 def test_ingest_of_a_non_metadata_file_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "photo.csv"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not csv")
-    assert main(["ingest", "--store", str(tmp_path / "s.duckdb"), "--metadata", str(bad)]) == 2
+    assert main(["ingest", "--store", str(tmp_path / "s.duckdb"), "--metadata", str(bad), "--role", "train"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "photo.csv" in err

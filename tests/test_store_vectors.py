@@ -54,7 +54,7 @@ def test_add_embeddings_rejects_bad_input_and_changes_nothing(fs):
     with pytest.raises(StoreError, match="dimension 4"):
         fs.add_embeddings("tiny", ids[:2], np.zeros((2, 4)))
     with pytest.raises(StoreError, match=r"\[999999\]"):
-        fs.add_embeddings("tiny", np.array([ids[0], 999999]), np.zeros((2, 3)))
+        fs.add_embeddings("tiny", np.array([ids[0], 999999]), np.ones((2, 3)))
     with pytest.raises(StoreError, match="NaN"):
         fs.add_embeddings("tiny", ids[:1], np.full((1, 3), np.nan))
     with pytest.raises(StoreError, match="'nope' does not exist"):

@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from store import FeatureStore
 
-    with FeatureStore(args.store, create=False) as fs:
+    with FeatureStore(args.store) as fs:  # importing into a new store creates it
         n = fs.import_parquet(args.table, args.path)
     print(f"imported {n:,} new rows into {args.table} from {args.path}")
     return 0

@@ -8,7 +8,12 @@
 from sporeprint.scoring.calibration import Calibration
 from sporeprint.scoring.model import Decided, ScoringModel
 from sporeprint.scoring.outputs import SUBMISSION_HEADERS, predictions_table, write_outputs
-from sporeprint.scoring.pipeline import ScoreReport, check_embedding_file, compare_rules, score_batch
+from sporeprint.scoring.pipeline import (
+           ScoreReport,
+           check_embedding_file,
+           compare_rules,
+           score_batch,
+)
 
 __all__ = ["SUBMISSION_HEADERS", "Calibration", "Decided", "ScoreReport", "ScoringModel",
            "check_embedding_file", "compare_rules", "predictions_table", "score_batch",

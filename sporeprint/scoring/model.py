@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from heads.classifier import Ensemble
-from heads.decision import RULES, decide
+from heads.decision import RULES, DecisionSummary, decide, summarise
 from retrieval import RetrievalError, VectorIndex
 from sporeprint.errors import SporeprintError
 from sporeprint.lookalikes import TrainingNeighbours
@@ -48,6 +48,7 @@ class Decided:
     poison_prob: np.ndarray
     reason: list[str]
     evidence: np.ndarray | None = None  # (n, N_EVIDENCE) training observation ids, -1 = none
+    summary: DecisionSummary | None = None  # the four numbers `sporeprint decide` replays
 
 
 def training_index(fs, space: str) -> VectorIndex:
@@ -142,7 +143,8 @@ class ScoringModel:
         d = decide(probs, p_unknown if rule == "track3" else None, self.classes, self.poisonous,
                    rule=rule, unknown_flag=flag)
         return Decided(scores.observation_ids, d.class_id, probs, self.classes, self.poisonous,
-                       p_unknown, s, flag, d.poison_prob, d.reason, evidence)
+                       p_unknown, s, flag, d.poison_prob, d.reason, evidence,
+                       summarise(probs, p_unknown, self.classes, self.poisonous))
 
     def prior_decision(self, observation_ids: np.ndarray, why: str) -> Decided:
         """Observations with no usable image or no accepted row: the Track 3 rule on the
@@ -156,7 +158,8 @@ class ScoringModel:
         return Decided(np.asarray(observation_ids, np.int64), d.class_id, probs, self.classes,
                        self.poisonous, pu, np.full(n, np.nan), np.zeros(n, bool), d.poison_prob,
                        [f"{why}: training prior only; {r}" for r in d.reason],
-                       np.full((n, N_EVIDENCE), -1, np.int64))
+                       np.full((n, N_EVIDENCE), -1, np.int64),
+                       summarise(probs, pu, self.classes, self.poisonous))
 
     def predict(self, vectors: np.ndarray, metadata=None, observation_ids=None,
                 rule: str = "track3") -> pa.Table:

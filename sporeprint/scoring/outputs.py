@@ -3,7 +3,9 @@
 Columns of the table (and of the store's ``predictions`` rows): observation_id,
 class_id (-1 = unknown species), status (scored / no_usable_image / rejected),
 reason, poison_prob, unknown_score, unknown_prob, top5_class_ids, top5_probs,
-evidence_observation_ids.
+evidence_observation_ids, and the decision summary that ``sporeprint decide`` replays
+under other costs: best_edible_class, best_edible_prob, best_poisonous_class,
+best_poisonous_prob (joint probabilities: already scaled by 1 - unknown_prob).
 """
 
 from __future__ import annotations
@@ -62,10 +64,20 @@ def predictions_table(parts: list) -> pa.Table:
             "top5_class_ids": _list_column(d.classes[top], None, pa.int32()),
             "top5_probs": _list_column(top_p, None, pa.float64()),
             "evidence_observation_ids": _list_column(evidence, evidence >= 0, pa.int64()),
+            **_summary_columns(d.summary, n),
         }))
     if not tables:
         raise SporeprintError("nothing to write: the batch has no observations")
     return pa.concat_tables(tables).sort_by("observation_id")
+
+
+def _summary_columns(summary, n: int) -> dict[str, pa.Array]:
+    if summary is None:
+        return {}
+    return {"best_edible_class": pa.array(summary.best_edible_class, pa.int32()),
+            "best_edible_prob": pa.array(summary.best_edible_prob, pa.float64()),
+            "best_poisonous_class": pa.array(summary.best_poisonous_class, pa.int32()),
+            "best_poisonous_prob": pa.array(summary.best_poisonous_prob, pa.float64())}
 
 
 def answer_counts(table: pa.Table) -> dict[str, int]:

@@ -1,0 +1,57 @@
+"""Replaying a scored batch's decisions under another cost matrix.
+
+A Track 3-style decision needs only four numbers per observation (the best edible
+and best poisonous species' probabilities, the poison mass, the probability of an
+unknown species) plus the two classes; scoring stores them with each prediction.
+So a forager's stricter 1000:1 matrix, or a survey's softer one, re-decides a batch
+without touching the heads, the index or the photos.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from heads.decision import Costs, DecisionSummary, decide_summary
+from sporeprint.errors import SporeprintError
+
+# Cost matrices shown by the decision analysis: (poisonous called edible, edible called poisonous)
+COST_MATRICES = {"forager (1000:1)": (1000.0, 1.0), "FungiCLEF Track 3 (100:1)": (100.0, 1.0),
+                 "survey (10:1)": (10.0, 1.0)}
+
+
+def summary_of(predictions: pa.Table) -> DecisionSummary:
+    """The stored four-number summary of prediction rows."""
+    cols = ("best_edible_class", "best_edible_prob", "best_poisonous_class",
+            "best_poisonous_prob", "poison_prob", "unknown_prob")
+    missing = [c for c in cols if c not in predictions.column_names]
+    if missing or predictions.column("best_edible_prob").null_count:
+        raise SporeprintError("these predictions were stored without the decision summary "
+                              "(scored by an older sporeprint); score the batch again")
+
+    def col(name, dtype):
+        return predictions.column(name).to_numpy(zero_copy_only=False).astype(dtype)
+
+    return DecisionSummary(col("best_edible_class", np.int64), col("best_edible_prob", np.float64),
+                           col("best_poisonous_class", np.int64),
+                           col("best_poisonous_prob", np.float64), col("poison_prob", np.float64),
+                           col("unknown_prob", np.float64))
+
+
+def redecide(predictions: pa.Table, costs: Costs) -> pa.Table:
+    """``observation_id, class_id, reason, changed`` under ``costs``."""
+    d = decide_summary(summary_of(predictions), costs)
+    before = predictions.column("class_id").to_numpy(zero_copy_only=False)
+    return pa.table({"observation_id": predictions.column("observation_id"),
+                     "class_id": pa.array(d.class_id, pa.int32()),
+                     "reason": pa.array(d.reason, pa.string()),
+                     "changed": pa.array(d.class_id != before)})
+
+
+def answer_mix(class_ids: np.ndarray, poisonous_ids: np.ndarray,
+               reasons: list[str]) -> dict[str, int]:
+    cls = np.asarray(class_ids)
+    return {"edible species": int(((cls >= 0) & ~np.isin(cls, poisonous_ids)).sum()),
+            "poisonous species": int(np.isin(cls, poisonous_ids).sum()),
+            "unknown": int((cls < 0).sum()),
+            "raised for poison risk": sum(r.startswith("poison-risk") for r in reasons)}

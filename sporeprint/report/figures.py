@@ -1,0 +1,198 @@
+"""The report's figures: matplotlib (Agg backend), each returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+POISON = "#c62828"
+EDIBLE = "#78909c"
+UNKNOWN = "#f9a825"
+ROLE_COLOURS = {"train": "#1565c0", "val": "#2e7d32", "test": "#6a1b9a", "new": "#ef6c00"}
+TOXICITY_COLOURS = {"poisonous": POISON, "edible": EDIBLE, "unknown species": UNKNOWN,
+                    "unlabelled": "#cfd8dc"}
+ANSWER_COLOURS = {"species": "#1565c0", "poison risk": POISON, "unknown": UNKNOWN,
+                  "prior-only": "#9e9e9e"}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _role_colour(role: str, i: int) -> str:
+    return ROLE_COLOURS.get(role, plt.get_cmap("tab10")(i % 10))
+
+
+def long_tail(per_role: dict[str, np.ndarray]) -> bytes:
+    """Observations per class, classes sorted by count, one line per role (log y)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (role, counts) in enumerate(per_role.items()):
+        c = np.sort(np.asarray(counts))[::-1]
+        ax.plot(np.arange(1, len(c) + 1), c, color=_role_colour(role, i), lw=1.8,
+                label=f"{role} ({len(c)} classes)")
+    ax.set_yscale("log")
+    ax.set_xlabel("class rank (most observed first)")
+    ax.set_ylabel("observations (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False)
+    return _png(fig)
+
+
+def toxicity_shares(roles: list[str], shares: dict[str, list[float]]) -> bytes:
+    """Stacked horizontal bars: share of each toxicity group per role."""
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(roles)))
+    left = np.zeros(len(roles))
+    for group, values in shares.items():
+        v = np.asarray(values)
+        ax.barh(roles, v, left=left, color=TOXICITY_COLOURS.get(group, "#999"), label=group)
+        for y, (x0, w) in enumerate(zip(left, v, strict=True)):
+            if w >= 0.06:
+                ax.text(x0 + w / 2, y, f"{w:.0%}", ha="center", va="center", fontsize=8,
+                        color="white" if group in ("poisonous", "edible") else "black")
+        left += v
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the role's observations")
+    ax.legend(ncol=4, frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    return _png(fig)
+
+
+def months(per_role: dict[str, np.ndarray]) -> bytes:
+    """Grouped bars per month (index 12 = month missing), one bar per role."""
+    labels = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+              "missing"]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.8 / max(len(per_role), 1)
+    x = np.arange(13)
+    for i, (role, counts) in enumerate(per_role.items()):
+        ax.bar(x + (i - (len(per_role) - 1) / 2) * width, counts, width,
+               color=_role_colour(role, i), label=role)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("observations")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def regions(names: list[str], counts: list[int]) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.28 * len(names)))
+    ax.barh(names[::-1], counts[::-1], color="#455a64")
+    ax.set_xlabel("observations")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(fig)
+
+
+def missing_heatmap(fields: list[str], roles: list[str], rates: np.ndarray) -> bytes:
+    """``rates`` (fields, roles) in [0, 1], annotated as percentages."""
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.3 * len(fields)))
+    im = ax.imshow(rates, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(roles)), roles)
+    ax.set_yticks(range(len(fields)), fields, fontsize=8)
+    for i in range(len(fields)):
+        for j in range(len(roles)):
+            ax.text(j, i, f"{rates[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04, label="missing")
+    return _png(fig)
+
+
+def embedding_map(xy: np.ndarray, poisonous: np.ndarray, labels: list[tuple[str, float, float]]
+                  ) -> bytes:
+    """2-d map: edible points grey, poisonous points red, named poisonous species labelled."""
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    ax.scatter(xy[~poisonous, 0], xy[~poisonous, 1], s=5, c=EDIBLE, alpha=0.45, lw=0,
+               label=f"edible ({int((~poisonous).sum())})")
+    ax.scatter(xy[poisonous, 0], xy[poisonous, 1], s=12, c=POISON, alpha=0.85, lw=0,
+               label=f"poisonous ({int(poisonous.sum())})")
+    for name, x, y in labels:
+        ax.annotate(name, (x, y), fontsize=7, color="#7f0000", ha="center",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": POISON, "alpha": 0.8})
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(frameon=False, loc="best", markerscale=2)
+    return _png(fig)
+
+
+def run_metrics(rows: list[str], values: dict[str, list[float]]) -> bytes:
+    """Tracks 1-3 (left) and macro F1 (right) per evaluated model."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.4), gridspec_kw={"width_ratios": [3, 1.3]})
+    x = np.arange(len(rows))
+    tracks = ["track1", "track2", "track3"]
+    width = 0.8 / len(tracks)
+    for i, t in enumerate(tracks):
+        a.bar(x + (i - 1) * width, values[t], width, label=t.replace("track", "Track "),
+              color=("#1565c0", POISON, "#37474f")[i])
+    a.set_xticks(x, rows, fontsize=8, rotation=10)
+    a.set_ylabel("cost per observation (lower is better)")
+    a.legend(frameon=False, fontsize=8)
+    a.grid(alpha=0.3, axis="y")
+    b.bar(x, values["macro_f1"], color="#2e7d32")
+    b.set_xticks(x, [r.split(" ")[0] for r in rows], fontsize=8)
+    b.set_ylabel("macro F1 ×100 (higher is better)")
+    b.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def answer_mix(answers: list[str], counts: list[int]) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(answers)))
+    colours = [ANSWER_COLOURS.get(a, "#999") for a in answers]
+    ax.barh(answers[::-1], counts[::-1], color=colours[::-1])
+    total = max(sum(counts), 1)
+    for y, c in enumerate(counts[::-1]):
+        ax.text(c, y, f" {c} ({c / total:.0%})", va="center", fontsize=8)
+    ax.set_xlim(0, max(counts) * 1.25 if counts else 1)
+    ax.set_xlabel("observations")
+    return _png(fig)
+
+
+def poison_histogram(probs: np.ndarray, answers: np.ndarray) -> bytes:
+    """Histogram of P(poisonous) on a log x axis, stacked by answer."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    p = np.clip(probs, 1e-4, 1.0)
+    bins = np.logspace(-4, 0, 41)
+    groups = [a for a in ANSWER_COLOURS if (answers == a).any()]
+    ax.hist([p[answers == a] for a in groups], bins=bins, stacked=True,
+            color=[ANSWER_COLOURS[a] for a in groups], label=groups)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("P(poisonous) (log scale; values below 1e-4 drawn at 1e-4)")
+    ax.set_ylabel("observations")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return _png(fig)
+
+
+def frontier_genera(genera: list[str], frontier: list[int], sampled: list[int]) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.3 * len(genera)))
+    y = np.arange(len(genera))[::-1]
+    ax.barh(y, sampled, color="#cfd8dc", label="sampled")
+    ax.barh(y, frontier, color=POISON, label="on the frontier")
+    ax.set_yticks(y, genera, fontsize=8)
+    ax.set_xlabel("training observations")
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def confusion(labels: list[str], matrix: np.ndarray) -> bytes:
+    """Counts (truth rows, answer columns) with row shares."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    rows = matrix.sum(1, keepdims=True)
+    share = matrix / np.maximum(rows, 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(matrix[i, j])}\n{share[i, j]:.0%}", ha="center", va="center",
+                    fontsize=9, color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("answer")
+    ax.set_ylabel("truth")
+    return _png(fig)

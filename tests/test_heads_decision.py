@@ -1,0 +1,99 @@
+"""Decisions from the four-number summary, under Track 3 and other cost matrices."""
+
+import numpy as np
+import pytest
+
+from heads.decision import Costs, DecisionSummary, decide, decide_summary, summarise
+
+
+def _brute_force(q_known, q_unknown, class_ids, poisonous, costs):
+    """Expected cost of every possible answer (each species and "unknown"), minimised."""
+    q = q_known * (1 - q_unknown)
+    p = q[poisonous].sum()
+    w = costs.wrong_answer
+    cost = {-1: w * (1 - q_unknown) + costs.poisonous_as_edible * p}
+    for j, c in enumerate(class_ids):
+        cost[c] = w * (1 - q[j]) + (costs.edible_as_poisonous * (1 - p) if poisonous[j]
+                                    else costs.poisonous_as_edible * p)
+    best = min(cost.values())
+    return {c for c, v in cost.items() if v <= best + 1e-12}
+
+
+def _random_batch(rng, n=200):
+    c = int(rng.integers(1, 8))
+    class_ids = np.arange(c) * 3 + 1
+    poisonous = rng.random(c) < 0.4
+    probs = rng.dirichlet(np.full(c, rng.choice([0.05, 0.3, 1.0])), size=n)
+    if rng.random() < 0.3:
+        probs = np.round(probs, 2)  # exact ties
+    unknown = None if rng.random() < 0.3 else np.where(
+        rng.random(n) < 0.3, 0.0, np.round(rng.uniform(0, 1, n), 3))
+    return probs, unknown, class_ids, poisonous
+
+
+def test_summary_with_default_costs_gives_exactly_the_track3_answers():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        probs, unknown, class_ids, poisonous = _random_batch(rng)
+        d = decide(probs, unknown, class_ids, poisonous, rule="track3")
+        s = summarise(probs, unknown, class_ids, poisonous)
+        assert isinstance(s, DecisionSummary) and len(s) == len(probs)
+        from_summary = decide_summary(s, Costs())
+        np.testing.assert_array_equal(from_summary.class_id, d.class_id)
+        np.testing.assert_array_equal(from_summary.poison_threshold, d.poison_threshold)
+        assert from_summary.reason == d.reason
+        u = np.zeros(len(probs)) if unknown is None else unknown
+        for i in range(0, len(probs), 20):
+            assert d.class_id[i] in _brute_force(probs[i], u[i], class_ids, poisonous, Costs())
+
+
+@pytest.mark.parametrize("costs", [Costs(1000, 1), Costs(5, 2, 0.5), Costs(1, 1, 0), Costs(0, 3, 2)])
+def test_decide_summary_is_the_expected_cost_argmin_under_other_costs(costs):
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        probs, unknown, class_ids, poisonous = _random_batch(rng, n=40)
+        d = decide_summary(summarise(probs, unknown, class_ids, poisonous), costs)
+        u = np.zeros(len(probs)) if unknown is None else unknown
+        for i in range(len(probs)):
+            assert d.class_id[i] in _brute_force(probs[i], u[i], class_ids, poisonous, costs)
+
+
+def test_summary_holds_the_four_numbers():
+    class_ids, poisonous = np.array([10, 11, 12]), np.array([False, True, True])
+    s = summarise(np.array([[0.5, 0.2, 0.3]]), np.array([0.5]), class_ids, poisonous)
+    assert (s.best_edible_class[0], s.best_poisonous_class[0]) == (10, 12)
+    assert s.best_edible_prob[0] == pytest.approx(0.25)
+    assert s.best_poisonous_prob[0] == pytest.approx(0.15)
+    assert s.poison_prob[0] == pytest.approx(0.25)
+    assert s.unknown_prob[0] == pytest.approx(0.5)
+    none = summarise(np.array([[1.0]]), None, np.array([4]), np.array([False]))
+    assert none.best_poisonous_class[0] == -1 and none.best_poisonous_prob[0] == 0.0
+    assert decide_summary(none).class_id[0] == 4
+
+
+def test_a_stricter_matrix_flags_more_observations_as_poison_risk():
+    rng = np.random.default_rng(2)
+    class_ids = np.arange(20)
+    poisonous = np.zeros(20, dtype=bool)
+    poisonous[[3, 7, 11]] = True
+    probs = rng.dirichlet(np.full(20, 0.1), size=2000)
+    unknown = rng.uniform(0, 0.5, 2000)
+    s = summarise(probs, unknown, class_ids, poisonous)
+    default = np.isin(decide_summary(s).class_id, class_ids[poisonous])
+    strict = np.isin(decide_summary(s, Costs(poisonous_as_edible=1000)).class_id,
+                     class_ids[poisonous])
+    assert strict.sum() > default.sum() + 50
+    assert not (default & ~strict).any()  # everything flagged at 100:1 stays flagged at 1000:1
+    strict_decision = decide(probs, unknown, class_ids, poisonous, costs=Costs(1000, 1))
+    np.testing.assert_array_equal(strict_decision.class_id, decide_summary(s, Costs(1000, 1)).class_id)
+
+
+def test_costs_are_checked():
+    with pytest.raises(ValueError, match="poisonous_as_edible=-1"):
+        Costs(poisonous_as_edible=-1)
+    with pytest.raises(ValueError, match="wrong_answer=nan"):
+        Costs(wrong_answer=float("nan"))
+    with pytest.raises(ValueError, match="cannot both be 0"):
+        Costs(0, 0)
+    with pytest.raises(ValueError, match="one entry per row"):
+        summarise(np.ones((2, 1)), np.zeros(3), np.array([1]), np.array([False]))
