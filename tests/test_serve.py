@@ -29,6 +29,7 @@ from PIL import Image
 
 from sporeprint.cli import main
 from sporeprint.demo import build_tiny_dinov2
+from sporeprint.errors import SporeprintError
 from sporeprint.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore, StoreError
 
@@ -391,6 +392,9 @@ def test_a_store_without_photo_files_or_heads_serves_search_and_placeholders(tmp
         assert status == 400 and "sporeprint train" in got["error"]
         status, _, body = request(f"{url}/?observation={obs}")
         assert "no trained heads" in body.decode()
+        # Precomputed vectors have no model to embed a photo with: said in one line.
+        with pytest.raises(SporeprintError, match="ingested precomputed"):
+            service.embed_photo(png(64, 64))
     finally:
         srv.should_exit = True
         thread.join(timeout=20)

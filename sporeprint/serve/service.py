@@ -197,6 +197,7 @@ class Service:
             self.db.close()
             raise
         self._thumbs: OrderedDict = OrderedDict()
+        self._embed_error: str | None = None
 
     def close(self) -> None:
         with self.lock:
@@ -282,12 +283,33 @@ class Service:
 
     def embed_photo(self, data: bytes) -> np.ndarray:
         """The photo's vector (1, d) in the run's space, from its own model."""
+        from embedder import POOLINGS, ModelUnavailableError
+
         fmt, _ = self.check_photo(data)
         with tempfile.TemporaryDirectory(prefix="sporeprint-upload-") as tmp:
             path = Path(tmp) / f"upload.{fmt.lower()}"
             path.write_bytes(data)
             with self.lock:
-                return self.db.embed([path], space=self.space)
+                if self._embed_error:  # loading the model failed once: fail fast from now on
+                    raise SporeprintError(self._embed_error)
+                spec = self.db.store.require_space(self.space)
+                if spec.pooling not in POOLINGS:  # vectors ingested from a file, no model
+                    raise SporeprintError(
+                        f"photos cannot be identified with this store: the vectors of space "
+                        f"{self.space!r} were ingested precomputed (model {spec.model_id!r}), "
+                        "so no model here turns a photo into one; identify stored "
+                        "observations by id, or serve a run trained on a space made by "
+                        "`sporeprint embed`")
+                try:
+                    return self.db.embed([path], space=self.space)
+                except ModelUnavailableError as exc:
+                    model_id = self.db.store.require_space(self.space).model_id
+                    self._embed_error = (
+                        f"photos cannot be identified with this store: space {self.space!r} "
+                        f"was made by {model_id!r}, which cannot be loaded here ({exc}); "
+                        "identify stored observations by id, or serve a run trained on a "
+                        "space made by `sporeprint embed`")
+                    raise SporeprintError(self._embed_error) from exc
 
     def identify_photo(self, data: bytes, metadata: dict, filters: dict, k: int) -> dict:
         model = self._require_model()
