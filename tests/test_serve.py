@@ -231,6 +231,15 @@ def test_identify_an_observation_or_a_vector_by_json(world, server):
     assert got["query"]["stored"]["role"] == "train"
     assert obs not in [h["observation_id"] for h in got["lookalikes"]]
     assert {h["poisonous"] for h in got["lookalikes"]} == {True}
+    # JSON values may be typed: a boolean, a [lat, lon] pair, numbers.
+    status, typed = post_json(server["url"], {"observation_id": obs, "k": 2, "poisonous": False,
+                                              "near": [56.0, 10.5], "radius_km": 2000,
+                                              "latitude": 56.1, "longitude": 10.2})
+    assert status == 200, typed
+    assert typed["filters"] == {"role": "train", "poisonous": False, "near": [56.0, 10.5],
+                                "radius_km": 2000.0}
+    assert typed["query"]["metadata"]["latitude"] == 56.1
+    assert {h["poisonous"] for h in typed["lookalikes"]} <= {False}
     with FeatureStore(world["store"], read_only=True) as fs:
         _, vectors = fs.fetch_embeddings(SPACE, fs.observation_image_ids(obs))
     status, by_vector = post_json(server["url"], {"vector": vectors[0].tolist(), "k": 2})
