@@ -50,6 +50,10 @@ class Database:
         """Names of the store's embedding spaces."""
         return self.store.space_names()
 
+    def default_space(self) -> str:
+        """The store's only embedding space (an error naming them when there are several)."""
+        return self._space(None)
+
     def _space(self, space: str | None) -> str:
         if space is not None:
             self.store.require_space(space)

@@ -332,6 +332,18 @@ class FeatureStore(ReportQueries):
         label), by observation id; default run key: the one that scored it last."""
         return self._read(queries.batch_predictions, batch, run_key)
 
+    def observation_inputs(self, observation_ids) -> pa.Table:
+        """The metadata-encoder inputs of stored observations (store field names), in order."""
+        return self._read(queries.observation_inputs, observation_ids)
+
+    def image_file_path(self, image_id: int) -> str | None:
+        """The file path of one stored image (None when it has no file)."""
+        return self._read(queries.image_file_path, image_id)
+
+    def species_table(self) -> pa.Table:
+        """class_id, species, genus, family and the official poisonous flag of each class."""
+        return self._read(queries.species_table)
+
     def stored_image_paths(self, image_paths) -> list[str]:
         """Those of the given image paths that are already stored."""
         return self._read(queries.stored_image_paths, image_paths)

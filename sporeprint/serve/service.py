@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sporeprint.errors import SporeprintError
+from store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class Service:
         return names[0]
 
     def _species(self) -> dict[int, dict]:
-        rows = self.db.sql("SELECT class_id, species, genus, poisonous FROM species").to_pylist()
+        rows = self.db.store.species_table().to_pylist()
         return {r["class_id"]: r for r in rows}
 
     def _choices(self) -> dict[str, list[str]]:
@@ -336,8 +337,7 @@ class Service:
         obs = int(observation_id)
         with self.lock:
             fs = self.db.store
-            stored = fs.sql("SELECT substrate, meta_substrate, habitat, month, day, latitude, "
-                            "longitude FROM observations WHERE observation_id = ?", [obs])
+            stored = fs.observation_inputs([obs]).drop(["observation_id"])
             if stored.num_rows == 0:
                 raise NotFound(f"observation {obs} is not in the store")
             _, vectors = fs.fetch_embeddings(self.space, fs.observation_image_ids(obs))
@@ -422,11 +422,10 @@ class Service:
             if key in self._thumbs:
                 self._thumbs.move_to_end(key)
                 return self._thumbs[key]
-            rows = self.db.sql("SELECT file_path FROM images WHERE image_id = ?",
-                               [int(image_id)]).to_pylist()
-        if not rows:
-            raise NotFound(f"image {image_id} is not in the store")
-        path = rows[0]["file_path"]
+            try:
+                path = self.db.store.image_file_path(int(image_id))
+            except StoreError:
+                raise NotFound(f"image {image_id} is not in the store") from None
         data = None
         if path is not None and Path(path).is_file():
             try:
