@@ -46,6 +46,7 @@ class ImageItems(Dataset):
         self.draft_size = draft_size
         self.min_side = min_side
         self.positions = range(len(items)) if positions is None else positions
+        self.stack = getattr(preprocess, "stacks", True)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -69,10 +70,14 @@ class ImageItems(Dataset):
                           self.min_side)
 
 
-def collate(batch) -> Chunk:
+def collate(batch, stack: bool = True) -> Chunk:
+    """Items -> (positions, pixels, failures); ``stack=False`` keeps pixels as a list of
+    tensors of their own sizes."""
     good = [(i, x) for i, x, _ in batch if x is not None]
     failed = [(i, reason) for i, x, reason in batch if x is None]
     positions = torch.tensor([i for i, _ in good], dtype=torch.int64)
+    if not stack:
+        return positions, [x for _, x in good], failed
     pixels = torch.stack([x for _, x in good]) if good else torch.empty(0)
     return positions, pixels, failed
 
@@ -83,7 +88,8 @@ class _WorkerDied(Exception):
 
 def _loader(dataset: ImageItems, chunk: int, workers: int, pin_memory: bool) -> DataLoader:
     return DataLoader(dataset, batch_size=chunk, shuffle=False, num_workers=workers,
-                      collate_fn=collate, pin_memory=pin_memory,
+                      collate_fn=functools.partial(collate, stack=dataset.stack),
+                      pin_memory=pin_memory,
                       prefetch_factor=PREFETCH if workers > 0 else None)
 
 
@@ -115,8 +121,9 @@ def _iterate(loader: DataLoader) -> Iterator[Chunk]:
 
 def _decode_in_child(dataset: ImageItems, conn) -> None:
     torch.set_num_threads(1)  # as DataLoader workers do: a forked OpenMP pool can hang
-    positions, pixels, failed = collate([dataset[k] for k in range(len(dataset))])
-    conn.send((positions.numpy(), pixels.numpy(), failed))  # by value, not shared memory
+    positions, pixels, failed = collate([dataset[k] for k in range(len(dataset))], dataset.stack)
+    arrays = pixels.numpy() if dataset.stack else [x.numpy() for x in pixels]
+    conn.send((positions.numpy(), arrays, failed))  # by value, not shared memory
     conn.close()
 
 
@@ -132,7 +139,9 @@ def _in_own_process(dataset: ImageItems) -> Chunk | str:
             if not proc.is_alive() and not receive.poll(0):
                 raise EOFError
         positions, pixels, failed = receive.recv()
-        return torch.from_numpy(positions), torch.from_numpy(pixels), failed
+        pixels = (torch.from_numpy(pixels) if dataset.stack
+                  else [torch.from_numpy(x) for x in pixels])
+        return torch.from_numpy(positions), pixels, failed
     except EOFError:  # the child died before sending
         proc.join()
         code = proc.exitcode

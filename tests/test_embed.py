@@ -427,3 +427,38 @@ def test_a_dead_decoding_process_costs_only_its_image(tmp_path, small_dir):
     assert sorted(positions.tolist()) == [i for i in range(len(items)) if i != 9]
     want = emb.embed_images([items[i] for i in positions])
     assert np.abs(vectors - want).max() < 1e-5
+
+
+def test_device_side_preprocessing_is_close_to_the_exact_path(tmp_path, dino_dir, capsys):
+    """Opt-in fast mode: resize/crop/normalise as tensor ops; near, not bit-identical."""
+    from embedder.preprocess import DevicePreprocess
+
+    exact = ImageEmbedder(dino_dir, device="cpu")
+    fast = ImageEmbedder(dino_dir, device="cpu", fast_preprocess=True)
+    assert isinstance(fast.preprocess, DevicePreprocess)
+    sizes = [(300, 400), (400, 300), (256, 256), (999, 257), (120, 90), (640, 480)]
+    images = [photo(20 + i, size) for i, size in enumerate(sizes)]
+    worst = 0.0
+    for img in images:
+        want = exact.preprocess.normalise(exact.preprocess(img)[None])
+        got = fast.preprocess.batch([fast.preprocess(img)], torch.device("cpu"))
+        assert got.shape == want.shape == (1, 3, 224, 224)
+        step = 1 / 255 / 0.224  # one 8-bit level, normalised
+        worst = max(worst, float((got - want).abs().max()) / step)
+    a, b = exact.embed_images(images), fast.embed_images(images, batch_size=4)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    with capsys.disabled():
+        print(f"\ndevice-side preprocessing: max pixel deviation {worst:.1f} levels, "
+              f"1 - min cosine {1 - cosine.min():.1e}")
+    assert cosine.min() >= 0.999
+    assert not np.array_equal(a, b)  # really another path
+    assert fast.space_spec()["preprocessing"]["device_resize"] is True
+    assert "device_resize" not in exact.space_spec()["preprocessing"]
+    # through worker processes: images keep their own sizes until the device
+    paths = []
+    for i, img in enumerate(images[:3]):
+        paths.append(tmp_path / f"fast{i}.png")
+        img.save(paths[-1])
+    batches = list(fast.iter_batches(paths, batch_size=2, workers=1))
+    got = np.concatenate([x.vectors for x in batches])
+    assert np.abs(got - b[:3]).max() < 1e-5
