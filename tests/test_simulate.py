@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from sporeprint.simulate import DF20_COLUMNS, LABEL_COLUMNS, SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import DF20_COLUMNS, LABEL_COLUMNS, SimConfig, simulate, write_simulation
 from sporeprint.simulator.counts import train_image_counts
 from sporeprint.simulator.difficulty import knn_baseline
 

@@ -116,6 +116,26 @@ class SpeciesPreferences:
                              1.0 * strength)
         return cls(sub, hab, peak, np.minimum(spread, 6.0), sites)
 
+    def separate_niches(self, rng: np.random.Generator, twin: np.ndarray,
+                        boost: float = 2.5, season_shift: tuple[float, float] = (1.0, 2.5)
+                        ) -> SpeciesPreferences:
+        """Give each look-alike pair (species ``s`` and ``twin[s]``) habits of their own, as
+        real look-alikes have: each member gets its own favoured substrate, habitat and
+        place (probability × ``exp(boost)``) and ``s`` fruits 1–2.5 months earlier or later
+        than its twin. Returns a new object; species without a twin keep their habits."""
+        sub, hab, site = self.substrate_p.copy(), self.habitat_p.copy(), self.site_p.copy()
+        peak = self.peak_month.copy()
+        has = np.flatnonzero(twin >= 0)
+        members = np.unique(np.concatenate([has, twin[has]])) if len(has) else has
+        for probs in (sub, hab, site):
+            pick = rng.integers(probs.shape[1], size=len(members))
+            probs[members, pick] *= np.exp(boost)
+            probs /= probs.sum(1, keepdims=True)
+        if len(has):
+            shift = rng.uniform(*season_shift, len(has)) * rng.choice([-1.0, 1.0], len(has))
+            peak[has] = (peak[twin[has]] + shift) % 12
+        return SpeciesPreferences(sub, hab, peak, self.season_spread, site)
+
 
 def _sample_rows(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """One category per entry of ``rows`` from ``probs[rows]`` (inverse CDF, vectorised)."""
