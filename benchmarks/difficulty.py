@@ -115,7 +115,6 @@ def species_proba(model, x, meta) -> np.ndarray:
 def baselines(train: Data, test: Data, lr_c: float, skip: set[str]) -> dict[str, float]:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     classes, y = np.unique(train.y, return_inverse=True)
     res, t = {}, {}
@@ -144,11 +143,12 @@ def baselines(train: Data, test: Data, lr_c: float, skip: set[str]) -> dict[str,
         if key in skip:
             continue
         t0 = time.perf_counter()
-        xtr = np.hstack([train.x, train.meta]) if use_meta else train.x
-        xte = np.hstack([test.x, test.meta]) if use_meta else test.x
-        scaler = StandardScaler().fit(xtr)
-        lr = LogisticRegression(C=lr_c, max_iter=300).fit(scaler.transform(xtr), y)
-        res[key] = observation_top1(lr.predict_proba(scaler.transform(xte)), classes, test)
+        # Unit vectors times sqrt(dim): coordinates of unit scale, like the 0/1 metadata.
+        k = np.sqrt(train.x.shape[1])
+        xtr = np.hstack([k * train.x, train.meta]) if use_meta else k * train.x
+        xte = np.hstack([k * test.x, test.meta]) if use_meta else k * test.x
+        lr = LogisticRegression(C=lr_c, max_iter=300).fit(xtr, y)
+        res[key] = observation_top1(lr.predict_proba(xte), classes, test)
         t[key] = time.perf_counter() - t0
     return res, t
 
@@ -250,11 +250,12 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="baselines to leave out (lda, lr, ...)")
     ap.add_argument("--set", nargs="*", default=[], type=lambda s: tuple(s.split("=", 1)),
                     metavar="KNOB=VALUE", help="override EmbeddingParams knobs (exploring)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # sklearn: one-sample classes
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     print(f"difficulty: scales {args.scales}, seeds {args.seeds}; MLP hidden {HIDDEN}, lr {LR}, "
           f"seesaw, epochs {args.epochs or 'per scale ' + str(EPOCHS)}; LR C={args.lr_c}")
     for scale in args.scales:

@@ -49,11 +49,11 @@ class EmbeddingParams:
     spectrum: float = 0.5  # latent coordinate j is scaled by (1 + j/64) ** -spectrum
     family_scale: float = 1.0
     genus_scale: float = 0.9
-    species_scale: float = 0.55
+    species_scale: float = 0.3
     stages: int = 3  # growth stages (per observation)
     views: int = 4  # views (per image)
-    stage_scale: float = 0.55
-    view_scale: float = 0.75
+    stage_scale: float = 1.0
+    view_scale: float = 1.5
     mode_shared: float = 0.4  # share of a mode offset common to the genus
     mode_concentration: float = 1.0  # Dirichlet concentration of each species' stage/view mix
     camera_rank: int = 12
@@ -61,8 +61,10 @@ class EmbeddingParams:
     new_camera_rank: int = 4  # directions only the later period uses
     new_camera_scale: float = 0.45
     period_shift: float = 0.25  # offset of the old camera coefficients in the later period
-    observation_noise: float = 0.55
-    image_noise: float = 0.35
+    twin_overlap: float = 0.85  # share of a look-alike's look copied from its twin (±0.1)
+    spread_sd: float = 0.35  # log-sd of a per-species multiplier on its modes and noise
+    observation_noise: float = 2.0
+    image_noise: float = 1.5
     ambient_noise: float = 0.25  # isotropic noise over all ``dim`` directions
 
 
@@ -73,13 +75,13 @@ def _unit_rows(rng: np.random.Generator, shape: tuple[int, ...], dim: int) -> np
 
 def _mix_twins(own: np.ndarray, twin: np.ndarray, overlap: np.ndarray) -> np.ndarray:
     """Rows of ``own`` (S, ..., r) with a share ``overlap`` copied from their twin's row
-    (twins have no twin themselves, so one pass suffices); unit norm kept."""
+    (twins have no twin themselves, so one pass suffices); for independent rows of
+    equal norm the norm is kept on average."""
     out = own.copy()
     has = np.flatnonzero(twin >= 0)
     if len(has):
         a = overlap[has].reshape((-1,) + (1,) * (own.ndim - 1))
-        mixed = np.sqrt(a) * own[twin[has]] + np.sqrt(1.0 - a) * own[has]
-        out[has] = mixed / np.linalg.norm(mixed, axis=-1, keepdims=True)
+        out[has] = np.sqrt(a) * own[twin[has]] + np.sqrt(1.0 - a) * own[has]
     return out
 
 
@@ -91,6 +93,7 @@ class EmbeddingModel:
     means: np.ndarray  # (S, r)
     stage_offsets: np.ndarray  # (S, stages, r)
     view_offsets: np.ndarray  # (S, views, r)
+    spread: np.ndarray  # (S,) how variable each species looks
     stage_p: np.ndarray  # (S, stages)
     view_p: np.ndarray  # (S, views)
     camera: np.ndarray  # (camera_rank, r)
@@ -112,15 +115,18 @@ class EmbeddingModel:
         n_gen = int(genus_idx.max()) + 1
         fam = _unit_rows(rng, (int(family_idx.max()) + 1,), r)
         gen = _unit_rows(rng, (n_gen,), r)
-        ident = _mix_twins(_unit_rows(rng, (n,), r), twin, overlap)
+        ident = _unit_rows(rng, (n,), r)
         means = (p.family_scale * fam[family_idx[genus_idx]] + p.genus_scale * gen[genus_idx]
                  + p.species_scale * ident)
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        means = _mix_twins(means, twin, overlap)  # look-alikes of another genus too
         means /= np.linalg.norm(means, axis=1, keepdims=True)
 
         def modes(k: int, scale: float, mix: np.ndarray) -> np.ndarray:
             shared = _unit_rows(rng, (n_gen, k), r)[genus_idx]
-            own = _mix_twins(_unit_rows(rng, (n, k), r), twin, overlap)
-            off = np.sqrt(p.mode_shared) * shared + np.sqrt(1.0 - p.mode_shared) * own
+            own = _unit_rows(rng, (n, k), r)
+            off = _mix_twins(np.sqrt(p.mode_shared) * shared + np.sqrt(1.0 - p.mode_shared) * own,
+                             twin, overlap)
             # Centred on the species' own mix: the modes move a species around its mean
             # without moving the mean, so only a model that tells the modes apart gains.
             off -= np.einsum("sk,skr->sr", mix, off)[:, None, :]
@@ -128,8 +134,9 @@ class EmbeddingModel:
 
         stage_p = rng.dirichlet(np.full(p.stages, p.mode_concentration), size=n)
         view_p = rng.dirichlet(np.full(p.views, p.mode_concentration), size=n)
-        stage_offsets = modes(p.stages, p.stage_scale, stage_p)
-        view_offsets = modes(p.views, p.view_scale, view_p)
+        spread = np.exp(p.spread_sd * rng.standard_normal(n))
+        stage_offsets = modes(p.stages, p.stage_scale, stage_p) * spread[:, None, None]
+        view_offsets = modes(p.views, p.view_scale, view_p) * spread[:, None, None]
         camera = _unit_rows(rng, (p.camera_rank,), r)
         new_camera = _unit_rows(rng, (p.new_camera_rank,), r)
         shift = rng.standard_normal(p.camera_rank)
@@ -138,8 +145,8 @@ class EmbeddingModel:
         spectrum = (1.0 + np.arange(r) / 64.0) ** -p.spectrum
         spectrum *= np.sqrt(r / np.sum(spectrum**2))  # keep the total variance
         basis = (spectrum[:, None] * q.T).astype(np.float32)
-        return cls(p, means, stage_offsets, view_offsets, stage_p, view_p, camera, new_camera,
-                   shift, basis)
+        return cls(p, means, stage_offsets, view_offsets, spread, stage_p, view_p, camera,
+                   new_camera, shift, basis)
 
     def generate(self, rng: np.random.Generator, species: np.ndarray, n_images: np.ndarray,
                  later_period: bool = False, out: np.ndarray | None = None,
@@ -164,11 +171,13 @@ class EmbeddingModel:
                 new = rng.standard_normal((m, len(self.new_camera))) * (
                     p.new_camera_scale / np.sqrt(max(len(self.new_camera), 1)))
                 obs += new @ self.new_camera
-            obs += (p.observation_noise / np.sqrt(r)) * rng.standard_normal((m, r))
+            obs += (p.observation_noise / np.sqrt(r)) * self.spread[sp, None] * rng.standard_normal(
+                (m, r))
             img_sp = np.repeat(sp, k)
             view = _draw_rows(rng, self.view_p[img_sp])
             lat = np.repeat(obs, k, axis=0) + self.view_offsets[img_sp, view]
-            lat += (p.image_noise / np.sqrt(r)) * rng.standard_normal(lat.shape)
+            lat += (p.image_noise / np.sqrt(r)) * self.spread[img_sp, None] * rng.standard_normal(
+                lat.shape)
             img = lat.astype(np.float32) @ self.basis  # (n_img, dim)
             img += (p.ambient_noise / np.sqrt(p.dim)) * rng.standard_normal(
                 img.shape, dtype=np.float32)
@@ -186,11 +195,12 @@ def _draw_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
 
 
 def lookalike_twins(rng: np.random.Generator, genus_idx: np.ndarray, poisonous: np.ndarray,
-                    known: np.ndarray, share: float = 0.3, overlap: tuple[float, float] = (0.5, 0.85)
+                    known: np.ndarray, share: float = 0.3, overlap: tuple[float, float] = (0.75, 0.95)
                     ) -> tuple[np.ndarray, np.ndarray]:
     """``(twin, overlap)`` per species: every poisonous species gets an edible known
     same-genus twin (a fixed one per genus, so several poisonous species can share it);
-    then about ``share`` of the remaining species pair up with a same-genus sibling.
+    then about ``share`` of the remaining species each pick a look-alike among the
+    others, of the same genus when one is free, else of any genus (convergent looks).
     Twins themselves have no twin. ``overlap`` ~ U(lo, hi)."""
     n = len(genus_idx)
     twin = np.full(n, -1, np.int64)
@@ -205,8 +215,9 @@ def lookalike_twins(rng: np.random.Generator, genus_idx: np.ndarray, poisonous: 
     for s in rng.permutation(free):
         if twin[s] >= 0 or leader[s] or rng.random() >= share:
             continue
-        mates = free[(genus_idx[free] == genus_idx[s]) & (free != s)]
-        mates = mates[(twin[mates] < 0) & ~leader[mates]]
+        mates = free[(twin[free] < 0) & ~leader[free] & (free != s)]
+        same = mates[genus_idx[mates] == genus_idx[s]]
+        mates = same if len(same) else mates
         if len(mates):
             t = mates[rng.integers(len(mates))]
             twin[s], leader[t] = t, True

@@ -71,7 +71,7 @@ class SimConfig:
     period_observations: float = DF21_OBSERVATIONS_PER_TRAIN_IMAGE  # val (and test) obs / train image
     missing: float = 0.03  # base rate of missing metadata values
     metadata_strength: float = 1.0  # 0 = metadata independent of species
-    lookalike_share: float = 0.3  # share of other species paired with a same-genus look-alike
+    lookalike_share: float = 0.5  # share of other species paired with a same-genus look-alike
     label_noise: float = 0.03  # share of training observations labelled as another species
     embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
 
@@ -248,6 +248,10 @@ def _split_table(species: pa.Table, obs_species: np.ndarray,
     return pa.table([cols[c] for c in DF20_COLUMNS], names=DF20_COLUMNS)
 
 
+def _around(x: float, half: float) -> tuple[float, float]:
+    return max(0.0, x - half), min(1.0, x + half)
+
+
 def noisy_labels(rng: np.random.Generator, rows: np.ndarray, genus_idx: np.ndarray,
                  n_known: int, rate: float) -> np.ndarray:
     """Species rows as labelled: a share ``rate`` of the known-species observations is
@@ -301,9 +305,10 @@ def simulate(config: SimConfig) -> Simulation:
 
     # Look-alike pairs share part of their look and differ in their habits.
     twin, overlap = lookalike_twins(rng_look, tax.genus_idx[keys], tax.poisonous[keys],
-                                    tax.known[keys], share=cfg.lookalike_share)
+                                    tax.known[keys], share=cfg.lookalike_share,
+                                    overlap=_around(cfg.embedding.twin_overlap, 0.1))
     prefs = SpeciesPreferences.draw(rng_meta, tax.genus_idx[keys], cfg.metadata_strength)
-    prefs = prefs.separate_niches(rng_look, twin, boost=2.5 * cfg.metadata_strength)
+    prefs = prefs.separate_niches(rng_look, twin, weight=0.6 * min(cfg.metadata_strength, 1.0))
     labels = {"train": noisy_labels(rng_look, tr_rows, tax.genus_idx[keys], len(known_keys),
                                     cfg.label_noise)}
     splits = [("train", tr_rows, tr_n, (2000, 2020)), ("val", va_rows, va_n, (2021, 2021)),
