@@ -24,154 +24,26 @@ see at least as much data as each head. Image scores are averaged per observatio
 from __future__ import annotations
 
 import argparse
-import warnings
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sporeprint.simulator.baselines import measure  # noqa: E402
 from sporeprint.simulator.embeddings import EmbeddingParams  # noqa: E402
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
-from store import FeatureStore  # noqa: E402
+from sporeprint.simulator.simulate import SimConfig, simulate  # noqa: E402
 
 # Heads settings: the demo's (MLP hidden 1024, AdamW lr 1e-3, seesaw, batch 256, early
 # stopping on the fold's own part); epochs per scale as in the demo.
 EPOCHS = {"tiny": 12, "small": 12, "medium": 15, "full": 20}
-HIDDEN = 1024
-LR = 1e-3
-
 ROWS = [("1nn", "1-NN (cosine)"), ("ncm", "nearest class mean"), ("lda", "LDA"),
         ("lda_shrink", "LDA, shrinkage"), ("lr", "logistic regression, embeddings"),
         ("lr_meta", "logistic regression, emb + metadata"),
         ("mlp", "2-fold MLP ensemble, embeddings"), ("mlp_meta", "2-fold MLP ensemble, emb + metadata")]
-
-
-class Data:
-    """Image rows of one selection: vectors, metadata features, labels, observation ids."""
-
-    def __init__(self, x, meta, y, obs):
-        self.x, self.meta, self.y, self.obs = x, meta, y, obs
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-def build(sim, root: Path, split_seed: int):
-    """Store with the train and val metadata; returns ``(selections, feature names)`` where
-    selections maps train/p1/p2/test to :class:`Data`."""
-    files = write_simulation(sim, root / "sim", images=False)
-    roles = np.asarray(sim.image_roles)
-    keep = roles != "test"
-    obs_all = sim.image_observation_ids[keep]
-    x_all, y_all = sim.vectors[keep], sim.image_class_ids[keep]
-    with FeatureStore(root / "fungi.duckdb") as fs:
-        fs.ingest_metadata(files["train"], role="train")
-        fs.ingest_metadata(files["val"], role="val")
-        fs.fit_encoder()
-        fs.encode_observations()
-        fs.make_splits(split_seed)
-        f1, f2 = fs.fold_observations(1), fs.fold_observations(2)
-        ids, feats, names = fs.fetch_features(np.unique(obs_all))
-    parts = {"p1": f1["val"], "p2": f2["val"], "test": f1["test"],
-             "train": np.setdiff1d(f1["train"], f2["val"])}
-    order = np.argsort(ids)
-    meta_all = feats[order][np.searchsorted(ids[order], obs_all)]
-    out = {}
-    for name, obs_ids in parts.items():
-        m = np.isin(obs_all, obs_ids)
-        out[name] = Data(x_all[m], meta_all[m], y_all[m], obs_all[m])
-    return out, names
-
-
-def cat(*parts: Data) -> Data:
-    return Data(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("x", "meta", "y", "obs")))
-
-
-def observation_top1(scores: np.ndarray, classes: np.ndarray, test: Data,
-                     reduce: str = "mean") -> float:
-    """Top-1 per observation from image-level ``scores`` (n, C) over ``classes``."""
-    uniq, inv = np.unique(test.obs, return_inverse=True)
-    agg = np.full((len(uniq), scores.shape[1]), -np.inf if reduce == "max" else 0.0)
-    if reduce == "max":
-        np.maximum.at(agg, inv, scores)
-    else:
-        np.add.at(agg, inv, scores)
-    truth = np.zeros(len(uniq), np.int64)
-    truth[inv] = test.y
-    return float(np.mean(classes[agg.argmax(1)] == truth))
-
-
-def species_proba(model, x, meta) -> np.ndarray:
-    """Species probabilities, whether ``predict_proba`` returns them alone or with the
-    poison probability."""
-    out = model.predict_proba(x, meta)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def baselines(train: Data, test: Data, lr_c: float, skip: set[str]) -> dict[str, float]:
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.linear_model import LogisticRegression
-
-    classes, y = np.unique(train.y, return_inverse=True)
-    res, t = {}, {}
-    t0 = time.perf_counter()
-    nn, nn_sim = np.empty(len(test), np.int64), np.empty(len(test), np.float32)
-    for s in range(0, len(test), 1024):  # vectors are unit-norm: dot = cosine
-        sims = test.x[s:s + 1024] @ train.x.T
-        nn[s:s + 1024] = sims.argmax(1)
-        nn_sim[s:s + 1024] = sims[np.arange(len(sims)), nn[s:s + 1024]]
-    onehot = np.full((len(test), len(classes)), -np.inf, np.float32)
-    onehot[np.arange(len(test)), y[nn]] = nn_sim  # the observation's best match wins
-    res["1nn"] = observation_top1(onehot, classes, test, reduce="max")
-    means = np.zeros((len(classes), train.x.shape[1]))
-    np.add.at(means, y, train.x)
-    means /= np.linalg.norm(means, axis=1, keepdims=True)
-    res["ncm"] = observation_top1(test.x @ means.T, classes, test)
-    t["1nn+ncm"] = time.perf_counter() - t0
-    for key, kw in (("lda", {}), ("lda_shrink", {"solver": "lsqr", "shrinkage": "auto"})):
-        if key in skip:
-            continue
-        t0 = time.perf_counter()
-        lda = LinearDiscriminantAnalysis(**kw).fit(train.x, y)
-        res[key] = observation_top1(lda.predict_proba(test.x), classes, test)
-        t[key] = time.perf_counter() - t0
-    for key, use_meta in (("lr", False), ("lr_meta", True)):
-        if key in skip:
-            continue
-        t0 = time.perf_counter()
-        # Unit vectors times sqrt(dim): coordinates of unit scale, like the 0/1 metadata.
-        k = np.sqrt(train.x.shape[1])
-        xtr = np.hstack([k * train.x, train.meta]) if use_meta else k * train.x
-        xte = np.hstack([k * test.x, test.meta]) if use_meta else k * test.x
-        lr = LogisticRegression(C=lr_c, max_iter=300).fit(xtr, y)
-        res[key] = observation_top1(lr.predict_proba(xte), classes, test)
-        t[key] = time.perf_counter() - t0
-    return res, t
-
-
-def ensemble(folds: list[tuple[Data, Data]], test: Data, use_meta: bool, epochs: int,
-             seed: int, names: list[str]) -> float:
-    from heads.classifier import Classifier, EvalSet
-    from heads.train import TrainConfig
-
-    members = []
-    for tr, va in folds:
-        clf = Classifier("mlp", {"hidden": HIDDEN},
-                         TrainConfig(epochs=epochs, lr=LR, seed=seed, progress=False),
-                         feature_names=names if use_meta else None)
-        clf.fit(tr.x, tr.y, tr.meta if use_meta else None, observation_ids=tr.obs,
-                val=EvalSet(va.x, va.y, va.meta if use_meta else None, va.obs))
-        members.append(clf)
-    classes = np.unique(np.concatenate([m.classes_ for m in members]))
-    probs = np.zeros((len(test), len(classes)))
-    for m in members:
-        probs[:, np.searchsorted(classes, m.classes_)] += species_proba(
-            m, test.x, test.meta if use_meta else None)
-    return observation_top1(probs, classes, test)
 
 
 def run_one(scale: str, seed: int, args) -> dict[str, float]:
@@ -181,25 +53,11 @@ def run_one(scale: str, seed: int, args) -> dict[str, float]:
                     count_scale=0.05 if scale == "tiny" else None, embedding=emb)
     t0 = time.perf_counter()
     sim = simulate(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        sel, names = build(sim, Path(tmp), seed)
-    t_build = time.perf_counter() - t0
-    known = sel["test"].y >= 0
-    test = Data(*(getattr(sel["test"], a)[known] for a in ("x", "meta", "y", "obs")))
-    train_all = cat(sel["train"], sel["p1"], sel["p2"])
-    train_all = Data(*(getattr(train_all, a)[train_all.y >= 0] for a in ("x", "meta", "y", "obs")))
-    test = Data(*(getattr(test, a)[np.isin(test.y, train_all.y)] for a in ("x", "meta", "y", "obs")))
-    res, timing = baselines(train_all, test, args.lr_c, set(args.skip))
-    if not args.no_mlp:
-        folds = [(cat(sel["train"], sel["p2"]), sel["p1"]), (cat(sel["train"], sel["p1"]), sel["p2"])]
-        epochs = args.epochs or EPOCHS[scale]
-        for key, use_meta in (("mlp", False), ("mlp_meta", True)):
-            t1 = time.perf_counter()
-            res[key] = ensemble(folds, test, use_meta, epochs, seed, names)
-            timing[key] = time.perf_counter() - t1
-    n_obs = len(np.unique(test.obs))
-    print(f"  {scale} seed {seed}: {len(train_all):,} training images, {n_obs} known test "
-          f"observations; build {t_build:.0f}s, "
+    timing = {"simulate": time.perf_counter() - t0}
+    res = measure(sim, seed, epochs=args.epochs or EPOCHS[scale], lr_c=args.lr_c,
+                  skip=args.skip, mlp=not args.no_mlp, timing=timing)
+    n_img, n_obs = timing.pop("n_train_images"), timing.pop("n_test_observations")
+    print(f"  {scale} seed {seed}: {n_img:,} training images, {n_obs} known test observations; "
           + ", ".join(f"{k} {v:.0f}s" for k, v in timing.items()), flush=True)
     print("    " + "  ".join(f"{k} {100 * v:.1f}" for k, v in res.items()), flush=True)
     return res
@@ -256,7 +114,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"difficulty: scales {args.scales}, seeds {args.seeds}; MLP hidden {HIDDEN}, lr {LR}, "
+    print(f"difficulty: scales {args.scales}, seeds {args.seeds}; MLP hidden 1024, lr 1e-3, "
           f"seesaw, epochs {args.epochs or 'per scale ' + str(EPOCHS)}; LR C={args.lr_c}")
     for scale in args.scales:
         results = [run_one(scale, s, args) for s in args.seeds]

@@ -52,9 +52,10 @@ class EmbeddingParams:
     species_scale: float = 0.3
     stages: int = 3  # growth stages (per observation)
     views: int = 4  # views (per image)
-    stage_scale: float = 1.0
-    view_scale: float = 1.5
-    mode_shared: float = 0.4  # share of a mode offset common to the genus
+    stage_scale: float = 1.3
+    view_scale: float = 2.0
+    mode_global: float = 0.3  # share of a mode offset common to all species (gills look like gills)
+    mode_shared: float = 0.2  # share common to the genus
     mode_concentration: float = 1.0  # Dirichlet concentration of each species' stage/view mix
     camera_rank: int = 12
     camera_scale: float = 0.45
@@ -63,8 +64,8 @@ class EmbeddingParams:
     period_shift: float = 0.25  # offset of the old camera coefficients in the later period
     twin_overlap: float = 0.85  # share of a look-alike's look copied from its twin (±0.1)
     spread_sd: float = 0.35  # log-sd of a per-species multiplier on its modes and noise
-    observation_noise: float = 2.0
-    image_noise: float = 1.5
+    observation_noise: float = 3.0
+    image_noise: float = 2.5
     ambient_noise: float = 0.25  # isotropic noise over all ``dim`` directions
 
 
@@ -123,10 +124,11 @@ class EmbeddingModel:
         means /= np.linalg.norm(means, axis=1, keepdims=True)
 
         def modes(k: int, scale: float, mix: np.ndarray) -> np.ndarray:
+            common = _unit_rows(rng, (1, k), r)
             shared = _unit_rows(rng, (n_gen, k), r)[genus_idx]
-            own = _unit_rows(rng, (n, k), r)
-            off = _mix_twins(np.sqrt(p.mode_shared) * shared + np.sqrt(1.0 - p.mode_shared) * own,
-                             twin, overlap)
+            own = np.sqrt(max(1.0 - p.mode_global - p.mode_shared, 0.0)) * _unit_rows(rng, (n, k), r)
+            off = _mix_twins(np.sqrt(p.mode_global) * common + np.sqrt(p.mode_shared) * shared
+                             + own, twin, overlap)
             # Centred on the species' own mix: the modes move a species around its mean
             # without moving the mean, so only a model that tells the modes apart gains.
             off -= np.einsum("sk,skr->sr", mix, off)[:, None, :]
