@@ -143,7 +143,8 @@ def embed_store_ray(fs, model: str, space: str | None = None, pooling: str = "cl
                         fn_kwargs={"preprocess": local.preprocess, "max_pixels": max_pixels,
                                    "draft_size": local._draft_size()})
     ds = ds.map_batches(EmbedActor, batch_size=options.batch_size, batch_format="numpy",
-                        concurrency=concurrency, num_gpus=gpus_per_actor,
+                        compute=ray.data.ActorPoolStrategy(size=concurrency),
+                        num_gpus=gpus_per_actor,
                         fn_constructor_kwargs={"model_id": local.model_id, "pooling": pooling,
                                                "dtype": dtype, "max_pixels": max_pixels,
                                                "draft": local.draft})

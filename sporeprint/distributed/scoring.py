@@ -96,7 +96,7 @@ def decide_on_ray(ray, model: ScoringModel, rows: Rows, rule: str,
     ref = ray.put(model)
     ds = ray.data.from_arrow(blocks).map_batches(
         ScoreActor, batch_size=options.batch_size, batch_format="pyarrow",
-        concurrency=concurrency, num_gpus=gpus,
+        compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=gpus,
         fn_constructor_kwargs={"model_ref": [ref], "rule": rule})
     parts = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
     return pa.concat_tables(parts)
