@@ -42,9 +42,9 @@ def add_ray_arguments(parser, scoring: bool = False) -> None:
                         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     if scoring:
         parser.add_argument("--ray-batch-size", type=int, default=256,
-                            help="observations per call in a Ray scoring actor (default 256)")
+                            help="observations per call in a Ray scoring actor")
     parser.add_argument("--ray-concurrency", type=int, default=None,
-                        help="Ray model actors (default: one per GPU of the cluster, else 1)")
+                        help="Ray model actors (none given: one per GPU of the cluster, else 1)")
     parser.add_argument("--ray-work-dir", default=None,
                         help="folder for the Ray run's Parquet shards, on storage every node "
                              "mounts (default: beside the store, removed after the run)")

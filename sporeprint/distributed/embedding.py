@@ -31,6 +31,10 @@ from store import EmbeddingSpace
 log = logging.getLogger(__name__)
 
 DECODE_BATCH = 16  # images per decode task call
+# CPU share of a decode task beside CPU model actors: a request unlike the actors' own
+# keeps Ray Data from fusing decoding into the model actors (it fuses maps whose resource
+# requests match), so decoding overlaps the forward passes as in the single-process path.
+DECODE_CPUS_BESIDE_CPU_ACTORS = 0.5
 NO_PATH = "no file path recorded for this image"
 
 
@@ -140,6 +144,7 @@ def embed_store_ray(fs, model: str, space: str | None = None, pooling: str = "cl
 
     ds = ray.data.read_parquet(str(work / "pending"))
     ds = ds.map_batches(_decode, batch_size=DECODE_BATCH, batch_format="numpy",
+                        num_cpus=1 if gpus_per_actor else DECODE_CPUS_BESIDE_CPU_ACTORS,
                         fn_kwargs={"preprocess": local.preprocess, "max_pixels": max_pixels,
                                    "draft_size": local._draft_size()})
     ds = ds.map_batches(EmbedActor, batch_size=options.batch_size, batch_format="numpy",
