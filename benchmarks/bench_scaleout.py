@@ -194,13 +194,16 @@ def main() -> None:
             print(f"{job}: single-process {local:8.1f} {unit} (runs {base} s), "
                   f"Ray {dist:8.1f} {unit} (runs {runs} s), ratio {dist / local:.2f}x")
             fixed = med[job + "-few", "ray"] - n_few / local
-            marginal = (n - n_few) / max(med[job, "ray"] - med[job + "-few", "ray"], 1e-9)
-            local_marginal = (n - n_few) / max(med[job, "local"] - med[job + "-few", "local"],
-                                               1e-9)
             print(f"  Ray fixed cost per run ~{fixed:.1f} s ({n_few} items: "
-                  f"{med[job + '-few', 'ray']:.1f} s); marginal rate past it: Ray "
-                  f"{marginal:.1f} vs single-process {local_marginal:.1f} {unit}, ratio "
-                  f"{marginal / local_marginal:.2f}x")
+                  f"{med[job + '-few', 'ray']:.1f} s)", end="")
+            local_span = med[job, "local"] - med[job + "-few", "local"]
+            ray_span = med[job, "ray"] - med[job + "-few", "ray"]
+            if min(local_span, ray_span) < 1.0:  # differences of noise, not rates
+                print("; the batch is too small to measure a marginal rate")
+                continue
+            marginal, local_marginal = (n - n_few) / ray_span, (n - n_few) / local_span
+            print(f"; marginal rate past it: Ray {marginal:.1f} vs single-process "
+                  f"{local_marginal:.1f} {unit}, ratio {marginal / local_marginal:.2f}x")
         print("ratio = Ray throughput / single-process throughput, medians of "
               f"{args.repeats} (target >= 0.8)")
 
