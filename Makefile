@@ -29,7 +29,8 @@ install: $(VENV)/.installed  ## create the virtual environment and install every
 demo: install  ## run the end-to-end demo on simulated data (small scale); starts over in demo-run/
 	rm -rf demo-run
 	$(VENV)/bin/sporeprint demo --dir demo-run --scale small
-	$(VENV)/bin/sporeprint report --store demo-run/fungi.duckdb --out demo-run/report.html
+	$(VENV)/bin/sporeprint report --store demo-run/fungi.duckdb --out demo-run/report.html \
+		--truth demo-run/data/test_2024_truth.csv
 	@echo "open demo-run/report.html in a browser; the look-alike page: $(VENV)/bin/sporeprint serve --store demo-run/fungi.duckdb"
 
 test: install  ## run the test suite

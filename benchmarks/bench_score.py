@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from heads.train import TrainConfig  # noqa: E402
 from sporeprint.indexing import build_index  # noqa: E402
 from sporeprint.scoring import ScoringModel, score_batch  # noqa: E402
+from sporeprint.scoring.outputs import predictions_table  # noqa: E402
 from sporeprint.simulate import SimConfig, simulate, write_simulation  # noqa: E402
 from sporeprint.training import load_rows, train_folds  # noqa: E402
 from store import FeatureStore  # noqa: E402
@@ -100,34 +101,43 @@ def main() -> None:
             vectors = dict(zip(sim.image_paths.tolist(), sim.vectors, strict=True))
             csv_path, pq_path = make_batch(sim.test_public(), vectors, args.observations, tmp)
 
+            model = ScoringModel.load(fs, [runs[-1].run_id])
             t0 = time.perf_counter()
             report = score_batch(fs, csv_path, [runs[-1].run_id], embeddings=pq_path,
-                                 out=tmp / "pred.csv", batch="bench")
+                                 out=tmp / "pred.csv", batch="bench", model=model)
             pipeline = time.perf_counter() - t0
             assert report.observations == args.observations
 
-            # Baseline: the two heads' forward passes over the same image tensors.
-            model = ScoringModel.load(fs, [runs[-1].run_id])
+            # Interleaved: the scoring from stored vectors (rows -> heads -> kNN evidence and
+            # unknown score -> calibrated decision -> predictions table) vs the bare forward
+            # passes of the same heads over the same image tensors.
             batch_ids = np.unique(pacsv.read_csv(csv_path)["observation_id"].to_numpy())
             rows, _ = load_rows(fs, "sim", batch_ids, labelled_only=False)
-            bare = []
+            bare, scoring = [], []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
                 model.ensemble.predict_proba(rows.embeddings, rows.metadata)
                 bare.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                scores, _ = model.scores(fs, batch_ids)
+                predictions_table([(model.decide(scores), "scored")])
+                scoring.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             again = score_batch(fs, csv_path, [runs[-1].run_id], embeddings=pq_path,
-                                out=tmp / "pred.csv", batch="bench")
+                                out=tmp / "pred.csv", batch="bench", model=model)
             rescore = time.perf_counter() - t0
 
     forward = statistics.median(bare)
+    decided = statistics.median(scoring)
     print(f"batch: {args.observations:,} observations, {len(rows):,} images, "
           f"{rows.embeddings.shape[1]}-d, MLP hidden {args.hidden}, 2-head ensemble")
     print(f"score pipeline (ingest + encode + heads + open-set + decide + write): {pipeline:7.2f} s")
     print(f"re-score of the same batch (nothing new to ingest):                 {rescore:7.2f} s")
     print(f"bare head forward passes (median of {args.repeats}):                          {forward:7.2f} s")
-    print(f"ratio pipeline / bare forward: {pipeline / forward:.2f}x   "
-          f"(target: pipeline <= 10 s for 40,216 observations on CPU)")
+    print(f"scoring from stored vectors, median of {args.repeats}:                   {decided:7.2f} s")
+    print(f"ratio scoring / bare forward (same heads, same batch): {decided / forward:.2f}x "
+          "(target <= 1.3x)")
+    print(f"ratio whole pipeline incl. ingest and files / bare forward: {pipeline / forward:.2f}x")
     print(f"answers: {again.answers}")
 
 

@@ -10,11 +10,13 @@ with the ratio (b)/(a). Needs torch, transformers and Pillow (no DuckDB).
 
     python benchmarks/gpu_embed.py                # on a GPU machine, < 4 minutes on an H100
     python benchmarks/gpu_embed.py --tiny         # tiny model, 64 images: checks it runs (CPU ok)
+    python benchmarks/gpu_embed.py --fast-preprocess   # opt-in resize/normalise on the GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -91,6 +93,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--autocast", action="store_true",
                         help="float32 weights under torch.autocast instead of bf16 weights")
+    parser.add_argument("--fast-preprocess", action="store_true",
+                        help="resize/normalise on the device (opt-in, not bit-exact)")
+    parser.add_argument("--draft", action="store_true", help="JPEG DCT-domain downscaling")
     args = parser.parse_args()
 
     import torch
@@ -107,7 +112,9 @@ def main() -> int:
     dtype = args.dtype if cuda else "float32"
     name = torch.cuda.get_device_name() if cuda else "CPU (no CUDA device)"
     print(f"device: {name}; torch {torch.__version__}, transformers {transformers.__version__}; "
-          f"{cores} cores, {workers} workers, batch {batch}, {dtype}")
+          f"{cores} cores, {workers} workers, batch {batch}, {dtype}, "
+          f"{'device-side' if args.fast_preprocess else 'exact'} preprocessing"
+          f"{', JPEG draft' if args.draft else ''}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -115,7 +122,8 @@ def main() -> int:
         paths = write_images(tmp, n_images, processes=max(1, cores))
         build_model(tmp / "model", args.tiny, args.registers)
         emb = ImageEmbedder(tmp / "model", pooling="cls", device=device, dtype=dtype,
-                            autocast=args.autocast)
+                            autocast=args.autocast, fast_preprocess=args.fast_preprocess,
+                            draft=args.draft)
         print(f"setup: {n_images} JPEGs + model in {time.perf_counter() - t0:.1f} s; "
               f"dim {emb.dim}, {type(emb.model).__name__}")
 
@@ -126,8 +134,8 @@ def main() -> int:
         # (a) model only: one preprocessed batch, already on the device
         from embedder import load_rgb
 
-        one = torch.stack([emb.preprocess(load_rgb(p)) for p in paths[:batch]])
-        one = one.to(emb.device)
+        pre = [emb.preprocess(load_rgb(p)) for p in paths[:batch]]
+        one = emb._to_device(torch.stack(pre) if emb.preprocess.stacks else pre)
         steps = max(2, n_images // batch)
         emb._embed_pixels(one)  # warm-up (kernels, autocast caches)
         sync()
@@ -149,8 +157,10 @@ def main() -> int:
         decode_rates = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            loader = DataLoader(ImageItems(paths, emb.preprocess, emb.max_pixels),
-                                batch_size=32, num_workers=workers, collate_fn=collate,
+            items = ImageItems(paths, emb.preprocess, emb.max_pixels, emb._draft_size(),
+                               min_side=emb.min_side())
+            loader = DataLoader(items, batch_size=32, num_workers=workers,
+                                collate_fn=functools.partial(collate, stack=items.stack),
                                 pin_memory=cuda, prefetch_factor=4)
             done = sum(len(pos) for pos, _, _ in loader)
             decode_rates.append(done / (time.perf_counter() - t))

@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--loss", default="ce", help="ce matches the bare loop; try seesaw")
+    ap.add_argument("--seesaw-counts", default="accumulate", choices=["accumulate", "fixed"],
+                    help="seesaw class counts: accumulated from the batches, or the training set's")
+    ap.add_argument("--heads", default="mlp,fusion", help="comma-separated: mlp, fusion")
     args = ap.parse_args()
     device = resolve_device("auto")
     n, d, c, hidden = (4_000, 256, 100, 512) if args.tiny else (420_000, 1024, 1604, 4096)
@@ -90,12 +93,16 @@ def main() -> None:
     dev_tensors = [torch.as_tensor(a).to(device) for a in
                    (X, M, labels, poisonous[labels].astype(np.float32))]
     print(f"{'head':8s} {'params':>10s} {'bare s/epoch':>13s} {'train_head s/epoch':>19s} "
-          f"{'ratio':>6s} {'setup+val s/epoch':>6s}   loss={args.loss}+poison; paper: 67 s/epoch, 47M params")
+          f"{'ratio':>6s} {'setup+val s/epoch':>6s}   loss={args.loss}+poison "
+          f"(seesaw counts: {args.seesaw_counts}); paper: 67 s/epoch, 47M params")
     for kind, head in heads.items():
+        if kind not in args.heads.split(","):
+            continue
         params = sum(p.numel() for p in build_head(head).parameters())
         t_bare = bare_epoch(head, *dev_tensors, args.batch_size, device)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-4, loss=args.loss,
-                          patience=0, progress=False, device=str(device))
+                          seesaw_counts=args.seesaw_counts, patience=0, progress=False,
+                          device=str(device))
         res = train_head(head, train, val, cfg, poisonous=poisonous)
         # the first epoch includes warm-up (kernel selection); report the last
         t_epoch = res.history[-1]["train_seconds"]

@@ -10,7 +10,9 @@ image(s) that kill a process are recorded as failures.
 
 from __future__ import annotations
 
+import functools
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -22,6 +24,7 @@ from embedder.images import load_rgb
 logger = logging.getLogger(__name__)
 
 PREFETCH = 4  # chunks in flight per worker
+LIVENESS_CHECK_S = 0.5
 DIED = "decoding process died (e.g. killed for lack of memory)"
 
 # (positions int64 (b,), pixels (b, ...), [(position, reason), ...])
@@ -35,12 +38,15 @@ class ImageItems(Dataset):
     """
 
     def __init__(self, items: Sequence, preprocess: Callable, max_pixels: int,
-                 draft_size: tuple[int, int] | None = None, positions: Sequence[int] | None = None):
+                 draft_size: tuple[int, int] | None = None, positions: Sequence[int] | None = None,
+                 min_side: int | None = None):
         self.items = items
         self.preprocess = preprocess
         self.max_pixels = max_pixels
         self.draft_size = draft_size
+        self.min_side = min_side
         self.positions = range(len(items)) if positions is None else positions
+        self.stack = getattr(preprocess, "stacks", True)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -51,7 +57,8 @@ class ImageItems(Dataset):
         if item is None:
             return i, None, "no file path recorded for this image"
         try:
-            img = load_rgb(item, max_pixels=self.max_pixels, draft_size=self.draft_size)
+            img = load_rgb(item, max_pixels=self.max_pixels, draft_size=self.draft_size,
+                           min_side=self.min_side)
             return i, self.preprocess(img), None
         except ImageDecodeError as exc:
             return i, None, exc.reason
@@ -59,13 +66,18 @@ class ImageItems(Dataset):
             return i, None, f"preprocessing failed: {type(exc).__name__}: {exc}"
 
     def subset(self, positions: Sequence[int]) -> ImageItems:
-        return ImageItems(self.items, self.preprocess, self.max_pixels, self.draft_size, positions)
+        return ImageItems(self.items, self.preprocess, self.max_pixels, self.draft_size, positions,
+                          self.min_side)
 
 
-def collate(batch) -> Chunk:
+def collate(batch, stack: bool = True) -> Chunk:
+    """Items -> (positions, pixels, failures); ``stack=False`` keeps pixels as a list of
+    tensors of their own sizes."""
     good = [(i, x) for i, x, _ in batch if x is not None]
     failed = [(i, reason) for i, x, reason in batch if x is None]
     positions = torch.tensor([i for i, _ in good], dtype=torch.int64)
+    if not stack:
+        return positions, [x for _, x in good], failed
     pixels = torch.stack([x for _, x in good]) if good else torch.empty(0)
     return positions, pixels, failed
 
@@ -76,7 +88,8 @@ class _WorkerDied(Exception):
 
 def _loader(dataset: ImageItems, chunk: int, workers: int, pin_memory: bool) -> DataLoader:
     return DataLoader(dataset, batch_size=chunk, shuffle=False, num_workers=workers,
-                      collate_fn=collate, pin_memory=pin_memory,
+                      collate_fn=functools.partial(collate, stack=dataset.stack),
+                      pin_memory=pin_memory,
                       prefetch_factor=PREFETCH if workers > 0 else None)
 
 
@@ -91,6 +104,8 @@ def _iterate(loader: DataLoader) -> Iterator[Chunk]:
 
         signal_handling._remove_worker_pids(id(it))
         it._worker_pids_set = False
+        if hasattr(it, "_try_get_data"):  # look for dead workers every 0.5 s, not every 5 s
+            it._try_get_data = functools.partial(it._try_get_data, timeout=LIVENESS_CHECK_S)
     try:
         yield from it
     except RuntimeError as exc:
@@ -104,23 +119,54 @@ def _iterate(loader: DataLoader) -> Iterator[Chunk]:
             shutdown()
 
 
-def _alone(dataset: ImageItems, positions: Sequence[int], chunk: int,
-           pin_memory: bool) -> Iterator[Chunk]:
+def _decode_in_child(dataset: ImageItems, conn) -> None:
+    torch.set_num_threads(1)  # as DataLoader workers do: a forked OpenMP pool can hang
+    positions, pixels, failed = collate([dataset[k] for k in range(len(dataset))], dataset.stack)
+    arrays = pixels.numpy() if dataset.stack else [x.numpy() for x in pixels]
+    conn.send((positions.numpy(), arrays, failed))  # by value, not shared memory
+    conn.close()
+
+
+def _in_own_process(dataset: ImageItems) -> Chunk | str:
+    """Decode all of ``dataset`` in a fresh process: its chunk, or why the process died."""
+    ctx = multiprocessing.get_context()
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_decode_in_child, args=(dataset, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        while not receive.poll(LIVENESS_CHECK_S):
+            if not proc.is_alive() and not receive.poll(0):
+                raise EOFError
+        positions, pixels, failed = receive.recv()
+        pixels = (torch.from_numpy(pixels) if dataset.stack
+                  else [torch.from_numpy(x) for x in pixels])
+        return torch.from_numpy(positions), pixels, failed
+    except EOFError:  # the child died before sending
+        proc.join()
+        code = proc.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return f"{DIED} ({how})"
+    finally:
+        receive.close()
+        proc.join()
+
+
+def _alone(dataset: ImageItems, positions: Sequence[int], chunk: int) -> Iterator[Chunk]:
     """Decode ``positions`` one chunk at a time in a process of its own; a chunk whose
     process dies is retried image by image, and an image whose process dies fails."""
     for start in range(0, len(positions), chunk):
         part = positions[start:start + chunk]
-        try:
-            yield from list(_iterate(_loader(dataset.subset(part), chunk, 1, pin_memory)))
+        out = _in_own_process(dataset.subset(part))
+        if not isinstance(out, str):
+            yield out
             continue
-        except _WorkerDied:
-            pass
         for i in part:
-            try:
-                yield from list(_iterate(_loader(dataset.subset([i]), 1, 1, pin_memory)))
-            except _WorkerDied:
-                logger.warning("image %d: %s", i, DIED)
-                yield torch.empty(0, dtype=torch.int64), torch.empty(0), [(int(i), DIED)]
+            out = _in_own_process(dataset.subset([i]))
+            if isinstance(out, str):
+                logger.warning("image %d: %s", i, out)
+                out = torch.empty(0, dtype=torch.int64), torch.empty(0), [(int(i), out)]
+            yield out
 
 
 def decode_chunks(dataset: ImageItems, chunk: int, workers: int,
@@ -142,5 +188,5 @@ def decode_chunks(dataset: ImageItems, chunk: int, workers: int,
             logger.warning("%s; decoding the next images one process at a time", exc)
         # The dead worker held one of the chunks in flight: decode those alone.
         end = min(n, start + chunk * workers * PREFETCH)
-        yield from _alone(dataset, dataset.positions[start:end], chunk, pin_memory)
+        yield from _alone(dataset, dataset.positions[start:end], chunk)
         start = end

@@ -86,7 +86,8 @@ class SeesawLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()  # (B, C)
         if self.accumulate and self.training:
-            self.counts += torch.bincount(target, minlength=self.num_classes).to(self.counts)
+            # index_add_ rather than bincount: no device-to-host sync on CUDA
+            self.counts.index_add_(0, target, torch.ones_like(target, dtype=self.counts.dtype))
         log_s = torch.zeros_like(logits)
         if self.p > 0:
             n = self.counts.clamp(min=1).float()

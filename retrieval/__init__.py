@@ -4,6 +4,7 @@ from .errors import InvalidVectorsError, NotFittedError, RetrievalError
 from .index import DEFAULT_PARAMS, KINDS, VectorIndex
 from .manifest import id_checksum, read_manifest
 from .openset import OpenSetDetector
+from .plan import SearchPlan, SearchReport, choose_plan
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -12,7 +13,10 @@ __all__ = [
     "NotFittedError",
     "OpenSetDetector",
     "RetrievalError",
+    "SearchPlan",
+    "SearchReport",
     "VectorIndex",
+    "choose_plan",
     "id_checksum",
     "read_manifest",
 ]

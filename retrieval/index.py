@@ -6,15 +6,17 @@ Results are ``(distances, ids)`` arrays of shape ``(n_queries, k)``; an empty
 slot (fewer than k vectors, or fewer than k allowed by the filter) holds id
 ``-1`` and score ``-inf``.
 
-Kinds and their defaults (chosen to reach recall@10 >= 0.95 on clustered
-embeddings such as DINOv2 features of fungus species):
+Kinds and their defaults (tuned with ``benchmarks/bench_knn.py`` on two
+families of 1,024-d vectors of low intrinsic dimension, as real image
+embeddings have; docs/retrieval.md holds the curves). :func:`retrieval.choose_plan`
+picks a kind from the store size:
 
 ========== ================================================================
 exact      ``IndexFlatIP``: brute force, exact.
 hnsw       ``IndexHNSWFlat``, ``M=32``, ``ef_construction=80``,
-           ``ef_search=96``. Cannot remove vectors.
+           ``ef_search=32``. Cannot remove vectors.
 ivf_flat   ``IndexIVFFlat``, ``nlist=clip(4*sqrt(n), 1, n/39)`` chosen at the
-           first ``add`` (which trains the quantizer), ``nprobe=max(16, nlist/16)``.
+           first ``add`` (which trains the quantizer), ``nprobe=max(16, nlist/64)``.
 ivf_pq     ``IndexIVFPQ`` with ``m`` sub-quantizers of ``nbits=8`` (``m`` = the
            largest divisor of dim at most max(dim/8, min(16, dim/2))), same ``nlist``/``nprobe``
            rules, re-ranked by exact scores of the top ``refine_factor * k``
@@ -22,12 +24,16 @@ ivf_pq     ``IndexIVFPQ`` with ``m`` sub-quantizers of ``nbits=8`` (``m`` = the
            allows ``remove``).
 ========== ================================================================
 
-Filtering (``allowed_ids``) happens before ranking: a small allowed set is
-scored exactly from its stored vectors; a large one goes through a FAISS
+Filtering (``allowed_ids``) happens before ranking: a small allowed set
+(at most ``retrieval.plan.EXACT_FILTER_MAX``) is scored exactly from its
+stored vectors; a large one goes through a FAISS
 ``IDSelectorBatch`` on the CPU (widening ``ef_search``/``nprobe`` and finally
 falling back to exact scoring when the approximate search found fewer than k
 allowed hits), or on the GPU through over-fetching and filtering, doubling k
-until k hits or the candidates are exhausted.
+until k hits or the candidates are exhausted. Without FAISS GPU support but
+with a CUDA device visible to PyTorch, exact search runs through
+:mod:`retrieval.torch_search` (filters as masks). :attr:`VectorIndex.last_search`
+reports which of these paths ran.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from . import gpu, torch_search
+from . import gpu, plan, torch_search
 from .errors import InvalidVectorsError, RetrievalError
 from .manifest import (
     FORMAT_VERSION,
@@ -52,6 +58,7 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
+from .plan import SearchReport
 
 if TYPE_CHECKING:
     from .torch_search import TorchExactSearch
@@ -62,13 +69,11 @@ KINDS = ("exact", "hnsw", "ivf_flat", "ivf_pq")
 
 DEFAULT_PARAMS: dict[str, dict] = {
     "exact": {},
-    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 96},
+    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 32},
     "ivf_flat": {"nlist": None, "nprobe": None},
     "ivf_pq": {"nlist": None, "nprobe": None, "m": None, "nbits": 8, "refine_factor": 4},
 }
 
-# Allowed sets up to this size are scored exactly from their stored vectors.
-EXACT_FILTER_MAX = 16384
 # Query batches smaller than this run FAISS on one thread.
 SMALL_BATCH = 8
 INDEX_FILE = "index.faiss"
@@ -121,6 +126,8 @@ class VectorIndex:
         self.torch_device = torch_device
         self._allow_gpu = use_gpu is not False
         self._torch: TorchExactSearch | None = None
+        self.last_search: SearchReport | None = None  # what the latest search did
+        self._counts: dict = {}
         self.manifest: dict = {}
         self._ids = np.empty(0, dtype=np.int64)  # ids of stored vectors, in insertion order
         self._index: faiss.Index | None = None  # CPU index; None until the first add (IVF trains then)
@@ -213,7 +220,7 @@ class VectorIndex:
             )
         p["nlist"] = nlist
         if not p["nprobe"]:
-            p["nprobe"] = min(nlist, max(16, nlist // 16))
+            p["nprobe"] = min(nlist, max(16, nlist // 64))
         quantizer = faiss.IndexFlatIP(self.dim)
         if self.kind == "ivf_flat":
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -245,13 +252,16 @@ class VectorIndex:
         return index
 
     # ----------------------------------------------------------------- searching
-    def search(self, queries: np.ndarray, k: int = 10,
-               allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int = 10, allowed_ids: np.ndarray | None = None,
+               explain: bool = False):
         """The ``k`` nearest stored vectors of each query row.
 
         Returns ``(distances float32 (n, k), ids int64 (n, k))`` sorted by
         decreasing similarity; ``-inf`` / ``-1`` fill empty slots. With
         ``allowed_ids`` only those ids are ranked (ids not in the index are ignored).
+        Every search leaves a :class:`SearchReport` in :attr:`last_search` (which
+        path ran, the filter's selectivity, rows returned vs requested);
+        ``explain=True`` returns it as a third element.
         """
         q = self._check_vectors(queries, "queries")
         if not isinstance(k, (int, np.integer)) or k <= 0:
@@ -259,16 +269,47 @@ class VectorIndex:
         k = int(k)
         if len(self) == 0:
             raise RetrievalError("the index is empty: add vectors (or build it from the store) before searching")
+        self._counts = {"widened": 0, "exact_fallback": 0}
+        allowed = None
         if allowed_ids is None:
-            return self._search_all(q, k)
-        allowed = np.intersect1d(_check_ids(allowed_ids, "allowed_ids"), self._ids)
+            path, backend = self._path_all(k)
+            D, ids = self._search_all(q, k)
+        else:
+            allowed = np.intersect1d(_check_ids(allowed_ids, "allowed_ids"), self._ids)
+            if self._torch_device() is not None:
+                path, backend = "torch", f"torch:{self._torch_device()}"
+                D, ids = self._torch_search().search(q, k, allowed)
+            elif allowed.size <= plan.EXACT_FILTER_MAX or allowed.size <= k:
+                path, backend = "exact-subset", "numpy"
+                D, ids = self._search_exact_subset(q, k, allowed)
+            elif self._on_gpu():
+                path, backend = "gpu+filter", "faiss-gpu"
+                D, ids = self._search_gpu_filtered(q, k, allowed)
+            else:
+                path = "scan+filter" if self.kind == "exact" else "approximate+filter"
+                backend = "faiss-cpu"
+                D, ids = self._search_cpu_filtered(q, k, allowed)
+        self.last_search = SearchReport(
+            plan=path, kind=self.kind, backend=backend, params=self._search_params(),
+            n_queries=int(q.shape[0]), k=k, n_vectors=len(self),
+            n_allowed=None if allowed is None else int(allowed.size),
+            returned=int((ids >= 0).sum()), requested=int(ids.size), **self._counts)
+        logger.debug("search: %s", self.last_search)
+        return (D, ids, self.last_search) if explain else (D, ids)
+
+    def _path_all(self, k: int) -> tuple[str, str]:
+        if self._on_gpu() and k <= gpu.GPU_MAX_K:
+            return "gpu", "faiss-gpu"
         if self._torch_device() is not None:
-            return self._torch_search().search(q, k, allowed)
-        if allowed.size <= EXACT_FILTER_MAX or allowed.size <= k:
-            return self._search_exact_subset(q, k, allowed)
-        if self._on_gpu():
-            return self._search_gpu_filtered(q, k, allowed)
-        return self._search_cpu_filtered(q, k, allowed)
+            return "torch", f"torch:{self._torch_device()}"
+        if self.kind == "exact":
+            return "scan", "numpy"
+        return "approximate", "faiss-cpu"
+
+    def _search_params(self) -> dict:
+        keys = {"hnsw": ("ef_search",), "ivf_flat": ("nlist", "nprobe"),
+                "ivf_pq": ("nlist", "nprobe", "m", "refine_factor")}.get(self.kind, ())
+        return {key: self.params[key] for key in keys}
 
     def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._on_gpu() and k <= gpu.GPU_MAX_K:
@@ -306,8 +347,10 @@ class VectorIndex:
             widen *= 4
             D2, L2 = self._index.search(q[short], k, params=self._params(selector, k, widen))
             D[short], ids[short] = self._finish(D2, L2)
+            self._counts["widened"] = int(short.size)
             short = short[(ids[short] >= 0).sum(1) < want]
         if short.size:  # approximate search still short of k allowed hits
+            self._counts["exact_fallback"] = int(short.size)
             D[short], ids[short] = _exact_topk(q[short], self._reconstruct(allowed), allowed, k)
         return D, ids
 

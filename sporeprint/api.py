@@ -50,6 +50,10 @@ class Database:
         """Names of the store's embedding spaces."""
         return self.store.space_names()
 
+    def default_space(self) -> str:
+        """The store's only embedding space (an error naming them when there are several)."""
+        return self._space(None)
+
     def _space(self, space: str | None) -> str:
         if space is not None:
             self.store.require_space(space)
@@ -76,9 +80,10 @@ class Database:
             raise SporeprintError("pass exactly one of observation=, vector= or image=")
         return Search(self, self._space(space), observation, vector, image)
 
-    def index(self, space: str, kind: str = "exact", where: str = "all"):
-        """The index used by searches: a saved fresh one, else an exact one built in memory
-        once and cached for this Database."""
+    def index(self, space: str, kind: str = "auto", where: str = "all"):
+        """``(index, why)`` used by searches: the saved fresh index of ``kind`` (``auto``:
+        the kind planned for the selection's size), else an exact one built in memory once
+        and cached for this Database."""
         from sporeprint.indexing import ensure_index
 
         key = (space, kind, where)
@@ -123,7 +128,7 @@ class Search:
         self._observation, self._vector, self._image = observation, vector, image
         self._filters: dict = {}
         self._k = 10
-        self._kind = "exact"
+        self._kind = "auto"
         self._selection = "all"
         self.info = None
 
@@ -143,8 +148,9 @@ class Search:
         self._k = int(k)
         return self
 
-    def using(self, kind: str = "exact", where: str = "all") -> Search:
-        """Search a saved index of ``kind`` over selection ``where`` instead of exact/all."""
+    def using(self, kind: str = "auto", where: str = "all") -> Search:
+        """Search a saved index of ``kind`` (exact, hnsw, ivf_flat, ivf_pq; ``auto`` plans by
+        the store's size) over selection ``where`` (default: every image)."""
         self._kind, self._selection = kind, where
         return self
 
@@ -167,7 +173,7 @@ class Search:
         from sporeprint.lookalikes import find_lookalikes
         from store import SearchFilters
 
-        index = self._db.index(self.space, self._kind, self._selection)
+        index, why = self._db.index(self.space, self._kind, self._selection)
         query, exclude = self._query()
         if query.shape[1] != index.dim:
             raise SporeprintError(f"query vector has dim {query.shape[1]}, space {self.space!r} "
@@ -177,6 +183,8 @@ class Search:
                                filters=SearchFilters(**self._filters),
                                exclude_observations=exclude, info=info)[0]
         self.info = info[0]
+        self.info.why = why
+        self.info.path = index.last_search.plan if index.last_search is not None else None
         return hits
 
     def to_pandas(self):

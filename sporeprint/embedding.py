@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedder import ImageEmbedder, default_workers
+from sporeprint.errors import SporeprintError
 from store import EmbeddingSpace
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def embedder_for_space(space: EmbeddingSpace, device: str = "auto",
                        max_pixels: int | None = None) -> ImageEmbedder:
     """The embedder that made ``space``'s vectors: its recorded model, pooling, dtype and
     JPEG draft setting, so that :func:`embed_store` adds vectors of the same kind."""
+    if space.pooling == "precomputed":
+        raise SporeprintError(
+            f"space {space.name!r} holds precomputed vectors (model {space.model_id!r}); no model "
+            "here turns a photo into one of them: embed photos into a space made by "
+            "`sporeprint embed`, or query by observation id or vector")
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
     return ImageEmbedder(space.model_id, pooling=space.pooling, device=device, dtype=space.dtype,
                          draft=bool(space.preprocessing.get("jpeg_draft", False)), **kwargs)

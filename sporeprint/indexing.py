@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import RetrievalError, VectorIndex, id_checksum
+from retrieval import RetrievalError, VectorIndex, choose_plan, id_checksum
 from sporeprint.errors import SporeprintError
 
 logger = logging.getLogger(__name__)
@@ -105,12 +105,31 @@ def load_index(fs, space: str, kind: str = "exact", where: str = "all",
     return index
 
 
-def ensure_index(fs, space: str, kind: str = "exact", where: str = "all") -> VectorIndex:
-    """The saved index when it is fresh; otherwise an exact one built in memory (and kept
-    by the caller), so search works without a prebuilt index."""
-    try:
-        return load_index(fs, space, kind, where)
-    except RetrievalError as exc:
-        if kind != "exact" or "no index at" not in str(exc):
-            logger.info("%s", exc)
-        return memory_index(fs, space, where)
+def planned_kind(fs, space: str, where: str = "all") -> tuple[str, str]:
+    """``(kind, why)``: the index kind :func:`retrieval.choose_plan` picks for the
+    selection's size (exact for small stores, HNSW, then IVF-PQ)."""
+    plan = choose_plan(int(fs.selection_image_ids(space, where).size))
+    return plan.kind, plan.why
+
+
+def ensure_index(fs, space: str, kind: str = "auto", where: str = "all"
+                 ) -> tuple[VectorIndex, str]:
+    """``(index, why)``: the saved index of ``kind`` (``auto``: the planned kind) when it is
+    fresh; otherwise an exact one built in memory (kept by the caller), so search works
+    without a prebuilt index and never answers from a stale one."""
+    why = f"--kind {kind}"
+    if kind == "auto":
+        kind, why = planned_kind(fs, space, where)
+    if kind != "exact":
+        try:
+            return load_index(fs, space, kind, where), why
+        except RetrievalError as exc:
+            logger.warning("%s; searching exactly instead", exc)
+            why += f"; no fresh saved {kind} index, so an exact one built in memory"
+    else:
+        try:
+            return load_index(fs, space, kind, where), why + "; the saved exact index"
+        except RetrievalError as exc:
+            if "no index at" not in str(exc):
+                logger.warning("%s", exc)
+    return memory_index(fs, space, where), why

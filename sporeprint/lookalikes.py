@@ -72,13 +72,16 @@ class SearchInfo:
     requested: int
     returned: list[int]  # per query
     kind: str
+    why: str = ""  # why this index kind was used
+    path: str | None = None  # what the index did: scan, exact-subset, approximate, ...
 
     @property
     def selectivity(self) -> float:
         return self.candidates / self.indexed if self.indexed else 0.0
 
     def to_dict(self) -> dict:
-        return {"index_kind": self.kind, "indexed_images": self.indexed,
+        return {"index_kind": self.kind, "why": self.why, "search_path": self.path,
+                "indexed_images": self.indexed,
                 "allowed_images": self.candidates, "selectivity": round(self.selectivity, 6),
                 "requested": self.requested, "returned": self.returned}
 

@@ -186,8 +186,9 @@ class FeatureStore(ReportQueries):
             hint = ""
             if self.read_only and "read-only" in str(exc).lower():
                 hint = "; open the store with read_only=False (CLI: --write) to change it"
-            elif self.safe_sql and isinstance(exc, (duckdb.PermissionException,
-                                                    duckdb.InvalidInputException)):
+            elif self.safe_sql and (isinstance(exc, duckdb.PermissionException) or (
+                    isinstance(exc, duckdb.InvalidInputException)
+                    and "configuration" in str(exc))):
                 hint = ("; SQL on a read-only store runs over the store's own tables only (no "
                         "files, other databases or extensions); export tables with "
                         "`sporeprint export`, or open the store for writing (CLI: --write)")
@@ -332,6 +333,18 @@ class FeatureStore(ReportQueries):
         label), by observation id; default run key: the one that scored it last."""
         return self._read(queries.batch_predictions, batch, run_key)
 
+    def observation_inputs(self, observation_ids) -> pa.Table:
+        """The metadata-encoder inputs of stored observations (store field names), in order."""
+        return self._read(queries.observation_inputs, observation_ids)
+
+    def image_file_path(self, image_id: int) -> str | None:
+        """The file path of one stored image (None when it has no file)."""
+        return self._read(queries.image_file_path, image_id)
+
+    def species_table(self) -> pa.Table:
+        """class_id, species, genus, family and the official poisonous flag of each class."""
+        return self._read(queries.species_table)
+
     def stored_image_paths(self, image_paths) -> list[str]:
         """Those of the given image paths that are already stored."""
         return self._read(queries.stored_image_paths, image_paths)
@@ -399,6 +412,7 @@ def _lock_message(path: str, read_only: bool, error: str) -> str:
                 "lets readers in only while no process writes")
     return (f"store {path!r} is open in {who} "
             "(reading or writing), and DuckDB lets a process write only while no other process "
-            "has the file open; close that process or wait for it to finish. If this command "
-            "only reads, open the store read-only instead (read_only=True; the `sporeprint` "
-            "commands that only read accept --read-only)")
+            "has the file open; close that process or wait for it to finish. Readers "
+            "(`sporeprint sql` without --write, search, index, export, report, serve, decide; "
+            "FeatureStore(..., read_only=True)) can share the file with each other, never with "
+            "a writer")

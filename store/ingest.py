@@ -8,9 +8,14 @@ rejected and also reported on their own):
 - *rejected*: the row is malformed (missing ids, unparseable numbers, values
   out of range, unknown class id) or a *conflict* (same ``image_path`` or
   ``observation_id`` as a stored row or an earlier row of the file, but with
-  different content). Rejected rows go to the ``rejects`` table.
+  different content: a changed field of a stored image or observation is a
+  conflict, never silently dropped). Rejected rows go to the ``rejects`` table.
 - *duplicate*: an identical image row is already stored.
 - *stored*: a new image row (and its observation, when new).
+
+With an images folder, each stored row's file is ``<folder>/<image_path>`` when
+that resolves inside the folder (symlinks followed); a path leading outside it
+gets no file, and a ``rejects`` row says so, while the row's metadata is kept.
 """
 
 from __future__ import annotations

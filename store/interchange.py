@@ -16,7 +16,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import StoreError
+from .reference import poison_status
 from .schema import embedding_table_ddl, q
+from .spaces import EmbeddingSpace
 
 log = logging.getLogger(__name__)
 
@@ -311,14 +313,38 @@ def import_all(con: duckdb.DuckDBPyConnection, in_dir: str | Path) -> dict[str, 
             added[table] = 0
             continue
         added[table] = import_parquet(con, table, path, append=True)
+        if table == "species":
+            _check_poison_list(con, path)
         if table == "embedding_spaces":
-            for table_name, dim in con.execute(
-                    "SELECT table_name, dim FROM embedding_spaces ORDER BY 1").fetchall():
+            for space, table_name, dim in con.execute(
+                    "SELECT space, table_name, dim FROM embedding_spaces ORDER BY 1").fetchall():
+                expected = EmbeddingSpace(space, model_id="-", dim=dim).table_name
+                if table_name != expected:
+                    raise StoreError(f"{str(path)!r} names table {table_name!r} for space "
+                                     f"{space!r}; expected {expected!r}. Export the store again")
                 con.execute(embedding_table_ddl(table_name, dim))
                 added[table_name] = import_parquet(con, table_name,
                                                    src / f"{table_name}.parquet", append=True)
     log.info("imported %s from %s", added, src)
     return added
+
+
+def _check_poison_list(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """The official poisonous list governs: an export that changes it is refused."""
+    official = pa.table({"class_id": pa.array(list(poison_status()), pa.int32()),
+                         "official": pa.array(list(poison_status().values()), pa.bool_())})
+    con.register("_official", official)
+    try:
+        differ = [r[0] for r in con.execute(
+            "SELECT coalesce(s.class_id, o.class_id) FROM species s FULL JOIN _official o "
+            "USING (class_id) WHERE s.poisonous IS DISTINCT FROM o.official ORDER BY 1"
+            ).fetchall()]
+    finally:
+        con.unregister("_official")
+    if differ:
+        raise StoreError(f"{str(path)!r} disagrees with the official poisonous list for class "
+                         f"ids {differ[:10]}{' ...' if len(differ) > 10 else ''}; nothing was "
+                         "imported. Export the store again from an unmodified store")
 
 
 def _import_meta(con: duckdb.DuckDBPyConnection, path: Path) -> int:

@@ -225,3 +225,27 @@ def batch_predictions(con: duckdb.DuckDBPyConnection, batch: str,
                    "LEFT JOIN observations o USING (observation_id) "
                    "WHERE p.batch = ? AND p.run_key = ? ORDER BY p.observation_id",
                    params=[batch, run_key]).to_arrow_table()
+
+
+def observation_inputs(con: duckdb.DuckDBPyConnection, observation_ids) -> pa.Table:
+    """The metadata-encoder inputs (observation_id, substrate, meta_substrate, habitat,
+    month, day, latitude, longitude) of the given stored observations, in the given order."""
+    return con.sql("SELECT o.observation_id, o.substrate, o.meta_substrate, o.habitat, o.month, "
+                   "o.day, o.latitude, o.longitude FROM (SELECT unnest(?::BIGINT[]) AS id, "
+                   "generate_subscripts(?::BIGINT[], 1) AS pos) w "
+                   "JOIN observations o ON o.observation_id = w.id ORDER BY w.pos",
+                   params=[_id_list(observation_ids)] * 2).to_arrow_table()
+
+
+def image_file_path(con: duckdb.DuckDBPyConnection, image_id: int) -> str | None:
+    """The stored file path of one image (None without a file); StoreError if not stored."""
+    rows = con.execute("SELECT file_path FROM images WHERE image_id = ?", [int(image_id)]).fetchall()
+    if not rows:
+        raise StoreError(f"image {image_id} is not in the store")
+    return rows[0][0]
+
+
+def species_table(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """class_id, species, genus, family, poisonous of every known class."""
+    return con.sql("SELECT class_id, species, genus, family, poisonous FROM species "
+                   "ORDER BY class_id").to_arrow_table()

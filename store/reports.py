@@ -232,6 +232,17 @@ SELECT truth, answer, count(*) AS observations FROM t GROUP BY ALL ORDER BY trut
                   {"batch": batch})
 
 
+def batch_answers(con: duckdb.DuckDBPyConnection, batch: str) -> pa.Table:
+    """``observation_id, class_id`` answered in a batch (first row per observation)."""
+    return _arrow(con, "SELECT observation_id, arg_min(class_id, created_at) AS class_id "
+                       "FROM predictions WHERE batch = ? GROUP BY 1 ORDER BY 1", [batch])
+
+
+def poisonous_classes(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """``class_id`` of every species on the store's poisonous list."""
+    return _arrow(con, "SELECT class_id FROM species WHERE poisonous ORDER BY class_id")
+
+
 class ReportQueries:
     """The report's queries as store methods (for a class with ``_read(fn, *args)``)."""
 
@@ -283,3 +294,9 @@ class ReportQueries:
 
     def labelled_outcomes(self, batch: str | None = None) -> pa.Table:
         return self._read(labelled_outcomes, batch)
+
+    def batch_answers(self, batch: str) -> pa.Table:
+        return self._read(batch_answers, batch)
+
+    def poisonous_classes(self) -> pa.Table:
+        return self._read(poisonous_classes)

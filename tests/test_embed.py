@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,11 @@ def write_image_zoo(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 @pytest.fixture(scope="module")
 def dino_dir(tmp_path_factory):
     return make_model_dir(tmp_path_factory.mktemp("dinov2"))
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    return make_model_dir(tmp_path_factory.mktemp("dinov2small"), processor=SMALL_PROCESSOR)
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +322,143 @@ def test_weights_that_do_not_fit_the_model_are_refused(tmp_path):
     (dropped / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated copy
     with pytest.raises(ModelUnavailableError, match="cannot load model .*complete weight files"):
         ImageEmbedder(dropped, device="cpu")
+
+
+def peak_rss_growth_mb(fn) -> tuple[float, object]:
+    """Run ``fn()`` while sampling this process's RSS every millisecond."""
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    start = proc.memory_info().rss
+    peak, done = [start], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            done.wait(0.001)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        thread.join()
+    return (max(peak[0], proc.memory_info().rss) - start) / 2**20, result
+
+
+def test_strip_image_bomb_is_refused_with_bounded_memory(tmp_path, small_dir):
+    """A 6000x1 PNG of ~100 bytes would be resized to 256 x 1.5 million pixels."""
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (6000, 1), (90, 120, 30)).save(strip)
+    assert strip.stat().st_size < 200
+    wide = tmp_path / "wide.jpg"  # 50:1, the widest accepted
+    photo(3, (2500, 50)).save(wide)
+    with pytest.raises(ImageDecodeError, match="extreme aspect ratio"):
+        load_rgb(strip)
+    emb = ImageEmbedder(small_dir, device="cpu")
+    emb.preprocess.shortest_edge = 256  # the DINOv2 resize, on the small model's 28px crop
+    emb.embed_images([wide])  # warm: buffers of the forward pass exist before measuring
+    grown, rows = peak_rss_growth_mb(lambda: emb.embed_images([strip, wide], on_error="nan"))
+    assert np.isnan(rows[0]).all() and np.isfinite(rows[1]).all()
+    assert grown < 200, f"peak RSS grew by {grown:.0f} MB"
+
+
+def test_108_megapixel_photo_embeds_within_max_pixels(tmp_path, dino_dir):
+    """Pillow's own 89.5 MP limit does not apply: max_pixels decides; big JPEGs are
+    decoded at a reduced size (DCT scaling), never in full."""
+    path = tmp_path / "phone.jpg"
+    Image.new("L", (12000, 9000), 128).save(path, quality=80)  # 108 MP, a few hundred kB
+    img = load_rgb(path, min_side=256)
+    assert img.mode == "RGB" and img.size == (1500, 1125)  # 1/8 in the DCT, short side >= 4*256
+    with pytest.raises(ImageDecodeError, match="image too large"):
+        load_rgb(path, max_pixels=100_000_000)
+    emb = ImageEmbedder(dino_dir, device="cpu")
+    got = emb.embed_images([path])
+    want = emb.embed_images([Image.new("RGB", (400, 300), (128, 128, 128))])
+    assert np.abs(got - want).max() < 1e-4  # solid grey at any size
+    refused = ImageEmbedder(dino_dir, device="cpu", max_pixels=100_000_000)
+    assert np.isnan(refused.embed_images([path], on_error="nan")).all()
+
+
+def test_reduction_only_above_the_threshold_and_close_to_exact(monkeypatch, dino_dir):
+    import embedder.images
+
+    emb = ImageEmbedder(dino_dir, device="cpu")
+    img = photo(4, (1200, 900))
+    exact = emb.embed_images([img])
+    assert load_rgb(img, min_side=100).size == (1200, 900)  # below the limit: untouched
+    monkeypatch.setattr(embedder.images, "REDUCE_ABOVE_PIXELS", 500_000)
+    assert load_rgb(img, min_side=100).size == (600, 450)  # factor 2 keeps 450 >= 4 * 100
+    assert load_rgb(img, min_side=256).size == (1200, 900)  # 900 // 1024 < 2: untouched
+    monkeypatch.setattr(embedder.images, "REDUCE_MARGIN", 1)
+    reduced = emb.embed_images([img])  # 900 // 256 = 3 -> 400x300 before the exact resize
+    assert not np.array_equal(reduced, exact)
+    cos = (reduced * exact).sum() / np.linalg.norm(reduced) / np.linalg.norm(exact)
+    assert cos > 0.99
+
+
+class _KillsItsProcess:
+    """An item whose decoding ends the process at once, as the OOM killer would."""
+
+    def __fspath__(self):
+        os._exit(3)
+
+    def __str__(self):
+        return "kills-its-process"
+
+
+def test_a_dead_decoding_process_costs_only_its_image(tmp_path, small_dir):
+    paths = []
+    for i in range(14):
+        paths.append(tmp_path / f"{i}.jpg")
+        photo(i, (64, 48)).save(paths[-1], quality=90)
+    items = paths[:9] + [_KillsItsProcess()] + paths[9:]
+    emb = ImageEmbedder(small_dir, device="cpu")
+    batches = list(emb.iter_batches(items, batch_size=4, workers=2))
+    failed = np.concatenate([b.failed_positions for b in batches])
+    reasons = [r for b in batches for r in b.reasons]
+    assert failed.tolist() == [9] and reasons == [
+        "decoding process died (e.g. killed for lack of memory) (exit code 3)"]
+    positions = np.concatenate([b.positions for b in batches])
+    vectors = np.concatenate([b.vectors for b in batches if len(b.positions)])
+    assert sorted(positions.tolist()) == [i for i in range(len(items)) if i != 9]
+    want = emb.embed_images([items[i] for i in positions])
+    assert np.abs(vectors - want).max() < 1e-5
+
+
+def test_device_side_preprocessing_is_close_to_the_exact_path(tmp_path, dino_dir, capsys):
+    """Opt-in fast mode: resize/crop/normalise as tensor ops; near, not bit-identical."""
+    from embedder.preprocess import DevicePreprocess
+
+    exact = ImageEmbedder(dino_dir, device="cpu")
+    fast = ImageEmbedder(dino_dir, device="cpu", fast_preprocess=True)
+    assert isinstance(fast.preprocess, DevicePreprocess)
+    sizes = [(300, 400), (400, 300), (256, 256), (999, 257), (120, 90), (640, 480)]
+    images = [photo(20 + i, size) for i, size in enumerate(sizes)]
+    worst = 0.0
+    for img in images:
+        want = exact.preprocess.normalise(exact.preprocess(img)[None])
+        got = fast.preprocess.batch([fast.preprocess(img)], torch.device("cpu"))
+        assert got.shape == want.shape == (1, 3, 224, 224)
+        step = 1 / 255 / 0.224  # one 8-bit level, normalised
+        worst = max(worst, float((got - want).abs().max()) / step)
+    a, b = exact.embed_images(images), fast.embed_images(images, batch_size=4)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    with capsys.disabled():
+        print(f"\ndevice-side preprocessing: max pixel deviation {worst:.1f} levels, "
+              f"1 - min cosine {1 - cosine.min():.1e}")
+    assert cosine.min() >= 0.999
+    assert not np.array_equal(a, b)  # really another path
+    assert fast.space_spec()["preprocessing"]["device_resize"] is True
+    assert "device_resize" not in exact.space_spec()["preprocessing"]
+    # through worker processes: images keep their own sizes until the device
+    paths = []
+    for i, img in enumerate(images[:3]):
+        paths.append(tmp_path / f"fast{i}.png")
+        img.save(paths[-1])
+    batches = list(fast.iter_batches(paths, batch_size=2, workers=1))
+    got = np.concatenate([x.vectors for x in batches])
+    assert np.abs(got - b[:3]).max() < 1e-5

@@ -202,10 +202,12 @@ def test_report_refuses_unknown_run_batch_and_store(demo, tmp_path, capsys):
     cal = "calibration:" + ",".join(sorted(_members(demo)))
     assert main(["report", "--store", store, "--run", cal, "--out", str(tmp_path / "c.html")]) == 2
     assert "not an ensemble or fold run" in capsys.readouterr().err
+    assert main(["report", "--store", store, "--space", "nope", "--out", str(tmp_path / "e.html")]) == 2
+    assert "embedding space 'nope' is not in the store" in capsys.readouterr().err
     assert main(["report", "--store", str(tmp_path / "none.duckdb"), "--out",
                  str(tmp_path / "d.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert not any((tmp_path / f"{x}.html").exists() for x in "abcd")
+    assert not any((tmp_path / f"{x}.html").exists() for x in "abcde")
 
 
 def _members(demo) -> list[str]:
@@ -255,3 +257,24 @@ def test_report_renders_in_headless_chromium(demo, tmp_path):
     if os.environ.get("SPOREPRINT_SAVE_SCREENSHOTS"):  # refresh the README's picture
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_truth_file_confusion_equals_the_stored_labels(demo, tmp_path):
+    """The held-out batch against its truth file gives the same 3x3 counts as its labelled
+    copy scored with the same run (labels stored in the observations)."""
+    from sporeprint.report.build import TOXICITY, truth_confusion
+
+    truth = demo["root"] / "demo" / "data" / "test_2024_truth.csv"
+    with FeatureStore(demo["store"], read_only=True) as fs:
+        m, unmatched = truth_confusion(fs, "heldout", truth)
+        stored = np.zeros((3, 3), dtype=np.int64)
+        for r in reports.labelled_outcomes(fs.con, "labelled").to_pylist():
+            stored[TOXICITY.index(r["truth"]), TOXICITY.index(r["answer"])] = r["observations"]
+    assert unmatched == 0 and m.sum() > 0
+    np.testing.assert_array_equal(m, stored)
+    out = tmp_path / "r.html"
+    assert main(["report", "--store", str(demo["store"]), "--batch", "heldout", "--truth",
+                 str(truth), "--out", str(out), "--map-points", "100"]) == 0
+    s = parse(out).sections["confusion"]
+    assert len(s["images"]) == 1 and s["absent"] == []
+    assert "labels from test_2024_truth.csv" in out.read_text(encoding="utf-8")

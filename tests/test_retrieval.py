@@ -97,13 +97,13 @@ def test_filtered_search_equals_brute_force(data, kind, n_allowed):
     allowed = rng.choice(ids, n_allowed, replace=False)
     allowed = np.concatenate([allowed, [10**12]])  # an id not in the index is ignored
     index = built(kind, data)
-    import retrieval.index as ri
-    old = ri.EXACT_FILTER_MAX
-    ri.EXACT_FILTER_MAX = 1000  # force the selector path for the large set at this size
+    import retrieval.plan as rp
+    old = rp.EXACT_FILTER_MAX
+    rp.EXACT_FILTER_MAX = 1000  # force the selector path for the large set at this size
     try:
         D, got = index.search(q[:20], 10, allowed_ids=allowed)
     finally:
-        ri.EXACT_FILTER_MAX = old
+        rp.EXACT_FILTER_MAX = old
     Db, Ib = brute(q[:20], base, ids, 10, allowed)
     assert np.isin(got[got >= 0], allowed).all()
     if n_allowed < 10:  # fewer allowed than k: the rest are empty slots

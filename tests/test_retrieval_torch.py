@@ -36,6 +36,7 @@ def test_unfiltered_equals_faiss_exact(data):
     _, _, q, exact, on_torch = data
     _same(on_torch.search(q, 10), exact.search(q, 10))
     assert on_torch._torch is not None  # the torch path really ran
+    assert (on_torch.last_search.plan, on_torch.last_search.backend) == ("torch", "torch:cpu")
 
 
 @pytest.mark.parametrize("n_allowed", [3, 200, 2500])

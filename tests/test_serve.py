@@ -29,6 +29,7 @@ from PIL import Image
 
 from sporeprint.cli import main
 from sporeprint.demo import build_tiny_dinov2
+from sporeprint.errors import SporeprintError
 from sporeprint.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore, StoreError
 
@@ -230,6 +231,15 @@ def test_identify_an_observation_or_a_vector_by_json(world, server):
     assert got["query"]["stored"]["role"] == "train"
     assert obs not in [h["observation_id"] for h in got["lookalikes"]]
     assert {h["poisonous"] for h in got["lookalikes"]} == {True}
+    # JSON values may be typed: a boolean, a [lat, lon] pair, numbers.
+    status, typed = post_json(server["url"], {"observation_id": obs, "k": 2, "poisonous": False,
+                                              "near": [56.0, 10.5], "radius_km": 2000,
+                                              "latitude": 56.1, "longitude": 10.2})
+    assert status == 200, typed
+    assert typed["filters"] == {"role": "train", "poisonous": False, "near": [56.0, 10.5],
+                                "radius_km": 2000.0}
+    assert typed["query"]["metadata"]["latitude"] == 56.1
+    assert {h["poisonous"] for h in typed["lookalikes"]} <= {False}
     with FeatureStore(world["store"], read_only=True) as fs:
         _, vectors = fs.fetch_embeddings(SPACE, fs.observation_image_ids(obs))
     status, by_vector = post_json(server["url"], {"vector": vectors[0].tolist(), "k": 2})
@@ -391,6 +401,9 @@ def test_a_store_without_photo_files_or_heads_serves_search_and_placeholders(tmp
         assert status == 400 and "sporeprint train" in got["error"]
         status, _, body = request(f"{url}/?observation={obs}")
         assert "no trained heads" in body.decode()
+        # Precomputed vectors have no model to embed a photo with: said in one line.
+        with pytest.raises(SporeprintError, match="ingested precomputed"):
+            service.embed_photo(png(64, 64))
     finally:
         srv.should_exit = True
         thread.join(timeout=20)

@@ -115,3 +115,20 @@ def test_export_all_reads_without_sporeprint_and_round_trips(source, tmp_path):
 def test_import_all_needs_an_export(tmp_path):
     with FeatureStore(tmp_path / "s.duckdb") as fs, pytest.raises(StoreError, match="manifest"):
         fs.import_all(tmp_path)
+
+
+def test_import_all_refuses_a_changed_poison_list(source, tmp_path):
+    out = tmp_path / "export"
+    source.export_all(out)
+    species = pq.read_table(out / "species.parquet")
+    flags = species.column("poisonous").to_pylist()
+    first = flags.index(True)
+    flags[first] = False  # a poisonous species made edible
+    species = species.set_column(species.column_names.index("poisonous"), "poisonous",
+                                 pa.array(flags))
+    pq.write_table(species, out / "species.parquet")
+    with FeatureStore(tmp_path / "copy.duckdb") as copy:
+        with pytest.raises(StoreError, match="official poisonous list"):
+            copy.import_all(out)
+        assert copy.sql("SELECT count(*) FROM observations").column(0)[0].as_py() == 0
+        assert copy.poisonous_class_ids().size == 49  # the seeded list is untouched

@@ -17,8 +17,9 @@ def add_arguments(parser) -> None:
         p = sub.add_parser(action, help=text)
         p.add_argument("--store", required=True, help="DuckDB store file")
         p.add_argument("--space", required=True, help="embedding space name")
-        p.add_argument("--kind", default="exact", choices=KINDS,
-                       help="exact (default), hnsw, ivf_flat or ivf_pq")
+        p.add_argument("--kind", default="auto", choices=["auto", *KINDS],
+                       help="auto: the kind planned for the selection's size (exact for small "
+                            "stores, HNSW, IVF-PQ past millions)")
         p.add_argument("--where", default="all", choices=WHERES,
                        help="which observations' images: a role, a split part, or a fold's "
                             "training set (default all)")
@@ -29,11 +30,14 @@ def run(args) -> int:
     import json
     import time
 
-    from sporeprint.indexing import build_index, index_dir, load_index
+    from sporeprint.indexing import build_index, index_dir, load_index, planned_kind
     from store import FeatureStore
 
-    directory = args.dir or index_dir(args.store, args.space, args.kind, args.where)
     with FeatureStore(args.store, read_only=True, create=False) as fs:
+        if args.kind == "auto":
+            args.kind, why = planned_kind(fs, args.space, args.where)
+            print(f"planned index kind: {args.kind} ({why})")
+        directory = args.dir or index_dir(args.store, args.space, args.kind, args.where)
         if args.action == "info":
             index = load_index(fs, args.space, args.kind, args.where, directory)
             print(json.dumps(index.manifest, indent=2))

@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frontier-points", type=_positive, default=10000,
                         help="training observations searched for cross-toxicity neighbours "
                              "(default: 10000)")
+    parser.add_argument("--truth", help="CSV of the batch's true classes (observation id, class_id) "
+                                        "for the poisonous/edible/unknown confusion, when the "
+                                        "store holds no labels for it")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
 
 
@@ -44,7 +47,7 @@ def run(args) -> int:
 
     options = ReportOptions(run=args.run, batch=args.batch, space=args.space,
                             map_points=args.map_points, frontier_points=args.frontier_points,
-                            seed=args.seed)
+                            seed=args.seed, truth=args.truth)
     with FeatureStore(args.store, read_only=True) as fs:
         summary = build_report(fs, args.out, options)
     print("\n".join(summary.lines()))

@@ -18,8 +18,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--store", required=True, help="DuckDB store file")
     parser.add_argument("--space", default=None,
                         help="embedding space (default: the store's only space)")
-    parser.add_argument("--kind", default="exact", choices=["exact", "hnsw", "ivf_flat", "ivf_pq"],
-                        help="index kind; a saved index (sporeprint index build) is used when fresh")
+    parser.add_argument("--kind", default="auto",
+                        choices=["auto", "exact", "hnsw", "ivf_flat", "ivf_pq"],
+                        help="index kind; auto plans by the store's size (exact for small "
+                             "stores). A fresh saved index (sporeprint index build) is used; "
+                             "otherwise an exact one is built in memory")
     parser.add_argument("--where", default="all",
                         choices=["all", "train", "val", "test", "new", "p1", "p2", "fold1", "fold2"],
                         help="selection the index covers")
@@ -90,7 +93,8 @@ def run(args) -> int:
                          indent=2, default=str))
         return 0
     if args.explain:
-        print(f"index {info['index_kind']} over {info['indexed_images']:,} images; filters allow "
+        print(f"index {info['index_kind']} over {info['indexed_images']:,} images "
+              f"({info['why']}), searched by {info['search_path']}; filters allow "
               f"{info['allowed_images']:,} ({info['selectivity']:.2%}); "
               f"returned {info['returned'][0]} of {info['requested']} requested")
     if not rows:

@@ -34,6 +34,7 @@ class ReportOptions:
     map_points: int = 2000  # training observations on the embedding map
     frontier_points: int = 10000  # training observations searched for neighbours
     space: str | None = None  # default: the run's space, else the one with most training vectors
+    truth: str | Path | None = None  # CSV (observation id, class_id) of the batch's true classes
     seed: int = 0
 
 
@@ -65,6 +66,11 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
     batch = _resolve_batch(fs, o.batch)
     summary.run = run_row["run_id"] if run_row else None
     summary.batch = batch
+    if o.space is not None:
+        spaces = query(fs, "space_vector_counts").column("space").to_pylist()
+        if o.space not in spaces:
+            raise StoreError(f"embedding space {o.space!r} is not in the store; pass --space "
+                             f"with one of: {', '.join(spaces) or 'none (ingest or embed vectors)'}")
     space = o.space or (run_row or {}).get("space") or _default_space(fs)
     summary.space = space
 
@@ -82,7 +88,7 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
     sections.append(timed("run", _run_section, fs, run_row))
     sections.append(timed("batch", _batch_section, fs, batch))
     sections.append(timed("danger frontier", _frontier_section, sample, space, o))
-    sections.append(timed("confusion", _confusion_section, fs, batch))
+    sections.append(timed("confusion", _confusion_section, fs, batch, o.truth))
 
     n_obs = query(fs, "count_observations")
     subtitle = [f"store {fs.path} — {n_obs:,} observations",
@@ -441,23 +447,34 @@ def _frontier_section(sample: _Sample | None, space: str | None, o: ReportOption
 
 
 # --------------------------------------------------------------------- confusion
-def _confusion_section(fs, batch: str | None) -> Section:
+def _confusion_section(fs, batch: str | None, truth: str | Path | None) -> Section:
     s = Section("confusion", "Poisonous / edible / unknown confusion")
-    batches = query(fs, "prediction_batches").to_pylist()
-    labelled = [b["batch"] for b in batches if b["labelled"] > 0]
-    use = batch if batch in labelled else (labelled[0] if labelled else None)
-    if use is None:
-        return s.absent("No labelled held-out predictions: the scored batches' observations carry "
-                        "no class labels (score a labelled held-out file to see this confusion; "
-                        "`sporeprint evaluate` scores predictions against a truth file).")
-    t = query(fs, "labelled_outcomes", use).to_pylist()
-    m = np.zeros((3, 3), dtype=np.int64)
-    for r in t:
-        m[TOXICITY.index(r["truth"]), TOXICITY.index(r["answer"])] += r["observations"]
+    if truth is not None:
+        if batch is None:
+            return s.absent("A truth file was given but the store has no scored batch to "
+                            "compare it with.")
+        m, n_unmatched = truth_confusion(fs, batch, truth)
+        use, source = batch, f"labels from {Path(truth).name}"
+        if n_unmatched:
+            source += f"; {n_unmatched:,} answered observations have no truth row and are left out"
+    else:
+        batches = query(fs, "prediction_batches").to_pylist()
+        labelled = [b["batch"] for b in batches if b["labelled"] > 0]
+        use = batch if batch in labelled else (labelled[0] if labelled else None)
+        if use is None:
+            return s.absent("No labelled held-out predictions: the scored batches' observations "
+                            "carry no class labels (pass --truth with the batch's truth CSV, or "
+                            "score a labelled held-out file).")
+        m = np.zeros((3, 3), dtype=np.int64)
+        for r in query(fs, "labelled_outcomes", use).to_pylist():
+            m[TOXICITY.index(r["truth"]), TOXICITY.index(r["answer"])] += r["observations"]
+        source = "labels stored with the observations"
+    if m.sum() == 0:
+        return s.absent(f"No observation of batch {use!r} has a label to compare with.")
     missed = int(m[0, 1] + m[0, 2])
     s.blocks.append(Figure(
         figures.confusion(TOXICITY, m), "poisonous/edible/unknown confusion",
-        f"Batch {use!r}: {int(m.sum()):,} labelled observations, truth (rows) against the "
+        f"Batch {use!r} ({source}): {int(m.sum()):,} labelled observations, truth (rows) against the "
         "answer's group (columns): a poisonous species, an edible species, or 'unknown species'. "
         "Each cell gives the count and the share of its row.",
         f"The top row's edible and unknown cells are poisonous mushrooms answered as safe "
@@ -465,6 +482,26 @@ def _confusion_section(fs, batch: str | None) -> Section:
         "right-hand column of the bottom row is how many unseen species were recognised as "
         "unknown."))
     return s
+
+
+def truth_confusion(fs, batch: str, truth: str | Path) -> tuple[np.ndarray, int]:
+    """3x3 counts of a batch's answers against a truth CSV, and how many answers had no truth."""
+    from sporeprint.evaluation import read_labels
+
+    t_obs, t_cls = read_labels(truth, "truth")
+    answers = query(fs, "batch_answers", batch)
+    a_obs = answers.column("observation_id").to_numpy()
+    a_cls = answers.column("class_id").to_numpy(zero_copy_only=False)
+    a_cls = np.where(np.isnan(a_cls.astype(float)), -1, a_cls).astype(np.int64)
+    common, ia, it = np.intersect1d(a_obs, t_obs, return_indices=True)
+    poison = query(fs, "poisonous_classes").column("class_id").to_numpy()
+
+    def group(c):
+        return np.where(c < 0, 2, np.where(np.isin(c, poison), 0, 1))
+
+    m = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(m, (group(t_cls[it]), group(a_cls[ia])), 1)
+    return m, int(len(a_obs) - len(common))
 
 
 def _ordered(roles) -> list[str]:

@@ -202,8 +202,11 @@ class ScoringModel:
             metadata = pa.table({"observation_id": pa.nulls(n, pa.int64())})
         if hasattr(metadata, "to_dict") and not isinstance(metadata, pa.Table):  # pandas
             metadata = pa.Table.from_pandas(metadata, preserve_index=False)
-        if not isinstance(metadata, pa.Table):
-            metadata = pa.Table.from_pylist(list(metadata))
+        if not isinstance(metadata, pa.Table):  # one dict per row; absent keys are missing
+            rows = list(metadata)
+            metadata = pa.table({name: pa.array([r.get(name) for r in rows])
+                                 for name in INPUT_COLUMNS if any(name in r for r in rows)}
+                                or {"observation_id": pa.nulls(len(rows), pa.int64())})
         if metadata.num_rows != n:
             raise SporeprintError(f"metadata has {metadata.num_rows} rows for {n} vectors; "
                                   "pass one row per vector")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sporeprint.errors import SporeprintError
+from store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class Service:
             self.db.close()
             raise
         self._thumbs: OrderedDict = OrderedDict()
+        self._embed_error: str | None = None
 
     def close(self) -> None:
         with self.lock:
@@ -226,7 +228,7 @@ class Service:
         return names[0]
 
     def _species(self) -> dict[int, dict]:
-        rows = self.db.sql("SELECT class_id, species, genus, poisonous FROM species").to_pylist()
+        rows = self.db.store.species_table().to_pylist()
         return {r["class_id"]: r for r in rows}
 
     def _choices(self) -> dict[str, list[str]]:
@@ -282,12 +284,33 @@ class Service:
 
     def embed_photo(self, data: bytes) -> np.ndarray:
         """The photo's vector (1, d) in the run's space, from its own model."""
+        from embedder import POOLINGS, ModelUnavailableError
+
         fmt, _ = self.check_photo(data)
         with tempfile.TemporaryDirectory(prefix="sporeprint-upload-") as tmp:
             path = Path(tmp) / f"upload.{fmt.lower()}"
             path.write_bytes(data)
             with self.lock:
-                return self.db.embed([path], space=self.space)
+                if self._embed_error:  # loading the model failed once: fail fast from now on
+                    raise SporeprintError(self._embed_error)
+                spec = self.db.store.require_space(self.space)
+                if spec.pooling not in POOLINGS:  # vectors ingested from a file, no model
+                    raise SporeprintError(
+                        f"photos cannot be identified with this store: the vectors of space "
+                        f"{self.space!r} were ingested precomputed (model {spec.model_id!r}), "
+                        "so no model here turns a photo into one; identify stored "
+                        "observations by id, or serve a run trained on a space made by "
+                        "`sporeprint embed`")
+                try:
+                    return self.db.embed([path], space=self.space)
+                except ModelUnavailableError as exc:
+                    model_id = self.db.store.require_space(self.space).model_id
+                    self._embed_error = (
+                        f"photos cannot be identified with this store: space {self.space!r} "
+                        f"was made by {model_id!r}, which cannot be loaded here ({exc}); "
+                        "identify stored observations by id, or serve a run trained on a "
+                        "space made by `sporeprint embed`")
+                    raise SporeprintError(self._embed_error) from exc
 
     def identify_photo(self, data: bytes, metadata: dict, filters: dict, k: int) -> dict:
         model = self._require_model()
@@ -314,8 +337,7 @@ class Service:
         obs = int(observation_id)
         with self.lock:
             fs = self.db.store
-            stored = fs.sql("SELECT substrate, meta_substrate, habitat, month, day, latitude, "
-                            "longitude FROM observations WHERE observation_id = ?", [obs])
+            stored = fs.observation_inputs([obs]).drop(["observation_id"])
             if stored.num_rows == 0:
                 raise NotFound(f"observation {obs} is not in the store")
             _, vectors = fs.fetch_embeddings(self.space, fs.observation_image_ids(obs))
@@ -400,11 +422,10 @@ class Service:
             if key in self._thumbs:
                 self._thumbs.move_to_end(key)
                 return self._thumbs[key]
-            rows = self.db.sql("SELECT file_path FROM images WHERE image_id = ?",
-                               [int(image_id)]).to_pylist()
-        if not rows:
-            raise NotFound(f"image {image_id} is not in the store")
-        path = rows[0]["file_path"]
+            try:
+                path = self.db.store.image_file_path(int(image_id))
+            except StoreError:
+                raise NotFound(f"image {image_id} is not in the store") from None
         data = None
         if path is not None and Path(path).is_file():
             try:

@@ -1,0 +1,105 @@
+"""The shape of the house: four libraries on one floor that never import each other,
+the application above them, no import cycles (importlib-loaded commands included), and
+no SQL on the store's own tables outside ``store/``."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARIES = ("store", "embedder", "retrieval", "heads")
+TOP = set(LIBRARIES) | {"sporeprint"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level project packages a module imports (absolute imports, any depth)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" \
+                and node.args and isinstance(node.args[0], ast.Constant):
+            out.add(str(node.args[0].value).split(".")[0])
+    return out & TOP
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module name -> project modules it imports (resolved to existing modules)."""
+    modules = {}
+    for top in TOP:
+        for path in (ROOT / top).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+            modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                if node.level:  # relative import inside a package
+                    base = name.split(".")[: -node.level] if not path.name == "__init__.py" \
+                        else name.split(".")[: len(name.split(".")) - node.level + 1]
+                    targets = [".".join([*base, node.module])]
+                else:
+                    targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            deps |= {t for t in targets if t in modules and t != name}
+        graph[name] = deps
+    return graph
+
+
+def test_libraries_never_import_each_other_or_the_application():
+    for lib in LIBRARIES:
+        for path in (ROOT / lib).rglob("*.py"):
+            other = _imports(path) - {lib}
+            assert not other, f"{path.relative_to(ROOT)} imports {sorted(other)}"
+
+
+def test_commands_are_leaves_and_nothing_imports_the_cli():
+    for path in (ROOT / "sporeprint").rglob("*.py"):
+        if path.name in ("cli.py", "__main__.py"):
+            continue
+        assert "sporeprint.cli" not in path.read_text(), path.relative_to(ROOT)
+
+
+def test_no_import_cycles_between_modules():
+    graph = _module_graph()
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                # a package's __init__ re-exporting its submodules is not a cycle
+                cycle = trail[trail.index(dep):] + [dep] if dep in trail else [node, dep]
+                if not any(a.startswith(b + ".") or b.startswith(a + ".")
+                           for a, b in zip(cycle, cycle[1:], strict=False)):
+                    raise AssertionError("import cycle: " + " -> ".join(cycle))
+            elif dep not in state:
+                visit(dep, [*trail, dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+STORE_TABLES = ("observations", "images", "species", "embedding_spaces", "embedding_failures",
+                "rejects", "encoders", "features", "splits", "runs", "predictions", "meta")
+
+
+def test_no_sql_on_the_store_tables_outside_store():
+    pattern = re.compile(r"(FROM|JOIN|INTO|UPDATE)\s+(" + "|".join(STORE_TABLES) + r")\b", re.I)
+    for path in (ROOT / "sporeprint").rglob("*.py"):
+        text = "\n".join(line for line in path.read_text().splitlines()
+                          if ">>>" not in line)  # docstring examples are user SQL
+        for call in re.finditer(r"\.sql\(\s*(f?\"[^\"]*\"|f?'[^']*')", text):
+            assert not pattern.search(call.group(1)), \
+                f"{path.relative_to(ROOT)}: {call.group(1)[:80]}"
+        assert "fs.con" not in text and "store.con" not in text, path.relative_to(ROOT)
