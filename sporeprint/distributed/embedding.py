@@ -178,12 +178,12 @@ def ingest_shard(fs, space: str, path: str | Path) -> tuple[int, int, int]:
     dim = vec.type.list_size
     flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     vectors = flat.reshape(len(ids), dim)
-    with fs.transaction() as con:
-        added = add_embeddings(con, space, ids[~failed], vectors[~failed]) if (~failed).any() \
-            else 0
+    with fs.transaction() as con:  # all of the shard or none of it
         if failed.any():
             reasons = table.column("reason").filter(pa.array(failed)).to_pylist()
             record_embedding_failures(con, space, ids[failed], reasons)
+        added = add_embeddings(con, space, ids[~failed], vectors[~failed]) if (~failed).any() \
+            else 0
     log.info("shard %s: %d vectors added, %d failures recorded", Path(path).name, added,
              int(failed.sum()))
     return int(added), int((~failed).sum()) - int(added), int(failed.sum())
