@@ -14,6 +14,7 @@ encoded metadata), so no block ever splits an observation's images.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -69,6 +70,29 @@ def table_rows(table: pa.Table, dim: int) -> Rows:
                 vectors, meta)
 
 
+def portable(model: ScoringModel) -> ScoringModel:
+    """A copy of ``model`` whose training index holds no device copies (a FAISS GPU index
+    or torch tensors made by earlier searches on the driver cannot be pickled, and belong
+    to the driver's devices anyway); the CPU index itself is shared, not copied."""
+    index = copy.copy(model.index)
+    for cache in ("_gpu_index", "_torch"):
+        if hasattr(index, cache):
+            setattr(index, cache, None)
+    neighbours = copy.copy(model.neighbours)
+    neighbours.index = index
+    out = copy.copy(model)
+    out.index, out.neighbours = index, neighbours
+    return out
+
+
+def _use_local_gpus(index) -> None:
+    """Search on this actor's GPUs when FAISS sees any (the driver decided for its own)."""
+    from retrieval.gpu import gpu_count
+
+    if getattr(index, "_allow_gpu", False) and gpu_count() > 0:
+        index.use_gpu = True
+
+
 class ScoreActor:
     """Fetches the broadcast model once; scores blocks of observations."""
 
@@ -76,6 +100,7 @@ class ScoreActor:
         import ray
 
         self.model: ScoringModel = ray.get(model_ref[0])
+        _use_local_gpus(self.model.index)
         self.rule = rule
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -93,7 +118,7 @@ def decide_on_ray(ray, model: ScoringModel, rows: Rows, rule: str,
     concurrency, gpus = model_actors(ray, options)
     per_block = max(1, -(-table.num_rows // max(2, 2 * concurrency)))
     blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]
-    ref = ray.put(model)
+    ref = ray.put(portable(model))
     ds = ray.data.from_arrow(blocks).map_batches(
         ScoreActor, batch_size=options.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=concurrency), num_gpus=gpus,
