@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heads.classifier import Classifier, Ensemble, EvalSet  # noqa: E402
 from heads.train import TrainConfig  # noqa: E402
-from sporeprint.simulate import SimConfig, simulate, write_simulation  # noqa: E402
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
 from sporeprint.training import fold_rows, poisonous_ids, scores_of  # noqa: E402
 from store import FeatureStore  # noqa: E402
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sporeprint.cli import main
-from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore
 
 SPACE = "sim"
