@@ -47,7 +47,7 @@ def build_world(root: Path, count_scale: float) -> dict:
 
     from sporeprint.cli import main
     from sporeprint.demo import build_tiny_dinov2
-    from sporeprint.simulate import SimConfig, simulate, write_simulation
+    from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
     from store import FeatureStore
 
     sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16,

@@ -19,7 +19,7 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed: `pip install 
 
 from sporeprint.cli import main  # noqa: E402
 from sporeprint.demo import build_tiny_dinov2  # noqa: E402
-from sporeprint.simulate import SimConfig, simulate, write_simulation  # noqa: E402
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
 from store import FeatureStore  # noqa: E402
 
 SPACE = "tiny"
