@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-ray lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo: install  ## run the end-to-end demo on simulated data (small scale); start
 
 test: install  ## run the test suite
 	$(PY) -m pytest -q
+
+test-ray: install  ## install the Ray extra and run the Ray Data tests (a local Ray on 2 CPUs)
+	$(PY) -m pip install -e ".[dev,ray]"
+	$(PY) -m pytest -q -m ray tests/test_ray.py
 
 lint: install
 	$(VENV)/bin/ruff check .

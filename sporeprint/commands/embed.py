@@ -30,6 +30,31 @@ def add_arguments(parser) -> None:
                         help="images per committed transaction (default 2048)")
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="refuse larger images (default 250 million pixels)")
+    add_ray_arguments(parser)  # a Ray actor's model batch is --batch-size
+
+
+def add_ray_arguments(parser, scoring: bool = False) -> None:
+    """--engine and the Ray options (shared with `score`)."""
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: this process (default); ray: a Ray Data pipeline "
+                             "(pip install -e .[ray]); see docs/scale-out.md")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    if scoring:
+        parser.add_argument("--ray-batch-size", type=int, default=256,
+                            help="observations per call in a Ray scoring actor")
+    parser.add_argument("--ray-concurrency", type=int, default=None,
+                        help="Ray model actors (none given: one per GPU of the cluster, else 1)")
+    parser.add_argument("--ray-work-dir", default=None,
+                        help="folder for the Ray run's Parquet shards, on storage every node "
+                             "mounts (default: beside the store, removed after the run)")
+
+
+def ray_options(args, batch_size: int):
+    from sporeprint.distributed import RayOptions
+
+    return RayOptions(address=args.address, batch_size=batch_size,
+                      concurrency=args.ray_concurrency, work_dir=args.ray_work_dir)
 
 
 def run(args) -> int:
@@ -38,6 +63,8 @@ def run(args) -> int:
     from store import FeatureStore
 
     space = args.space or default_space_name(args.model)
+    if args.engine == "ray":
+        return _run_ray(args, space)
     with FeatureStore(args.store, create=False) as fs:  # a mistyped store fails before loading
         embedder = ImageEmbedder(args.model, pooling=args.pooling, device=args.device,
                                  dtype=args.dtype,
@@ -54,4 +81,21 @@ def run(args) -> int:
     if report.failed:
         for row in reasons:
             print(f"  failures recorded in this space: {row['n']} x {row['reason']}")
+    return 0
+
+
+def _run_ray(args, space: str) -> int:
+    from sporeprint.distributed import embed_store_ray
+    from store import FeatureStore
+
+    with FeatureStore(args.store, create=False) as fs:
+        report = embed_store_ray(fs, args.model, space, pooling=args.pooling, dtype=args.dtype,
+                                 max_pixels=args.max_pixels,
+                                 options=ray_options(args, args.batch_size))
+        reasons = fs.embedding_failure_reasons(report.space) if report.failed else []
+    print(f"space {report.space} (Ray): embedded {report.embedded}, failed {report.failed}, "
+          f"skipped {report.skipped} in {report.seconds:.1f} s "
+          f"({report.images_per_second:.1f} img/s)")
+    for row in reasons:
+        print(f"  failures recorded in this space: {row['n']} x {row['reason']}")
     return 0

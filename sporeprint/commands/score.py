@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
                         choices=["observation_id", "observationID", "ObservationId"],
                         help="id column name of the submission CSV: observation_id (FungiCLEF "
                              "2024), observationID (the 2023 evaluator), ObservationId")
+    from sporeprint.commands.embed import add_ray_arguments
+
+    add_ray_arguments(parser, scoring=True)
 
 
 def latest_run(fs) -> list[str]:
@@ -53,6 +56,17 @@ def run(args) -> int:
     with FeatureStore(args.store, create=False) as fs:
         run_ids = latest_run(fs) if args.run == "latest" else \
             [r.strip() for r in args.run.split(",") if r.strip()]
+        if args.engine == "ray":
+            from sporeprint.commands.embed import ray_options
+            from sporeprint.distributed import score_batch_ray
+
+            report = score_batch_ray(fs, args.metadata, run_ids, images_dir=args.images,
+                                     embeddings=args.embeddings, out=args.out, batch=args.batch,
+                                     rule=args.rule, recalibrate=args.recalibrate,
+                                     submission_header=args.submission_header,
+                                     options=ray_options(args, args.ray_batch_size))
+            print("\n".join(report.lines()))
+            return 0
         report = score_batch(fs, args.metadata, run_ids, images_dir=args.images,
                              embeddings=args.embeddings, out=args.out, batch=args.batch,
                              rule=args.rule, workers=args.workers, recalibrate=args.recalibrate,
