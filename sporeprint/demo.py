@@ -99,8 +99,8 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
     from sporeprint.evaluation import evaluate_files, format_scores
     from sporeprint.indexing import SearchFilters, build_index, find_lookalikes, observation_query
     from sporeprint.scoring import ScoringModel, compare_rules, score_batch
-    from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
     from sporeprint.simulator.images import SpeciesLook, write_images
+    from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
     from sporeprint.training import train_folds
     from store import FeatureStore
     from store.embedding import ImageEmbedder, embed_store
