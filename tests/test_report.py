@@ -22,9 +22,11 @@ import pytest
 from sporeprint.cli import main
 from store import FeatureStore, reports
 
-SECTIONS = {"data": 5, "map": 1, "run": 1, "batch": 2, "frontier": 1, "confusion": 1}
+SECTIONS = {"data": 5, "map": 1, "run": 1, "heldout": 4, "batch": 2, "frontier": 1,
+            "confusion": 1}
 HEADINGS = ["The data", "Embedding map of training observations",
-            "Trained run: validation and held-out scores", "Scored batch",
+            "Trained run: validation and held-out scores",
+            "Held-out decisions: rules, calibration, unknown detector", "Scored batch",
             "Danger frontier: where edible and poisonous meet",
             "Poisonous / edible / unknown confusion"]
 LABEL_OFFSET = 10**11  # observation ids of the labelled copy of the held-out batch
@@ -132,6 +134,7 @@ def test_report_has_every_section_with_images(demo, capsys):
             png = base64.b64decode(src.split(",", 1)[1])
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert page.sections["run"]["tables"] == 2  # Track scores, calibration record
+    assert page.sections["heldout"]["tables"] == 2  # scores per rule, confused toxicity
     assert page.sections["batch"]["tables"] == 1  # poison-risk observations with evidence
     assert page.sections["frontier"]["tables"] == 1  # closest cross pairs
     text = demo["report"].read_text(encoding="utf-8")
@@ -184,11 +187,11 @@ def test_report_of_a_store_with_metadata_only_says_what_is_missing(tmp_path, cap
     page = parse(out)
     assert list(page.sections) == list(SECTIONS)
     assert len(page.sections["data"]["images"]) == 5
-    for sid in ("map", "run", "batch", "frontier", "confusion"):
+    for sid in ("map", "run", "heldout", "batch", "frontier", "confusion"):
         s = page.sections[sid]
         assert s["images"] == [] and len(s["absent"]) == 1, sid
     assert "sporeprint train" in page.sections["run"]["absent"][0]
-    assert "no data for: map, run, batch, frontier, confusion" in capsys.readouterr().out
+    assert "no data for: map, run, heldout, batch, frontier, confusion" in capsys.readouterr().out
 
 
 def test_report_refuses_unknown_run_batch_and_store(demo, tmp_path, capsys):
