@@ -387,13 +387,15 @@ def _heldout_section(fs, run: dict | None, o: ReportOptions) -> Section:
                         "held-out test part (make splits with `sporeprint split`).")
     ids = sample.column("observation_id").to_numpy()
     truth = sample.column("class_id").to_numpy()
+    from heads import HeadsError
+    from retrieval import RetrievalError
     from sporeprint.errors import SporeprintError
     from sporeprint.scoring import ScoringModel, compare_rules
 
     try:
         model = ScoringModel.load(fs, members)
         scores, _ = model.scores(fs, ids)
-    except (SporeprintError, StoreError) as exc:
+    except (SporeprintError, StoreError, HeadsError, RetrievalError) as exc:
         return s.absent(f"No held-out figures: run {run['run_id']} could not be loaded ({exc}).")
     if scores is None:
         return s.absent(f"No held-out figures: none of the {len(ids):,} sampled held-out "
