@@ -16,6 +16,8 @@ import pytest
 from sporeprint.simulator.baselines import measure
 from sporeprint.simulator.simulate import SimConfig, simulate
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def scores():
