@@ -238,6 +238,32 @@ def batch_answers(con: duckdb.DuckDBPyConnection, batch: str) -> pa.Table:
                        "FROM predictions WHERE batch = ? GROUP BY 1 ORDER BY 1", [batch])
 
 
+def held_out_sample(con: duckdb.DuckDBPyConnection, n: int, seed: int = 0) -> pa.Table:
+    """``observation_id, class_id`` of at most ``n`` labelled observations of the held-out
+    ``test`` part of the current split (class -1: an unknown species), drawn by a seeded
+    hash, ordered by observation id. Empty when the store has no splits."""
+    if not con.execute("SELECT count(*) FROM meta WHERE key = 'split_seed'").fetchall()[0][0]:
+        return pa.table({"observation_id": pa.array([], pa.int64()),
+                         "class_id": pa.array([], pa.int64())})
+    return _arrow(con, """
+WITH pick AS (
+    SELECT o.observation_id, o.class_id
+    FROM splits sp JOIN observations o USING (observation_id)
+    WHERE sp.part = 'test' AND o.class_id IS NOT NULL
+      AND sp.seed = (SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'split_seed')
+    ORDER BY hash(o.observation_id + $seed), o.observation_id
+    LIMIT $n)
+SELECT observation_id::BIGINT AS observation_id, class_id::BIGINT AS class_id
+FROM pick ORDER BY observation_id""", {"n": int(n), "seed": int(seed)})
+
+
+def species_names(con: duckdb.DuckDBPyConnection, class_ids) -> pa.Table:
+    """``class_id, species, genus, poisonous`` of the given classes (those in ``species``)."""
+    return _arrow(con, "SELECT class_id, species, genus, poisonous FROM species "
+                       "WHERE class_id IN (SELECT unnest(?::BIGINT[])) ORDER BY class_id",
+                  [[int(c) for c in class_ids]])
+
+
 def poisonous_classes(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """``class_id`` of every species on the store's poisonous list."""
     return _arrow(con, "SELECT class_id FROM species WHERE poisonous ORDER BY class_id")
@@ -300,3 +326,9 @@ class ReportQueries:
 
     def poisonous_classes(self) -> pa.Table:
         return self._read(poisonous_classes)
+
+    def held_out_sample(self, n: int, seed: int = 0) -> pa.Table:
+        return self._read(held_out_sample, n, seed)
+
+    def species_names(self, class_ids) -> pa.Table:
+        return self._read(species_names, class_ids)

@@ -22,9 +22,11 @@ import pytest
 from sporeprint.cli import main
 from store import FeatureStore, reports
 
-SECTIONS = {"data": 5, "map": 1, "run": 1, "batch": 2, "frontier": 1, "confusion": 1}
+SECTIONS = {"data": 5, "map": 1, "run": 1, "heldout": 4, "batch": 2, "frontier": 1,
+            "confusion": 1}
 HEADINGS = ["The data", "Embedding map of training observations",
-            "Trained run: validation and held-out scores", "Scored batch",
+            "Trained run: validation and held-out scores",
+            "Held-out decisions: rules, calibration, unknown detector", "Scored batch",
             "Danger frontier: where edible and poisonous meet",
             "Poisonous / edible / unknown confusion"]
 LABEL_OFFSET = 10**11  # observation ids of the labelled copy of the held-out batch
@@ -132,6 +134,7 @@ def test_report_has_every_section_with_images(demo, capsys):
             png = base64.b64decode(src.split(",", 1)[1])
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert page.sections["run"]["tables"] == 2  # Track scores, calibration record
+    assert page.sections["heldout"]["tables"] == 2  # scores per rule, confused toxicity
     assert page.sections["batch"]["tables"] == 1  # poison-risk observations with evidence
     assert page.sections["frontier"]["tables"] == 1  # closest cross pairs
     text = demo["report"].read_text(encoding="utf-8")
@@ -184,11 +187,11 @@ def test_report_of_a_store_with_metadata_only_says_what_is_missing(tmp_path, cap
     page = parse(out)
     assert list(page.sections) == list(SECTIONS)
     assert len(page.sections["data"]["images"]) == 5
-    for sid in ("map", "run", "batch", "frontier", "confusion"):
+    for sid in ("map", "run", "heldout", "batch", "frontier", "confusion"):
         s = page.sections[sid]
         assert s["images"] == [] and len(s["absent"]) == 1, sid
     assert "sporeprint train" in page.sections["run"]["absent"][0]
-    assert "no data for: map, run, batch, frontier, confusion" in capsys.readouterr().out
+    assert "no data for: map, run, heldout, batch, frontier, confusion" in capsys.readouterr().out
 
 
 def test_report_refuses_unknown_run_batch_and_store(demo, tmp_path, capsys):
@@ -278,3 +281,53 @@ def test_truth_file_confusion_equals_the_stored_labels(demo, tmp_path):
     s = parse(out).sections["confusion"]
     assert len(s["images"]) == 1 and s["absent"] == []
     assert "labels from test_2024_truth.csv" in out.read_text(encoding="utf-8")
+
+
+def test_held_out_section_agrees_with_the_scorer(demo):
+    """The held-out sample is the labelled test part; the per-rule table is `compare_rules`
+    on it; the unknown-score figure's AUROC is the scorer's unknown score against truth."""
+    from sklearn.metrics import roc_auc_score
+
+    from sporeprint.report.build import (
+        ReportOptions,
+        _heldout_section,
+        _resolve_run,
+        reliability_bins,
+    )
+    from sporeprint.report.page import Table
+    from sporeprint.scoring import ScoringModel, compare_rules
+
+    with FeatureStore(demo["store"], read_only=True) as fs:
+        sample = fs.held_out_sample(10**6)
+        ids = sample.column("observation_id").to_numpy()
+        truth = sample.column("class_id").to_numpy()
+        test = fs.fold_observations(1)["test"]
+        assert len(ids) > 0 and np.all(np.diff(ids) > 0) and np.isin(ids, test).all()
+        np.testing.assert_array_equal(truth, fs.observation_class_ids(ids))
+        assert (truth == -1).any() and (truth >= 0).any()  # known and unknown species
+        small = fs.held_out_sample(20, seed=3)
+        assert small.num_rows == 20 and small.equals(fs.held_out_sample(20, seed=3))
+
+        run = _resolve_run(fs, demo["run"])
+        section = _heldout_section(fs, run, ReportOptions(heldout_points=10**6))
+        table = next(b for b in section.blocks if isinstance(b, Table))
+        model = ScoringModel.load(fs, _members(demo))
+        expected = compare_rules(fs, model, ids, truth)
+        assert [r[0] for r in table.rows] == ["argmax", "argmax + unknown", "Track 3 rule"]
+        for row, rule in zip(table.rows, ("argmax", "argmax_unknown", "track3"), strict=True):
+            np.testing.assert_allclose(row[1:], [expected[rule][k] for k in
+                                                 ("track1", "track2", "track3", "macro_f1")])
+        scores, _ = model.scores(fs, ids)
+        decided = model.decide(scores, "track3")
+        y = truth[np.searchsorted(ids, scores.observation_ids)]
+        auroc = roc_auc_score(~np.isin(y, model.classes), decided.unknown_score)
+    text = " ".join(b.shows for b in section.blocks if hasattr(b, "shows"))
+    assert f"AUROC {auroc:.3f}" in text
+    assert section.figures == 4 and not any(getattr(b, "kind", "") == "absent"
+                                            for b in section.blocks)
+
+    conf, acc, count, ece = reliability_bins(np.array([0.05, 0.95, 0.95, 0.55]),
+                                             np.array([0, 1, 0, 1]))
+    assert count.tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 2]
+    assert acc[9] == 0.5 and conf[9] == 0.95 and acc[0] == 0.0
+    assert ece == pytest.approx((0.05 + 0.45 + 2 * 0.45) / 4)

@@ -33,6 +33,7 @@ class ReportOptions:
     batch: str | None = None  # default: the newest scored batch
     map_points: int = 2000  # training observations on the embedding map
     frontier_points: int = 10000  # training observations searched for neighbours
+    heldout_points: int = 500  # held-out test observations decided for the run's figures
     space: str | None = None  # default: the run's space, else the one with most training vectors
     truth: str | Path | None = None  # CSV (observation id, class_id) of the batch's true classes
     seed: int = 0
@@ -86,6 +87,7 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
     sample = timed("vector sample", _vector_sample, fs, space, o)
     sections.append(timed("embedding map", _map_section, sample, space, o))
     sections.append(timed("run", _run_section, fs, run_row))
+    sections.append(timed("held-out", _heldout_section, fs, run_row, o))
     sections.append(timed("batch", _batch_section, fs, batch))
     sections.append(timed("danger frontier", _frontier_section, sample, space, o))
     sections.append(timed("confusion", _confusion_section, fs, batch, o.truth))
@@ -362,6 +364,213 @@ def _metric_row(label: str, m: dict, prefix: str, n_key: str) -> list:
 
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+# ---------------------------------------------------------------------- held-out
+RULE_LABELS = {"argmax": "argmax", "argmax_unknown": "argmax + unknown", "track3": "Track 3 rule"}
+
+
+def _heldout_section(fs, run: dict | None, o: ReportOptions) -> Section:
+    s = Section("heldout", "Held-out decisions: rules, calibration, unknown detector")
+    if run is None:
+        return s.absent("No trained run: the held-out figures need a run's heads and "
+                        "calibration (`sporeprint train`, then `sporeprint score`).")
+    members = run["config"].get("members", []) if run["kind"] == "ensemble" else [run["run_id"]]
+    cal_id = "calibration:" + ",".join(sorted(members))
+    if query(fs, "run_record", cal_id).num_rows == 0:
+        return s.absent(f"No held-out figures: run {run['run_id']} has no calibration record "
+                        f"{cal_id!r} yet (it is written the first time the run scores a batch "
+                        "with `sporeprint score`).")
+    sample = query(fs, "held_out_sample", o.heldout_points, o.seed)
+    if sample.num_rows == 0:
+        return s.absent("No held-out figures: the store has no labelled observations in the "
+                        "held-out test part (make splits with `sporeprint split`).")
+    ids = sample.column("observation_id").to_numpy()
+    truth = sample.column("class_id").to_numpy()
+    from heads import HeadsError
+    from retrieval import RetrievalError
+    from sporeprint.errors import SporeprintError
+    from sporeprint.scoring import ScoringModel
+
+    try:
+        model = ScoringModel.load(fs, members)
+        scores, _ = model.scores(fs, ids)
+    except (SporeprintError, StoreError, HeadsError, RetrievalError) as exc:
+        return s.absent(f"No held-out figures: run {run['run_id']} could not be loaded ({exc}).")
+    if scores is None:
+        return s.absent(f"No held-out figures: none of the {len(ids):,} sampled held-out "
+                        f"observations has a vector in space {model.space!r}.")
+    from heads.metrics import fungiclef_scores
+
+    # what `sporeprint.scoring.compare_rules` computes, with one kNN search for every rule
+    # and figure (the search dominates the cost on a large store)
+    y = truth[np.searchsorted(ids, scores.observation_ids)]
+    knn = model.neighbours.search(scores.queries, 5, model.calibration.detector["k"])
+    poison = fs.poisonous_class_ids()
+    decided = {rule: model.decide(scores, rule, knn.unknown_score) for rule in RULE_LABELS}
+    per_rule = {rule: fungiclef_scores(y, d.class_id, poison) for rule, d in decided.items()}
+    decided = decided["track3"]
+    n, n_unknown = len(y), int((~np.isin(y, model.classes)).sum())
+    s.blocks.append(Note(
+        f"{n:,} labelled observations of the held-out test part (a seeded sample of at most "
+        f"{o.heldout_points:,}; {n_unknown:,} of unknown species), decided by run "
+        f"{run['run_id']} with its calibration {cal_id!r}."))
+    _rules_block(s, per_rule)
+    _reliability_block(s, model, scores, y)
+    _unknown_block(s, model, decided, y)
+    _poison_confusion_block(fs, s, decided, y)
+    return s
+
+
+def _rules_block(s: Section, per_rule: dict[str, dict[str, float]]) -> None:
+    rules = list(per_rule)
+    keys = ("track1", "track2", "track3", "macro_f1")
+    values = {k: [float(per_rule[r].get(k, np.nan)) for r in rules] for k in keys}
+    s.blocks.append(Figure(
+        figures.rule_metrics([RULE_LABELS.get(r, r) for r in rules], values),
+        "Track 1-3 and macro F1 per decision rule",
+        "The same held-out observations decided by each rule from the same calibrated "
+        "probabilities: argmax (always the most probable species), argmax + unknown (answer "
+        "'unknown species' when the unknown score crosses its threshold) and the Track 3 rule "
+        "(the decision that minimises the expected Track 3 cost, which raises a poisonous "
+        "species when P(poisonous) is high enough). Track 2 counts 100 per poisonous mushroom "
+        "answered edible or unknown.",
+        "The Track 3 rule should have the lowest Track 2 and Track 3 at the price of a slightly "
+        "higher Track 1: it trades wrong species names for fewer missed poisonous mushrooms. "
+        "If argmax + unknown does not lower Track 1 against argmax, the unknown detector is not "
+        "earning its keep on this data."))
+    s.blocks.append(Table(["decision rule", "Track 1", "Track 2", "Track 3", "macro F1"],
+                          [[RULE_LABELS.get(r, r)] + [values[k][i] for k in keys]
+                           for i, r in enumerate(rules)]))
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Mean confidence, accuracy and count per equal-width confidence bin, and the expected
+    calibration error (bin-size weighted mean of |accuracy - confidence|)."""
+    at = np.clip((np.asarray(confidence) * bins).astype(int), 0, bins - 1)
+    count = np.bincount(at, minlength=bins).astype(float)
+    conf = np.bincount(at, confidence, minlength=bins) / np.maximum(count, 1)
+    acc = np.bincount(at, np.asarray(correct, float), minlength=bins) / np.maximum(count, 1)
+    ece = float(np.sum(count * np.abs(acc - conf)) / max(count.sum(), 1))
+    return conf, acc, count, ece
+
+
+def _reliability_block(s: Section, model, scores, y: np.ndarray) -> None:
+    known = np.isin(y, model.classes)
+    if not known.any():
+        s.absent("No reliability diagram: no held-out observation is of a known species.")
+        return
+    lp = scores.log_probs[known]
+    before = np.exp(lp)
+    before /= before.sum(1, keepdims=True)
+    after = model.calibration.species_probs(lp, model.poisonous)
+    curves = {}
+    for name, p in (("before calibration", before), ("after calibration", after)):
+        top = p.argmax(1)
+        curves[name] = reliability_bins(p[np.arange(len(p)), top], model.classes[top] == y[known])
+    s.blocks.append(Figure(
+        figures.reliability(curves), "reliability diagram before and after calibration",
+        f"{int(known.sum()):,} held-out observations of known species: the probability of the "
+        "top species (10 equal-width bins) against how often it is the true species. Left: the "
+        "ensemble's raw mean probabilities; right: after temperature scaling and the poison "
+        "prior shift fitted on the validation parts. Grey bars: observations per bin. ECE is "
+        "the expected calibration error (bin-weighted mean gap to the diagonal).",
+        "Points below the diagonal are over-confidence (the usual state of trained heads), "
+        "above it under-confidence. Calibration should bring the curve towards the diagonal and "
+        "lower the ECE; the poison-risk rule and the unknown probability both rely on these "
+        "probabilities being honest. Bins with few observations are noisy."))
+
+
+def _unknown_block(s: Section, model, decided, y: np.ndarray) -> None:
+    is_unknown = ~np.isin(y, model.classes)
+    score = np.asarray(decided.unknown_score, float)
+    threshold = float(model.calibration.detector["threshold"])
+    if is_unknown.all() or not is_unknown.any():
+        s.absent("No unknown-score figure: the held-out sample needs both known and unknown "
+                 "species.")
+        return
+    from sklearn.metrics import roc_auc_score
+
+    auroc = float(roc_auc_score(is_unknown, score))
+    caught = float((score[is_unknown] > threshold).mean())
+    false = float((score[~is_unknown] > threshold).mean())
+    s.blocks.append(Figure(
+        figures.unknown_scores(score[~is_unknown], score[is_unknown], threshold),
+        "unknown score for known and unknown species",
+        f"The unknown score of each held-out observation (the detector fuses the distance to "
+        f"its nearest training observations with the heads' uncertainty), for known species "
+        f"(grey) and species absent from training (amber), each normalised to its own area; "
+        f"the red line is the threshold calibrated on the validation parts. AUROC {auroc:.3f}; "
+        f"above the threshold: {caught:.0%} of unknown and {false:.0%} of known observations.",
+        "The further apart the two humps, the better 'unknown species' answers are; AUROC 0.5 "
+        "is chance. Known observations to the right of the line are answered 'unknown' (a "
+        "Track 1 error, and for a poisonous species a Track 2 miss); unknown ones to the left "
+        "receive a wrong species name."))
+
+
+def _poison_confusion_block(fs, s: Section, decided, y: np.ndarray, rows: int = 8,
+                            columns: int = 12) -> None:
+    pred = np.asarray(decided.class_id, np.int64)
+    poison = query(fs, "poisonous_classes").column("class_id").to_numpy()
+    wrong = np.isin(y, poison) & (pred != y)
+    if not wrong.any():
+        s.blocks.append(Note("No poisonous held-out observation was answered wrongly, so there "
+                             "is no poisonous-species confusion to show."))
+        return
+    true_ids, errors = np.unique(y[wrong], return_counts=True)
+    order = np.lexsort((true_ids, -errors))[:rows]
+    true_ids, errors = true_ids[order], errors[order]
+    sel = wrong & np.isin(y, true_ids)
+    called, n_called = np.unique(pred[sel], return_counts=True)
+    called = called[np.lexsort((called, -n_called))][:columns]
+    names = {r["class_id"]: r for r in query(
+        fs, "species_names", np.concatenate([true_ids, called])).to_pylist()}
+
+    def genus(c):
+        return (names.get(int(c)) or {}).get("genus") or "?"
+
+    def tox(c):
+        return None if c < 0 else bool((names.get(int(c)) or {}).get("poisonous"))
+
+    # columns grouped by toxicity (poisonous, edible, unknown), then genus, then species
+    called = np.array(sorted(called, key=lambda c: ({True: 0, False: 1, None: 2}[tox(c)],
+                                                     genus(c), _species(names, c))), np.int64)
+    m = np.zeros((len(true_ids), len(called)), dtype=np.int64)
+    for i, t in enumerate(true_ids):
+        for j, c in enumerate(called):
+            m[i, j] = int(np.sum(sel & (y == t) & (pred == c)))
+    row_labels = [f"{_species(names, t)} ({genus(t)}) {e}/{int((y == t).sum())} wrong"
+                  for t, e in zip(true_ids, errors, strict=True)]
+    col_labels = ["unknown species" if c < 0 else
+                  f"{_species(names, c)} ({genus(c)}, {'poisonous' if tox(c) else 'edible'})"
+                  for c in called]
+    s.blocks.append(Figure(
+        figures.group_confusion(row_labels, col_labels, m, [tox(c) for c in called]),
+        "poisonous species most often confused",
+        f"The held-out poisonous species with the most wrong answers under the Track 3 rule "
+        f"(rows, at most {rows}: errors / observations) and what they were called (columns, the "
+        f"{columns} most frequent answers, grouped poisonous, edible, unknown and then by "
+        "genus). Column labels give the genus and the toxicity of the answer.",
+        "Answers in grey or amber columns are the dangerous ones: a poisonous mushroom called "
+        "an edible species or 'unknown' (both count as a miss in Track 2). Red columns are "
+        "look-alikes within the poisonous list: a wrong name but a safe answer. Confusions "
+        "within one genus are look-alikes; across genera they point at poor photos or labels."))
+    same = sum(int(m[i, j]) for i, t in enumerate(true_ids) for j, c in enumerate(called)
+               if c >= 0 and genus(c) == genus(t))
+    s.blocks.append(Table(
+        ["toxicity of the answer", "wrong answers", "of which in the same genus"],
+        [[label, int(m[:, mask].sum()), int(sum(int(m[i, j]) for i, t in enumerate(true_ids)
+                                               for j in np.flatnonzero(mask)
+                                               if called[j] >= 0 and genus(called[j]) == genus(t)))]
+         for label, mask in (("poisonous (safe)", np.array([tox(c) is True for c in called])),
+                             ("edible (missed)", np.array([tox(c) is False for c in called])),
+                             ("unknown (missed)", called < 0))],
+        f"Wrong answers of these species shown above ({same} within the true species' genus)"))
+
+
+def _species(names: dict, c) -> str:
+    return (names.get(int(c)) or {}).get("species") or f"class {int(c)}"
 
 
 # ------------------------------------------------------------------------- batch

@@ -196,3 +196,89 @@ def confusion(labels: list[str], matrix: np.ndarray) -> bytes:
     ax.set_xlabel("answer")
     ax.set_ylabel("truth")
     return _png(fig)
+
+
+def rule_metrics(rules: list[str], values: dict[str, list[float]]) -> bytes:
+    """Tracks 1-3 (left) and macro F1 (right) per decision rule on the same observations."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.4), gridspec_kw={"width_ratios": [3, 1.3]})
+    x = np.arange(len(rules))
+    tracks = ["track1", "track2", "track3"]
+    width = 0.8 / len(tracks)
+    for i, t in enumerate(tracks):
+        bars = a.bar(x + (i - 1) * width, values[t], width, label=t.replace("track", "Track "),
+                     color=("#1565c0", POISON, "#37474f")[i])
+        a.bar_label(bars, fmt="%.2f", fontsize=7)
+    a.set_xticks(x, rules, fontsize=8)
+    a.set_ylabel("cost per observation (lower is better)")
+    a.legend(frameon=False, fontsize=8)
+    a.grid(alpha=0.3, axis="y")
+    bars = b.bar(x, values["macro_f1"], color="#2e7d32")
+    b.bar_label(bars, fmt="%.1f", fontsize=7)
+    b.set_xticks(x, rules, fontsize=7, rotation=15)
+    b.set_ylabel("macro F1 ×100 (higher is better)")
+    b.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def reliability(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]]) -> bytes:
+    """One panel per curve: ``name -> (bin confidence, bin accuracy, bin count, ECE)``;
+    accuracy per confidence bin against the diagonal, bin counts as grey bars behind."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(8, 3.8), sharey=True, squeeze=False)
+    for ax, (name, (conf, acc, count, ece)) in zip(axes[0], curves.items(), strict=True):
+        edges = np.linspace(0, 1, len(count) + 1)
+        twin = ax.twinx()
+        twin.bar(edges[:-1], count, width=edges[1] - edges[0], align="edge", color="#eceff1",
+                 edgecolor="#cfd8dc")
+        twin.set_yticks([])
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.plot([0, 1], [0, 1], ls="--", color="#9e9e9e", lw=1, label="perfectly calibrated")
+        ok = count > 0
+        ax.plot(conf[ok], acc[ok], "o-", color="#1565c0", lw=1.8, ms=4, label="observed")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{name} (ECE {ece:.3f})", fontsize=10)
+        ax.set_xlabel("confidence of the top species")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(frameon=False, fontsize=8, loc="upper left")
+    return _png(fig)
+
+
+def unknown_scores(known: np.ndarray, unknown: np.ndarray, threshold: float) -> bytes:
+    """Histograms of the fused unknown score, known vs unknown species, threshold line."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    both = np.concatenate([known, unknown, [threshold]])
+    bins = np.linspace(np.nanmin(both), np.nanmax(both), 41)
+    ax.hist(known, bins=bins, color=EDIBLE, alpha=0.7, density=True,
+            label=f"known species ({len(known)})")
+    ax.hist(unknown, bins=bins, color=UNKNOWN, alpha=0.7, density=True,
+            label=f"unknown species ({len(unknown)})")
+    ax.axvline(threshold, color=POISON, lw=2, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("unknown score (fused kNN distance and head uncertainty)")
+    ax.set_ylabel("density")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def group_confusion(rows: list[str], columns: list[str], matrix: np.ndarray,
+                    column_poisonous: list[bool | None]) -> bytes:
+    """Counts of true species (rows) called as each column; poisonous column labels red."""
+    fig, ax = plt.subplots(figsize=(min(max(7.0, 3.5 + 0.55 * len(columns)), 12),
+                                    max(3.6, 2.4 + 0.4 * len(rows))))
+    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    ax.imshow(share, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if matrix[i, j]:
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(columns)), columns, fontsize=7, rotation=40, ha="right")
+    for label, p in zip(ax.get_xticklabels(), column_poisonous, strict=True):
+        label.set_color(POISON if p else ("#f57f17" if p is None else "#37474f"))
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("answered as\n(label colour: red poisonous, grey edible, amber unknown)",
+                  fontsize=8)
+    ax.set_ylabel("true poisonous species", fontsize=8)
+    return _png(fig)
