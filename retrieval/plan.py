@@ -13,8 +13,8 @@ of low intrinsic dimension (see docs/retrieval.md):
 - a filter keeping at most ``EXACT_FILTER_MAX`` vectors is scored exactly from
   their stored vectors (a graph or inverted-list walk would visit mostly
   vectors the filter rejects);
-- past ``HNSW_MAX_VECTORS`` the graph's build time and memory favour IVF-PQ
-  with exact re-ranking.
+- past ``HNSW_MAX_VECTORS`` the graph's build time (hours on a few cores) favours
+  IVF-PQ with exact re-ranking, which trains on a sample and adds fast.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def choose_plan(n_vectors: int, n_allowed: int | None = None, k: int = 10) -> Se
         return SearchPlan("hnsw", {}, f"{n_vectors:,} vectors: HNSW graph (fastest single queries)",
                           **common)
     return SearchPlan("ivf_pq", {}, f"{n_vectors:,} vectors (over {HNSW_MAX_VECTORS:,}): IVF-PQ "
-                      "codes with exact re-ranking", **common)
+                      "codes with exact re-ranking (quick to build; refine_factor=0 keeps only the "
+                      "codes when the full vectors do not fit in memory)", **common)
 
 
 @dataclass

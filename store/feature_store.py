@@ -186,8 +186,9 @@ class FeatureStore(ReportQueries):
             hint = ""
             if self.read_only and "read-only" in str(exc).lower():
                 hint = "; open the store with read_only=False (CLI: --write) to change it"
-            elif self.safe_sql and isinstance(exc, (duckdb.PermissionException,
-                                                    duckdb.InvalidInputException)):
+            elif self.safe_sql and (isinstance(exc, duckdb.PermissionException) or (
+                    isinstance(exc, duckdb.InvalidInputException)
+                    and "configuration" in str(exc))):
                 hint = ("; SQL on a read-only store runs over the store's own tables only (no "
                         "files, other databases or extensions); export tables with "
                         "`sporeprint export`, or open the store for writing (CLI: --write)")

@@ -140,18 +140,23 @@ def check_vectors(ids, vectors: np.ndarray, dim: int, what: str) -> None:
                          "them, or record them as failures (record_embedding_failures)")
 
 
-def _unique_rows(ids: np.ndarray, vectors: np.ndarray, names: np.ndarray,
+def _unique_rows(ids: np.ndarray, vectors: np.ndarray,
                  what: str) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique ids and their vectors; a repeated id must repeat the same vector."""
-    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
-    if len(uniq) == len(ids):
-        return ids, vectors
-    for image_id in uniq[counts > 1]:
-        rows = np.flatnonzero(ids == image_id)
-        if not (vectors[rows] == vectors[rows[0]]).all():
-            raise StoreError(f"{what}: image {names[rows[0]].item()!r} appears {len(rows)} times with "
-                             "different vectors; nothing was stored. Keep one vector per image")
-    return uniq, vectors[first]
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    repeat = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])  # row k+1 repeats row k
+    if repeat.size == 0:
+        return sorted_ids, vectors[order]
+    differ = (vectors[order[repeat + 1]] != vectors[order[repeat]]).any(axis=1)
+    if differ.any():
+        image_id = sorted_ids[repeat[differ][0]].item()
+        raise StoreError(f"{what}: image {image_id!r} appears {int((ids == image_id).sum())} "
+                         "times with different vectors; nothing was stored. Keep one vector "
+                         "per image")
+    keep = np.ones(len(ids), dtype=bool)
+    keep[repeat + 1] = False
+    return sorted_ids[keep], vectors[order[keep]]
 
 
 def add_embeddings(con: duckdb.DuckDBPyConnection, name: str, image_ids: np.ndarray,
@@ -177,7 +182,7 @@ def add_embeddings(con: duckdb.DuckDBPyConnection, name: str, image_ids: np.ndar
     vecs = np.ascontiguousarray(vecs, dtype=np.float32)
     what = f"space {name!r}"
     check_vectors(ids, vecs, space.dim, what)
-    ids, vecs = _unique_rows(ids, vecs, ids, what)
+    ids, vecs = _unique_rows(ids, vecs, what)
     batch = pa.table({"image_id": pa.array(ids), "vector": _fixed_list(vecs)})
     con.register("_new_vectors", batch)
     try:

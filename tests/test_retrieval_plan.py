@@ -72,3 +72,30 @@ def test_reports_for_approximate_paths_count_widening(small, monkeypatch):
     assert r.returned == r.requested == 60  # k allowed hits for every query, widened or exact
     assert np.isin(got, allowed).all()
     assert r.widened + r.exact_fallback > 0
+
+
+def test_ivf_pq_rerank_scores_are_exact(small):
+    x, ids, q = small
+    index = VectorIndex(16, "ivf_pq", nlist=16, m=4)
+    index.add(ids, x)
+    D, got = index.search(q, 5)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    exact = np.einsum("qd,qkd->qk", qn, xn[got // 3])  # ids are 3 * row
+    np.testing.assert_allclose(D, exact, atol=1e-5)  # re-ranked by stored vectors, not codes
+
+
+@pytest.mark.skipif(__import__("faiss").get_num_gpus() > 0, reason="needs a machine without a FAISS GPU")
+def test_asking_for_a_gpu_without_one_says_so_once_and_uses_the_cpu(small, caplog, monkeypatch):
+    import retrieval.gpu as rg
+
+    x, ids, q = small
+    monkeypatch.setattr(rg, "_NOTED", False)
+    with caplog.at_level("WARNING", logger="retrieval.gpu"):
+        a = VectorIndex(16, "ivf_flat", use_gpu=True, nlist=8)
+        VectorIndex(16, "exact", shard=True)
+    assert [r.getMessage() for r in caplog.records].count(
+        "no GPU: using the CPU index (this FAISS build or machine has no GPU)") == 1
+    a.add(ids, x)
+    a.search(q, 3)
+    assert not a.use_gpu and a.last_search.backend == "faiss-cpu"

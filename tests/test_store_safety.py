@@ -138,3 +138,12 @@ def test_writer_blocked_by_another_process_is_told_why(path, holder_reads):
         holder.stdin.close()
         holder.wait(timeout=30)
     FeatureStore(path).close()  # free again
+
+
+def test_sandbox_hint_only_for_sandbox_errors(path):
+    with FeatureStore(path, read_only=True) as ro:
+        with pytest.raises(StoreError) as err:
+            ro.sql("SELECT CAST('x' AS INTEGER)")
+        assert "own tables only" not in str(err.value)
+        with pytest.raises(StoreError, match="own tables only"):
+            ro.sql("SELECT * FROM read_csv('/etc/passwd')")
