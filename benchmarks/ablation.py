@@ -26,6 +26,7 @@ averaged over seeds); ``*`` marks an interval that excludes zero.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import tempfile
 import time
@@ -242,30 +243,37 @@ def ablation_rows() -> list[tuple[str, str | None]]:
     return rows
 
 
-def sweep(datas: list[SeedData], args) -> str:
-    """``sporeprint train``'s MLP settings: seconds per fold-1 head and macro F1."""
-    settings = [(1024, 1e-3), (1024, 1e-4), (4096, 1e-3), (4096, 1e-4)]
-    per_seed, poison, secs = [], [], {s: [] for s in settings}
-    for data in datas:
-        test = data.folds[1][2]
-        preds = {"truth": obs_truth(test)[1]}
-        cols = np.arange(len(data.folds[1][3]))
-        for hidden, lr in settings:
-            t0 = time.perf_counter()
-            clf = fit_head(data, args, "mlp", cols, "seesaw", "val_matched", 0.1,
-                           hidden=hidden, lr=lr)
-            secs[(hidden, lr)].append(time.perf_counter() - t0)
-            preds[f"hidden {hidden}, lr {lr:g}"] = predict_obs(clf, test)
-            print(f"  seed {data.seed}: hidden {hidden} lr {lr:g} ({secs[(hidden, lr)][-1]:.0f} s)",
-                  flush=True)
-        per_seed.append(preds)
-        poison.append(data.poison)
-    ref = "hidden 1024, lr 0.001"
-    rows = [(ref, None)] + [(f"hidden {h}, lr {lr:g}", ref) for h, lr in settings[1:]]
-    out = table(per_seed, poison, rows, args.reps)
-    out += "\n\nseconds per fold-1 head (median over seeds): " + ", ".join(
-        f"hidden {h} lr {lr:g}: {np.median(v):.1f}" for (h, lr), v in secs.items())
-    return out
+SWEEP = [(1024, 1e-3), (1024, 1e-4), (4096, 1e-3), (4096, 1e-4)]
+
+
+def _sweep_name(hidden, lr) -> str:
+    return f"hidden {hidden}, lr {lr:g}"
+
+
+def sweep_seed(data: SeedData, args) -> tuple[dict, dict]:
+    """``sporeprint train``'s MLP settings on one seed: predictions and seconds per
+    fold-1 head (full recipe, ``--sweep-epochs`` epochs)."""
+    test = data.folds[1][2]
+    preds, secs = {"truth": obs_truth(test)[1]}, {}
+    cols = np.arange(len(data.folds[1][3]))
+    for hidden, lr in SWEEP:
+        t0 = time.perf_counter()
+        clf = fit_head(data, args, "mlp", cols, "seesaw", "val_matched", 0.1, hidden=hidden,
+                       lr=lr)
+        secs[_sweep_name(hidden, lr)] = time.perf_counter() - t0
+        preds[_sweep_name(hidden, lr)] = predict_obs(clf, test)
+        print(f"  seed {data.seed}: hidden {hidden} lr {lr:g} "
+              f"({secs[_sweep_name(hidden, lr)]:.0f} s)", flush=True)
+    return preds, secs
+
+
+def sweep_table(recs: list[dict], reps: int) -> str:
+    ref = _sweep_name(*SWEEP[0])
+    rows = [(ref, None)] + [(_sweep_name(h, lr), ref) for h, lr in SWEEP[1:]]
+    out = table([r["preds"] for r in recs], [r["poison"] for r in recs], rows, reps)
+    return out + "\n\nseconds per fold-1 head, median over seeds: " + ", ".join(
+        f"{_sweep_name(h, lr)}: {np.median([r['seconds'][_sweep_name(h, lr)] for r in recs]):.1f}"
+        for h, lr in SWEEP)
 
 
 def parse(argv=None):
@@ -282,6 +290,11 @@ def parse(argv=None):
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
     ap.add_argument("--sweep", action="store_true", help="the train defaults sweep instead")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, tiny data")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="also write each seed's predictions to DIR (one pickle per seed), "
+                         "e.g. to run seeds as parallel processes")
+    ap.add_argument("--load", type=Path, default=None,
+                    help="print the table from the seeds saved in DIR; trains nothing")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.classes, args.count_scale = args.seeds[:2], 70, 0.05
@@ -296,23 +309,59 @@ def setting_line(args) -> str:
             f"seeds {args.seeds}; {args.reps} bootstrap replicates")
 
 
+def save_seed(directory: Path | None, kind: str, seed: int, record: dict) -> None:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / f"{kind}-seed{seed}.pkl", "wb") as f:
+            pickle.dump(record, f)
+
+
+def load_seeds(directory: Path, kind: str) -> list[dict]:
+    """Saved seed records of ``kind``, by seed."""
+    records = []
+    for path in sorted(directory.glob(f"{kind}-seed*.pkl")):
+        with open(path, "rb") as f:
+            records.append(pickle.load(f))  # noqa: S301 - files this script wrote
+    if not records:
+        raise SystemExit(f"no {kind}-seed*.pkl in {directory}; run with --save {directory}")
+    return sorted(records, key=lambda r: r["seed"])
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     t0 = time.perf_counter()
+    kind = "sweep" if args.sweep else "ablation"
+    if args.load is not None:
+        recs = load_seeds(args.load, kind)
+        print(recs[0]["setting"])
+        print("\n".join("  " + r["summary"] for r in recs))
+        if args.sweep:
+            print(sweep_table(recs, args.reps))
+        else:
+            print(table([r["preds"] for r in recs], [r["poison"] for r in recs],
+                        ablation_rows(), args.reps))
+        return
     print(setting_line(args), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        datas = []
+        recs = []
         for seed in args.seeds:
-            datas.append(build_seed(Path(tmp), seed, args.scale, args.dim, args.classes,
-                                    args.count_scale))
-            print("  " + datas[-1].summary, flush=True)
+            data = build_seed(Path(tmp), seed, args.scale, args.dim, args.classes,
+                              args.count_scale)
+            print("  " + data.summary, flush=True)
+            rec = {"seed": seed, "poison": data.poison, "summary": data.summary,
+                   "setting": setting_line(args)}
+            if args.sweep:
+                rec["preds"], rec["seconds"] = sweep_seed(data, args)
+            else:
+                rec["preds"] = run_seed(data, args)
+            data.store.close()
+            save_seed(args.save, kind, seed, rec)
+            recs.append(rec)
         if args.sweep:
-            print(sweep(datas, args))
+            print(sweep_table(recs, args.reps))
         else:
-            per_seed = [run_seed(d, args) for d in datas]
-            print(table(per_seed, [d.poison for d in datas], ablation_rows(), args.reps))
-        for d in datas:
-            d.store.close()
+            print(table([r["preds"] for r in recs], [r["poison"] for r in recs],
+                        ablation_rows(), args.reps))
     print(f"({time.perf_counter() - t0:.0f} s; held-out test part of each seed, per "
           "observation; unknown test species count as errors; * = the 95% interval "
           "excludes zero)")

@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ablation import SPACE, build_seed, train_config  # noqa: E402
+from ablation import SPACE, build_seed, load_seeds, save_seed, train_config  # noqa: E402
 from stats import fmt_interval, fmt_mean_sd, metric, paired_interval  # noqa: E402
 
 from heads import HeadsError  # noqa: E402
@@ -107,8 +107,6 @@ def fit_fusion(fs, model: ScoringModel, poison: np.ndarray) -> PoisonFusion:
 
 
 def run_seed(data, args, root: Path) -> dict:
-    from sklearn.metrics import roc_auc_score
-
     fs = data.store
     cfg = train_config(args, "seesaw", "val_matched", 0.1, data.seed)
     runs = train_folds(fs, SPACE, head="mlp", folds=[1, 2], head_params={"hidden": args.hidden},
@@ -138,11 +136,7 @@ def run_seed(data, args, root: Path) -> dict:
         d = decide_summary(summ, Costs(poisonous_as_edible=pe, edible_as_poisonous=ep))
         out[f"cost {label}"] = d.class_id
         out[f"mix {label}"] = answer_mix(d.class_id, data.poison, d.reason)
-    is_unknown = ~np.isin(truth, model.classes)
-    det_score = model.calibration.detector_for(model.index).fuse(
-        knn, uncertainty(model.calibration.species_probs(scores.log_probs, model.poisonous,
-                                                         shift=False)))
-    out["auroc_test"] = float(roc_auc_score(is_unknown, det_score))
+    out["auroc_test"] = model.unknown_auroc(fs, test_ids)["auroc"]
     out["auroc_val"] = float(model.calibration.metrics.get("auroc", float("nan")))
     out["n_test"] = len(truth)
     return out
@@ -200,14 +194,21 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--save", type=Path, default=None, help="write each seed's record to DIR")
+    ap.add_argument("--load", type=Path, default=None, help="tables from the seeds in DIR")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.classes, args.count_scale = args.seeds[:2], 70, 0.1
         args.epochs, args.hidden, args.reps, args.dim = 2, 64, 100, 64
     t0 = time.perf_counter()
-    print(f"scale {args.scale}, classes {args.classes or 'scale default'}, {args.dim}-d; "
+    if args.load is not None:
+        recs = load_seeds(args.load, "decisions")
+        print(recs[0]["setting"])
+        return report([r["record"] for r in recs], [r["poison"] for r in recs], args.reps)
+    setting = (f"scale {args.scale}, classes {args.classes or 'scale default'}, {args.dim}-d; "
           f"2-fold MLP ensemble hidden {args.hidden}, {args.epochs} epochs, lr {args.lr:g}, "
-          f"seesaw + val-matched sampler + poison term; seeds {args.seeds}", flush=True)
+          f"seesaw + val-matched sampler + poison term; seeds {args.seeds}")
+    print(setting, flush=True)
     per_seed, poison = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -217,11 +218,23 @@ def main(argv=None) -> None:
             per_seed.append(run_seed(data, args, Path(tmp)))
             poison.append(data.poison)
             data.store.close()
+            save_seed(args.save, "decisions", seed, {"seed": seed, "poison": data.poison,
+                                                     "setting": setting,
+                                                     "record": per_seed[-1]})
             p = per_seed[-1]
             print(f"  seed {seed}: test AUROC {p['auroc_test']:.3f} (validation "
                   f"{p['auroc_val']:.3f}); fusion coef mass {p['fusion'][0]:+.2f}, poison logit "
                   f"{p['fusion'][1]:+.2f}, intercept {p['fusion'][2]:+.2f}", flush=True)
-    print(rule_table(per_seed, poison, args.reps))
+    report(per_seed, poison, args.reps)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+def report(per_seed, poison, reps) -> None:
+    for p in per_seed:
+        print(f"  test AUROC {p['auroc_test']:.3f} (validation {p['auroc_val']:.3f}); fusion "
+              f"coef mass {p['fusion'][0]:+.2f}, poison logit {p['fusion'][1]:+.2f}, "
+              f"intercept {p['fusion'][2]:+.2f}")
+    print(rule_table(per_seed, poison, reps))
     print()
     print(cost_table(per_seed, poison))
     print()
@@ -229,8 +242,7 @@ def main(argv=None) -> None:
           f"{fmt_mean_sd([p['auroc_test'] for p in per_seed], 1.0, 3)}, validation parts it "
           f"was calibrated on {fmt_mean_sd([p['auroc_val'] for p in per_seed], 1.0, 3)}; "
           f"test observations per seed {[p['n_test'] for p in per_seed]}")
-    print(f"({time.perf_counter() - t0:.0f} s; per observation, official definitions; "
-          "* = the 95% interval excludes zero)")
+    print("(per observation, official definitions; * = the 95% interval excludes zero)")
 
 
 if __name__ == "__main__":
