@@ -303,9 +303,11 @@ def parse(argv=None):
 
 
 def setting_line(args) -> str:
+    heads = ("MLP hidden and lr as in each row" if args.sweep else
+             f"MLP hidden {args.hidden}, fusion width {args.fusion_width}, AdamW lr {args.lr:g}")
     return (f"scale {args.scale}, {args.classes} classes, {args.dim}-d, count scale "
-            f"{args.count_scale}; MLP hidden {args.hidden}, fusion width {args.fusion_width}, "
-            f"{args.epochs} epochs, AdamW lr {args.lr:g}, batch 128, cosine schedule; "
+            f"{args.count_scale}; {heads}, "
+            f"{args.epochs} epochs, batch 128, cosine schedule; "
             f"seeds {args.seeds}; {args.reps} bootstrap replicates")
 
 
