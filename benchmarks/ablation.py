@@ -43,7 +43,7 @@ from stats import fmt_interval, fmt_mean_sd, metric, paired_interval  # noqa: E4
 from heads.classifier import Classifier, Ensemble, EvalSet  # noqa: E402
 from heads.inference import aggregate_by_observation  # noqa: E402
 from heads.train import TrainConfig  # noqa: E402
-from sporeprint.simulate import SimConfig, simulate, write_simulation  # noqa: E402
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
 from sporeprint.training import fold_rows, poisonous_ids  # noqa: E402
 from store import FeatureStore  # noqa: E402
 

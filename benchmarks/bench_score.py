@@ -33,7 +33,7 @@ from heads.train import TrainConfig  # noqa: E402
 from sporeprint.indexing import build_index  # noqa: E402
 from sporeprint.scoring import ScoringModel, score_batch  # noqa: E402
 from sporeprint.scoring.outputs import predictions_table  # noqa: E402
-from sporeprint.simulate import SimConfig, simulate, write_simulation  # noqa: E402
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
 from sporeprint.training import load_rows, train_folds  # noqa: E402
 from store import FeatureStore  # noqa: E402
 

@@ -104,8 +104,8 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
     from sporeprint.indexing import build_index
     from sporeprint.lookalikes import find_lookalikes, observation_query
     from sporeprint.scoring import ScoringModel, compare_rules, score_batch
-    from sporeprint.simulate import SimConfig, simulate, write_simulation
     from sporeprint.simulator.images import SpeciesLook, write_images
+    from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
     from sporeprint.training import train_folds
     from store import FeatureStore, SearchFilters
 

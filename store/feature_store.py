@@ -412,6 +412,7 @@ def _lock_message(path: str, read_only: bool, error: str) -> str:
                 "lets readers in only while no process writes")
     return (f"store {path!r} is open in {who} "
             "(reading or writing), and DuckDB lets a process write only while no other process "
-            "has the file open; close that process or wait for it to finish. If this command "
-            "only reads, open the store read-only instead (read_only=True; the `sporeprint` "
-            "commands that only read accept --read-only)")
+            "has the file open; close that process or wait for it to finish. Readers "
+            "(`sporeprint sql` without --write, search, index, export, report, serve, decide; "
+            "FeatureStore(..., read_only=True)) can share the file with each other, never with "
+            "a writer")

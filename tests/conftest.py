@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore
 
 

@@ -10,7 +10,7 @@ import pytest
 import sporeprint
 from sporeprint.cli import main
 from sporeprint.errors import SporeprintError
-from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import StoreError
 
 SPACE = "sim"

@@ -8,7 +8,7 @@ import pytest
 from heads.train import TrainConfig
 from sporeprint.errors import SporeprintError
 from sporeprint.scoring import ScoringModel
-from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from sporeprint.training import train_folds
 from store import FeatureStore
 

@@ -14,7 +14,7 @@ import pytest
 
 from sporeprint.cli import main
 from sporeprint.demo import build_tiny_dinov2
-from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore
 
 SPACE = "tiny"

@@ -30,7 +30,7 @@ from PIL import Image
 from sporeprint.cli import main
 from sporeprint.demo import build_tiny_dinov2
 from sporeprint.errors import SporeprintError
-from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from sporeprint.simulate import DF20_COLUMNS, LABEL_COLUMNS, SimConfig, simulate, write_simulation
 from sporeprint.simulator.counts import train_image_counts
 from sporeprint.simulator.difficulty import knn_baseline
+from sporeprint.simulator.simulate import (
+    DF20_COLUMNS,
+    LABEL_COLUMNS,
+    SimConfig,
+    simulate,
+    write_simulation,
+)
 
 FILES = ["df20_train.csv", "df21_val.csv", "test_2024.csv", "test_2024_truth.csv",
          "embeddings.parquet", "embeddings_train.parquet", "embeddings_val.parquet",

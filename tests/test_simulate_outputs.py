@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sporeprint.cli import main
-from sporeprint.simulate import SimConfig, simulate
+from sporeprint.simulator.simulate import SimConfig, simulate
 
 
 @pytest.fixture(scope="module")

@@ -49,3 +49,20 @@ def test_ingest_of_a_non_metadata_file_is_one_line_error(tmp_path, capsys):
     assert main(["ingest", "--store", str(tmp_path / "s.duckdb"), "--metadata", str(bad), "--role", "train"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "photo.csv" in err
+
+
+def test_export_everything_and_import_it_into_a_new_store(tmp_path, capsys):
+    from conftest import make_simulated_store
+
+    from store import FeatureStore
+
+    store = make_simulated_store(tmp_path / "a", dim=8)
+    assert main(["export", "--store", str(store), "--out", str(tmp_path / "exp")]) == 0
+    assert "observations" in capsys.readouterr().out
+    other = tmp_path / "b.duckdb"
+    assert main(["import", "--store", str(other), "--path", str(tmp_path / "exp")]) == 0
+    with FeatureStore(store, read_only=True) as a, FeatureStore(other, read_only=True) as b:
+        assert a.store_id == b.store_id
+        for table in ("observations", "images", "emb_sim"):
+            q = f"SELECT * FROM {table} ORDER BY 1"
+            assert a.sql(q).equals(b.sql(q)), table

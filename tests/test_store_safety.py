@@ -130,7 +130,7 @@ def test_writer_blocked_by_another_process_is_told_why(path, holder_reads):
         message = str(err.value)
         assert f"store {str(path)!r} is open in another process (PID {holder.pid}) " \
                "(reading or writing)" in message
-        assert "close that process" in message and "--read-only" in message
+        assert "close that process" in message and "sql` without --write" in message
         if not holder_reads:
             with pytest.raises(StoreLockedError, match="open for writing in another process"):
                 FeatureStore(path, read_only=True)

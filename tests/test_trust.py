@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sporeprint.cli import main
-from sporeprint.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore
 
 SPACE = "sim"
@@ -235,3 +235,16 @@ def test_submission_header_choice_and_evaluate_reads_any_spelling(world, tmp_pat
     assert main(["evaluate", "--predictions", str(out), "--truth", str(files["truth"]),
                  "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] > 0
+
+
+def test_an_interrupted_train_says_what_is_kept(world, monkeypatch, capsys):
+    import sporeprint.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sporeprint.training, "train_folds", interrupted)
+    assert main(["train", "--store", str(world["store"]), "--space", SPACE]) == 130
+    err = capsys.readouterr().err
+    assert "folds finished before the interrupt are saved" in err
+    assert "run the command again to resume" not in err  # no promise of a resume it lacks

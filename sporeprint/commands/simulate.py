@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from sporeprint.simulate import SimConfig, simulate, write_simulation
+    from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 
     config = SimConfig(scale=args.scale, classes=args.classes, seed=args.seed, dim=args.dim,
                        images=args.images)

@@ -61,7 +61,8 @@ def load_members(fs, run_ids: list[str]) -> tuple[str, list[Member]]:
         if not r["path"]:
             raise SporeprintError(f"run {r['run_id']!r} has no saved head path; retrain it")
         members.append(Member(r["run_id"], r["fold"],
-                              Classifier.load(r["path"], space=space, dim=spec.dim),
+                              Classifier.load(r["path"], space=space, dim=spec.dim,
+                                              device="auto"),  # the GPU when there is one
                               r.get("split_seed")))
     official = fs.poisonous_class_ids()
     for m in members:

@@ -1,5 +1,5 @@
-"""Parts of the FungiCLEF-like data simulator; `sporeprint.simulate` puts them together.
+"""Parts of the FungiCLEF-like data simulator; `sporeprint.simulator.simulate` puts them together.
 
->>> from sporeprint.simulate import SimConfig, simulate
+>>> from sporeprint.simulator.simulate import SimConfig, simulate
 >>> sim = simulate(SimConfig(scale="small", seed=0))
 """

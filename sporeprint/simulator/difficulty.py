@@ -6,7 +6,7 @@ multiplies those vote shares by naive-Bayes likelihoods of the observation's
 Substrate, Habitat, month and municipality estimated on the training rows.
 Accuracy is top-1 over *known* validation observations.
 
->>> from sporeprint.simulate import SimConfig, simulate
+>>> from sporeprint.simulator.simulate import SimConfig, simulate
 >>> knn_baseline(simulate(SimConfig(scale="small")))["knn_top1"]  # doctest: +SKIP
 0.55
 """

@@ -116,6 +116,27 @@ class SpeciesPreferences:
                              1.0 * strength)
         return cls(sub, hab, peak, np.minimum(spread, 6.0), sites)
 
+    def separate_niches(self, rng: np.random.Generator, twin: np.ndarray,
+                        weight: float = 0.6, season_shift: tuple[float, float] = (1.5, 3.0)
+                        ) -> SpeciesPreferences:
+        """Give each look-alike pair (species ``s`` and ``twin[s]``) habits of their own, as
+        real look-alikes have: each member puts a share ``weight`` of its observations on
+        a substrate, a habitat and a place of its own, and ``s`` fruits 1.5–3 months
+        earlier or later than its twin. Returns a new object; species without a twin
+        keep their habits."""
+        sub, hab, site = self.substrate_p.copy(), self.habitat_p.copy(), self.site_p.copy()
+        peak = self.peak_month.copy()
+        has = np.flatnonzero(twin >= 0)
+        members = np.unique(np.concatenate([has, twin[has]])) if len(has) else has
+        for probs in (sub, hab, site):
+            pick = rng.integers(probs.shape[1], size=len(members))
+            probs[members] *= 1.0 - weight
+            probs[members, pick] += weight
+        if len(has):
+            shift = rng.uniform(*season_shift, len(has)) * rng.choice([-1.0, 1.0], len(has))
+            peak[has] = (peak[twin[has]] + shift) % 12
+        return SpeciesPreferences(sub, hab, peak, self.season_spread, site)
+
 
 def _sample_rows(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """One category per entry of ``rows`` from ``probs[rows]`` (inverse CDF, vectorised)."""

@@ -2,9 +2,10 @@
 
 The real Danish Fungi images and a DINOv2 backbone are not needed to exercise
 sporeprint: this module draws a seeded, deterministic stand-in with the real
-problem's shape (see the README section "Simulated data" for the generative model and its knobs).
+problem's shape (see docs/simulator.md for the generative model, its knobs and how hard
+it is).
 
->>> from sporeprint.simulate import SimConfig, simulate, write_simulation
+>>> from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 >>> sim = simulate(SimConfig(scale="small", seed=0))
 >>> paths = write_simulation(sim, "sim-out")          # doctest: +SKIP
 """
@@ -25,7 +26,7 @@ from sporeprint.simulator.counts import (
     split_into_observations,
     train_image_counts,
 )
-from sporeprint.simulator.embeddings import EmbeddingModel, EmbeddingParams
+from sporeprint.simulator.embeddings import EmbeddingModel, EmbeddingParams, lookalike_twins
 from sporeprint.simulator.metadata import SpeciesPreferences, draw_observations
 from sporeprint.simulator.taxonomy import FUNGAL_CLASSES, build_taxonomy, keep_classes
 from store.reference import NUM_CLASSES, poison_status
@@ -70,6 +71,8 @@ class SimConfig:
     period_observations: float = DF21_OBSERVATIONS_PER_TRAIN_IMAGE  # val (and test) obs / train image
     missing: float = 0.03  # base rate of missing metadata values
     metadata_strength: float = 1.0  # 0 = metadata independent of species
+    lookalike_share: float = 0.5  # share of other species paired with a same-genus look-alike
+    label_noise: float = 0.03  # share of training observations labelled as another species
     embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
 
     def resolved(self) -> SimConfig:
@@ -81,7 +84,8 @@ class SimConfig:
         classes = self.classes if self.classes is not None else classes
         if not 1 <= classes <= NUM_CLASSES:
             raise ValueError(f"classes={classes} is outside 1..{NUM_CLASSES}; pass a value in range")
-        for name in ("unknown_fraction", "poisonous_fraction", "missing"):
+        for name in ("unknown_fraction", "poisonous_fraction", "missing", "lookalike_share",
+                     "label_noise"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name}={v} must be in [0, 1)")
@@ -244,12 +248,33 @@ def _split_table(species: pa.Table, obs_species: np.ndarray,
     return pa.table([cols[c] for c in DF20_COLUMNS], names=DF20_COLUMNS)
 
 
+def _around(x: float, half: float) -> tuple[float, float]:
+    return max(0.0, x - half), min(1.0, x + half)
+
+
+def noisy_labels(rng: np.random.Generator, rows: np.ndarray, genus_idx: np.ndarray,
+                 n_known: int, rate: float) -> np.ndarray:
+    """Species rows as labelled: a share ``rate`` of the known-species observations is
+    labelled as another known species, of the same genus when it has one (the usual
+    mistake), otherwise any."""
+    out = rows.copy()
+    wrong = np.flatnonzero((rng.random(len(rows)) < rate) & (rows < n_known))
+    for i in wrong:
+        g = genus_idx[rows[i]]
+        mates = np.flatnonzero(genus_idx[:n_known] == g)
+        mates = mates[mates != rows[i]]
+        if len(mates) == 0:
+            mates = np.delete(np.arange(n_known), rows[i])
+        out[i] = mates[rng.integers(len(mates))]
+    return out
+
+
 def simulate(config: SimConfig) -> Simulation:
     """Draw a simulated dataset; the same config always gives the same data."""
     cfg = config.resolved()
     seeds = np.random.SeedSequence([cfg.seed, 20_240_315])
-    rng_tax, rng_counts, rng_meta, rng_period, rng_ids, rng_emb, rng_vec = (
-        np.random.default_rng(s) for s in seeds.spawn(7))
+    rng_tax, rng_counts, rng_meta, rng_period, rng_ids, rng_emb, rng_vec, rng_look = (
+        np.random.default_rng(s) for s in seeds.spawn(8))
 
     status = poison_status()
     poisonous = np.array([status[c] for c in range(NUM_CLASSES)])
@@ -278,7 +303,14 @@ def simulate(config: SimConfig) -> Simulation:
     va_n = images_per_observation(rng_period, n_period)
     te_n = images_per_observation(rng_period, n_period)
 
+    # Look-alike pairs share part of their look and differ in their habits.
+    twin, overlap = lookalike_twins(rng_look, tax.genus_idx[keys], tax.poisonous[keys],
+                                    tax.known[keys], share=cfg.lookalike_share,
+                                    overlap=_around(cfg.embedding.twin_overlap, 0.1))
     prefs = SpeciesPreferences.draw(rng_meta, tax.genus_idx[keys], cfg.metadata_strength)
+    prefs = prefs.separate_niches(rng_look, twin, weight=0.6 * min(cfg.metadata_strength, 1.0))
+    labels = {"train": noisy_labels(rng_look, tr_rows, tax.genus_idx[keys], len(known_keys),
+                                    cfg.label_noise)}
     splits = [("train", tr_rows, tr_n, (2000, 2020)), ("val", va_rows, va_n, (2021, 2021)),
               ("test", te_rows, te_n, (2022, 2022))]
     n_obs = [len(s[1]) for s in splits]
@@ -287,12 +319,12 @@ def simulate(config: SimConfig) -> Simulation:
     image_numbers = 1 + rng_ids.permutation(sum(n_img))
 
     model = EmbeddingModel.draw(rng_emb, cfg.embedding, tax.genus_idx[keys], tax.family_idx,
-                                species_count=len(keys))
+                                twin=twin, overlap=overlap)
     vectors = np.empty((sum(n_img), cfg.dim), np.float32)
     tables, o0, i0 = {}, 0, 0
     for (role, rows, n_images, years), no, ni in zip(splits, n_obs, n_img, strict=True):
         meta = draw_observations(rng_meta, prefs, rows, years, missing=cfg.missing)
-        tables[role] = _split_table(species, rows, n_images,
+        tables[role] = _split_table(species, labels.get(role, rows), n_images,
                                     obs_ids[o0:o0 + no], image_numbers[i0:i0 + ni], meta)
         model.generate(rng_vec, rows, n_images, later_period=role != "train",
                        out=vectors[i0:i0 + ni])
