@@ -10,12 +10,13 @@ A against variant B:
 - the pooled difference of a bootstrap replicate is the mean of the per-seed
   differences (each seed resampled independently, every seed weighted equally);
 - the point estimate ``d`` is the mean over seeds of the differences on the full
-  test sets; the 95% interval is the basic (reverse-percentile) bootstrap
-  interval ``[2d - q97.5, 2d - q2.5]`` of the pooled replicate differences ``q``.
-  For accuracy and the Track scores (means over observations) it is close to the
-  plain percentile interval; macro F1 of a resample with repeated observations is
-  biased (classes drop out), and the reverse-percentile form cancels that shift
-  instead of reporting it as an effect.
+  test sets; the 95% interval is the 2.5th to 97.5th percentile of the pooled
+  replicate differences, shifted by their bias ``mean(replicates) - d`` so that it
+  is centred where the data put the difference. For accuracy and the Track
+  scores (means over observations) the shift is ~0 and this is the plain
+  percentile interval; macro F1 of a resample with repeated observations is
+  biased (classes drop out of the resample), and the shift removes that bias
+  instead of reporting it as part of the interval.
 
 So the interval covers the test-set sampling noise of each seed and, through the
 seeds, the variation of simulation and training; it does not treat the seeds as
@@ -102,7 +103,8 @@ def paired_interval(pairs: Sequence[tuple], name: str, poisonous=(), reps: int =
     tail = 100 * (1 - level) / 2
     q_lo, q_hi = np.percentile(boot, [tail, 100 - tail])
     d = float(np.mean(point))
-    return d, float(2 * d - q_hi), float(2 * d - q_lo)
+    bias = float(boot.mean()) - d
+    return d, float(q_lo - bias), float(q_hi - bias)
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
