@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
                              "sweep, docs/results.md)")
     parser.add_argument("--hidden", type=int, default=None,
                         help=f"MLP hidden width (default {DEFAULT_HIDDEN}: better macro F1 than 4096 "
-                             "on the measured sweep at a third of the time; docs/results.md)")
+                             "on the measured sweep in about half the time; docs/results.md)")
     parser.add_argument("--unknown-output", action="store_true",
                         help="add an 'unknown species' output trained on unknown (-1) rows")
     parser.add_argument("--patience", type=int, default=5, help="early stopping; 0 = off")
