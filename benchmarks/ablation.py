@@ -1,118 +1,372 @@
-"""Ablation of the head recipe on simulated FungiCLEF-like data (like the paper's Table 3).
+"""Ablation of the head recipe over seeds, with training-free baselines beside it.
 
-Builds a DuckDB store from a seeded simulation, trains each variant on fold 1
-(training = role train + part p2, validation = part p1) and scores it on the
-held-out ``test`` part, per observation: accuracy, macro F1, Track 1/2/3. The
-last row averages the fold-1 and fold-2 heads of the full MLP recipe.
+Per seed ``s`` (the simulator seed, the split seed and the training seed are all
+``s``): a store is built from ``simulate(SimConfig(scale, seed=s))``; each variant
+trains on fold 1 (training = role train + part p2, validation = part p1) and is
+scored on the held-out ``test`` part, one answer per observation (image
+probabilities averaged). Unknown test species count as errors: no open-set step
+runs here (see decision_analysis.py for that). The last recipe row averages the
+fold-1 and fold-2 heads of the full MLP recipe.
 
-    python benchmarks/ablation.py [--small] [--epochs 5] [--hidden 256]
+Baselines fit on the same fold-1 training images and classify each test
+observation's mean embedding: nearest class mean (cosine), 1-NN (cosine), LDA
+and logistic regression (scikit-learn; standardised inputs), the latter on
+embeddings alone and on embeddings + the encoded metadata.
+
+Each row: mean ± sd over seeds, and the difference against a reference row with a
+95% paired-bootstrap interval (``benchmarks/stats.py``: test observations
+resampled per seed, paired across the two variants, per-seed differences
+averaged over seeds); ``*`` marks an interval that excludes zero.
+
+    python benchmarks/ablation.py [--seeds 0 1 2 3 4] [--scale small] [--epochs 5]
+    python benchmarks/ablation.py --sweep      # sporeprint train's hidden/lr defaults
+    python benchmarks/ablation.py --quick      # a smoke run: 2 seeds, tiny data
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stats import fmt_interval, fmt_mean_sd, metric, paired_interval  # noqa: E402
 
 from heads.classifier import Classifier, Ensemble, EvalSet  # noqa: E402
+from heads.inference import aggregate_by_observation  # noqa: E402
 from heads.train import TrainConfig  # noqa: E402
 from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
-from sporeprint.training import fold_rows, poisonous_ids, scores_of  # noqa: E402
+from sporeprint.training import fold_rows, poisonous_ids  # noqa: E402
 from store import FeatureStore  # noqa: E402
 
-# name, head, metadata?, loss, sampler, poison weight
+SPACE = "sim"
+PLACE_PREFIXES = ("geohash_", "geo_")
+
+# name, head, metadata?, loss, sampler, poison weight; each row is compared with the one above
 VARIANTS = [
     ("baseline CE (image only)", "mlp", False, "ce", "shuffle", 0.0),
     ("+ inverse-frequency class weights", "mlp", False, "weighted_ce", "shuffle", 0.0),
-    ("+ validation-matched sampler", "mlp", False, "ce", "val_matched", 0.0),
+    ("+ validation-matched sampler (no weights)", "mlp", False, "ce", "val_matched", 0.0),
     ("+ metadata", "mlp", True, "ce", "val_matched", 0.0),
     ("+ seesaw", "mlp", True, "seesaw", "val_matched", 0.0),
-    ("+ poison term (a=0.1)  [full MLP]", "mlp", True, "seesaw", "val_matched", 0.1),
-    ("fusion head (full recipe)", "fusion", True, "seesaw", "val_matched", 0.1),
+    ("+ poison term (a=0.1) [full MLP]", "mlp", True, "seesaw", "val_matched", 0.1),
 ]
+FULL = VARIANTS[-1][0]
+FUSION = "fusion head (full recipe)"
+NO_PLACE = "full MLP without the place columns"
+ENSEMBLE = "2-fold ensemble (full MLP)"
 
 
-def build_store(root: Path, args) -> Path:
-    sim = simulate(SimConfig(scale="small", classes=args.classes, seed=args.seed, dim=args.dim,
-                             count_scale=args.count_scale))
-    files = write_simulation(sim, root / "sim")
-    path = root / "ablation.duckdb"
-    with FeatureStore(path) as fs:
-        for role in ("train", "val", "test"):  # the 2024-style test file is unlabelled
-            fs.ingest_metadata(files[role], role=role)
-        fs.ingest_embeddings(files["embeddings"], "sim")
-        fs.fit_encoder()
-        fs.encode_observations()
-        fs.make_splits(args.seed)
-    return path
+@dataclass
+class SeedData:
+    seed: int
+    poison: np.ndarray
+    folds: dict  # fold -> (train, val, test, names)
+    summary: str
+    store: FeatureStore | None = None  # kept open for decision_analysis.py
 
 
-def main() -> None:
+def build_seed(root: Path, seed: int, scale: str, dim: int | None, classes: int | None,
+               count_scale: float | None) -> SeedData:
+    """Simulate, ingest, encode and split one seed's data; load both folds' rows."""
+    kw = {"dim": dim} if dim else {}
+    sim = simulate(SimConfig(scale=scale, seed=seed, classes=classes, count_scale=count_scale,
+                             **kw))
+    files = write_simulation(sim, root / f"sim{seed}")
+    fs = FeatureStore(root / f"seed{seed}.duckdb")
+    for role in ("train", "val"):
+        fs.ingest_metadata(files[role], role=role)
+        fs.ingest_embeddings(files[f"embeddings_{role}"], SPACE)
+    fs.fit_encoder()
+    fs.encode_observations()
+    fs.make_splits(seed)
+    folds = {f: fold_rows(fs, SPACE, f) for f in (1, 2)}
+    train, val, test, names = folds[1]
+    n_test = len(np.unique(test.observation_ids))
+    summary = (f"seed {seed}: {len(np.unique(train.class_ids))} training classes, "
+               f"{train.embeddings.shape[1]}-d, {len(names)} metadata columns, train images "
+               f"{len(train)}, val images {len(val)}, test observations {n_test}")
+    return SeedData(seed, poisonous_ids(fs), folds, summary, fs)
+
+
+def obs_truth(rows) -> tuple[np.ndarray, np.ndarray]:
+    """(observation ids, class id) in order of first appearance (aggregation order)."""
+    obs, first = np.unique(rows.observation_ids, return_index=True)
+    order = np.argsort(first)
+    return obs[order], rows.class_ids[first[order]]
+
+
+def predict_obs(clf, rows) -> np.ndarray:
+    """The most probable class per observation (image probabilities averaged)."""
+    probs = clf.predict_proba(rows.embeddings, rows.metadata)
+    _, mean = aggregate_by_observation(probs, rows.observation_ids)
+    return clf.classes_[mean.argmax(axis=1)]
+
+
+def drop_columns(rows, keep: np.ndarray | None):
+    """``rows`` with only metadata columns ``keep`` (None: no metadata)."""
+    return replace(rows, metadata=None if keep is None else rows.metadata[:, keep])
+
+
+def train_config(args, loss, sampler, alpha, seed, lr=None) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=128, lr=lr or args.lr, loss=loss,
+                       sampler=sampler, poison_weight=alpha, patience=0, monitor="loss",
+                       seed=seed, progress=False, scheduler="cosine")
+
+
+def fit_head(data: SeedData, args, head, meta_cols, loss, sampler, alpha, fold=1,
+             hidden=None, lr=None) -> Classifier:
+    """``meta_cols``: indices of the metadata columns the head sees (None: image only)."""
+    tr, va, _, names = data.folds[fold]
+    tr, va = drop_columns(tr, meta_cols), drop_columns(va, meta_cols)
+    params = ({"hidden": hidden or args.hidden} if head == "mlp"
+              else {"heads": 8, "width": args.fusion_width})
+    cfg = train_config(args, loss, sampler, alpha, data.seed, lr)
+    clf = Classifier(head, params, cfg, space=SPACE,
+                     feature_names=None if meta_cols is None else [names[i] for i in meta_cols])
+    return clf.fit(tr.embeddings, tr.class_ids, tr.metadata,
+                   observation_ids=tr.observation_ids, poisonous_classes=data.poison,
+                   val=EvalSet(va.embeddings, va.class_ids, va.metadata, va.observation_ids))
+
+
+# -- training-free baselines ------------------------------------------------------------
+def _unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _obs_mean(x, rows):
+    _, mean = aggregate_by_observation(x, rows.observation_ids)
+    return mean
+
+
+def baselines(data: SeedData) -> dict[str, np.ndarray]:
+    """Per test observation: the class each training-free baseline answers."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, _, test, _ = data.folds[1]
+    keep = train.class_ids >= 0
+    x_tr, y_tr = train.embeddings[keep].astype(np.float64), train.class_ids[keep]
+    m_tr = train.metadata[keep]
+    q = _obs_mean(test.embeddings.astype(np.float64), test)
+    q_meta = _obs_mean(test.metadata.astype(np.float64), test)
+    classes = np.unique(y_tr)
+    out = {}
+    means = _unit(np.stack([_unit(x_tr)[y_tr == c].mean(0) for c in classes]))
+    out["nearest class mean (cosine)"] = classes[(_unit(q) @ means.T).argmax(1)]
+    out["1-NN (cosine)"] = y_tr[(_unit(q) @ _unit(x_tr).T).argmax(1)]
+    lda = LinearDiscriminantAnalysis().fit(x_tr, y_tr)
+    out["LDA (scikit-learn)"] = lda.predict(q)
+    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(x_tr, y_tr)
+    out["logistic regression, embeddings"] = lr.predict(q)
+    lrm = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(
+        np.hstack([x_tr, m_tr]), y_tr)
+    out["logistic regression, embeddings + metadata"] = lrm.predict(np.hstack([q, q_meta]))
+    return out
+
+
+# -- one seed ---------------------------------------------------------------------------
+def run_seed(data: SeedData, args) -> dict[str, np.ndarray]:
+    """Predictions per test observation of every row of the table (plus ``truth``)."""
+    _, _, test, names = data.folds[1]
+    all_cols = np.arange(len(names))
+    no_place = np.array([i for i, n in enumerate(names) if not n.startswith(PLACE_PREFIXES)])
+    preds = {"truth": obs_truth(test)[1]}
+    timing = {}
+    full = None
+    for name, head, meta, loss, sampler, alpha in VARIANTS:
+        t0 = time.perf_counter()
+        cols = all_cols if meta else None
+        clf = fit_head(data, args, head, cols, loss, sampler, alpha)
+        timing[name] = time.perf_counter() - t0
+        preds[name] = predict_obs(clf, drop_columns(test, cols))
+        if name == FULL:
+            full = clf
+        print(f"  seed {data.seed}: {name} ({timing[name]:.0f} s)", flush=True)
+    clf = fit_head(data, args, "fusion", all_cols, "seesaw", "val_matched", 0.1)
+    preds[FUSION] = predict_obs(clf, test)
+    clf = fit_head(data, args, "mlp", no_place, "seesaw", "val_matched", 0.1)
+    preds[NO_PLACE] = predict_obs(clf, drop_columns(test, no_place))
+    second = fit_head(data, args, "mlp", all_cols, "seesaw", "val_matched", 0.1, fold=2)
+    preds[ENSEMBLE] = predict_obs(Ensemble([full, second]), test)
+    t0 = time.perf_counter()
+    preds.update(baselines(data))
+    print(f"  seed {data.seed}: heads and baselines done (baselines {time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    return preds
+
+
+# -- the table --------------------------------------------------------------------------
+def table(per_seed: list[dict], poison: list[np.ndarray], rows: list[tuple[str, str | None]],
+          reps: int, metrics=("accuracy", "macro_f1", "track3")) -> str:
+    """Markdown: per row mean ± sd of each metric and, against its reference row, the
+    paired-bootstrap difference of accuracy and macro F1."""
+    scale = {"accuracy": 100.0, "macro_f1": 1.0, "track3": 1.0, "track1": 1.0, "track2": 1.0}
+    digits = {"accuracy": 1, "macro_f1": 1, "track3": 3, "track1": 3, "track2": 3}
+    head = ["row", *(m for m in metrics), "vs", "Δ acc (pts) [95% CI]", "Δ macro F1 [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, ref in rows:
+        cells = [name]
+        for m in metrics:
+            vals = [metric(m, p["truth"], p[name], pz) for p, pz in zip(per_seed, poison,
+                                                                         strict=True)]
+            cells.append(fmt_mean_sd(vals, scale[m], digits[m]))
+        if ref is None:
+            cells += ["", "", ""]
+        else:
+            pairs = [(p["truth"], p[name], p[ref], pz) for p, pz in zip(per_seed, poison,
+                                                                        strict=True)]
+            cells += [ref,
+                      fmt_interval(paired_interval(pairs, "accuracy", reps=reps), 100.0),
+                      fmt_interval(paired_interval(pairs, "macro_f1", reps=reps), 1.0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ablation_rows() -> list[tuple[str, str | None]]:
+    rows = [(VARIANTS[0][0], None)]
+    rows += [(VARIANTS[i][0], VARIANTS[i - 1][0]) for i in range(1, len(VARIANTS))]
+    rows += [(FUSION, FULL), (NO_PLACE, FULL), (ENSEMBLE, FULL)]
+    rows += [(b, ENSEMBLE) for b in ("nearest class mean (cosine)", "1-NN (cosine)",
+                                     "LDA (scikit-learn)", "logistic regression, embeddings",
+                                     "logistic regression, embeddings + metadata")]
+    return rows
+
+
+SWEEP = [(1024, 1e-3), (1024, 1e-4), (4096, 1e-3), (4096, 1e-4)]
+
+
+def _sweep_name(hidden, lr) -> str:
+    return f"hidden {hidden}, lr {lr:g}"
+
+
+def sweep_seed(data: SeedData, args) -> tuple[dict, dict]:
+    """``sporeprint train``'s MLP settings on one seed: predictions and seconds per
+    fold-1 head (full recipe, ``--sweep-epochs`` epochs)."""
+    test = data.folds[1][2]
+    preds, secs = {"truth": obs_truth(test)[1]}, {}
+    cols = np.arange(len(data.folds[1][3]))
+    for hidden, lr in SWEEP:
+        t0 = time.perf_counter()
+        clf = fit_head(data, args, "mlp", cols, "seesaw", "val_matched", 0.1, hidden=hidden,
+                       lr=lr)
+        secs[_sweep_name(hidden, lr)] = time.perf_counter() - t0
+        preds[_sweep_name(hidden, lr)] = predict_obs(clf, test)
+        print(f"  seed {data.seed}: hidden {hidden} lr {lr:g} "
+              f"({secs[_sweep_name(hidden, lr)]:.0f} s)", flush=True)
+    return preds, secs
+
+
+def sweep_table(recs: list[dict], reps: int) -> str:
+    ref = _sweep_name(*SWEEP[0])
+    rows = [(ref, None)] + [(_sweep_name(h, lr), ref) for h, lr in SWEEP[1:]]
+    out = table([r["preds"] for r in recs], [r["poison"] for r in recs], rows, reps)
+    return out + "\n\nseconds per fold-1 head, median over seeds: " + ", ".join(
+        f"{_sweep_name(h, lr)}: {np.median([r['seconds'][_sweep_name(h, lr)] for r in recs]):.1f}"
+        for h, lr in SWEEP)
+
+
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--small", action="store_true", help="tiny data, 2 epochs: a smoke run")
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--scale", default="small", choices=["small", "medium"])
     ap.add_argument("--classes", type=int, default=150)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--count-scale", type=float, default=0.25)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if args.small:
-        args.epochs, args.count_scale, args.hidden = 2, 0.1, 128
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--fusion-width", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
+    ap.add_argument("--sweep", action="store_true", help="the train defaults sweep instead")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, tiny data")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="also write each seed's predictions to DIR (one pickle per seed), "
+                         "e.g. to run seeds as parallel processes")
+    ap.add_argument("--load", type=Path, default=None,
+                    help="print the table from the seeds saved in DIR; trains nothing")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.classes, args.count_scale = args.seeds[:2], 70, 0.05
+        args.epochs, args.hidden, args.reps, args.dim = 2, 64, 100, 64
+    return args
 
+
+def setting_line(args) -> str:
+    heads = ("MLP hidden and lr as in each row" if args.sweep else
+             f"MLP hidden {args.hidden}, fusion width {args.fusion_width}, AdamW lr {args.lr:g}")
+    return (f"scale {args.scale}, {args.classes} classes, {args.dim}-d, count scale "
+            f"{args.count_scale}; {heads}, "
+            f"{args.epochs} epochs, batch 128, cosine schedule; "
+            f"seeds {args.seeds}; {args.reps} bootstrap replicates")
+
+
+def save_seed(directory: Path | None, kind: str, seed: int, record: dict) -> None:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / f"{kind}-seed{seed}.pkl", "wb") as f:
+            pickle.dump(record, f)
+
+
+def load_seeds(directory: Path, kind: str) -> list[dict]:
+    """Saved seed records of ``kind``, by seed."""
+    records = []
+    for path in sorted(directory.glob(f"{kind}-seed*.pkl")):
+        with open(path, "rb") as f:
+            records.append(pickle.load(f))  # noqa: S301 - files this script wrote
+    if not records:
+        raise SystemExit(f"no {kind}-seed*.pkl in {directory}; run with --save {directory}")
+    return sorted(records, key=lambda r: r["seed"])
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, FeatureStore(build_store(Path(tmp), args)) as fs:
-        poison = poisonous_ids(fs)
-        folds = {f: fold_rows(fs, "sim", f) for f in (1, 2)}
-        train, val, test, names = folds[1]
-        print(f"simulation: {args.classes} classes, {args.dim}-d, train images {len(train)}, "
-              f"val images {len(val)}, test observations {len(set(test.observation_ids))}; "
-              f"MLP hidden {args.hidden}, fusion width {args.dim}, {args.epochs} epochs, "
-              f"AdamW lr 1e-3, batch 128, seed {args.seed}")
-
-        def fit(head, meta, loss, sampler, alpha, fold=1):
-            tr, va, _, nm = folds[fold]
-            params = {"hidden": args.hidden} if head == "mlp" else {"heads": 8, "width": args.dim}
-            cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-3, loss=loss,
-                              sampler=sampler, poison_weight=alpha, patience=0, monitor="loss",
-                              seed=args.seed, progress=False)
-            clf = Classifier(head, params, cfg, space="sim", feature_names=nm if meta else None)
-            return clf.fit(tr.embeddings, tr.class_ids, tr.metadata if meta else None,
-                           observation_ids=tr.observation_ids, poisonous_classes=poison,
-                           val=EvalSet(va.embeddings, va.class_ids, va.metadata if meta else None,
-                                       va.observation_ids))
-
-        def score(model, meta):
-            rows = test if meta else _no_meta(test)
-            return scores_of(model, rows, poison)
-
-        header = f"{'variant':38s} {'acc %':>6s} {'F1':>6s} {'T1':>6s} {'T2':>6s} {'T3':>6s}"
-        print(header)
-        print("-" * len(header))
-        full = None
-        for name, head, meta, loss, sampler, alpha in VARIANTS:
-            clf = fit(head, meta, loss, sampler, alpha)
-            if name.endswith("[full MLP]"):
-                full = clf
-            _row(name, score(clf, meta))
-        ens = Ensemble([full, fit("mlp", True, "seesaw", "val_matched", 0.1, fold=2)])
-        _row("ensemble of folds 1+2 (full MLP)", score(ens, True))
-    print(f"({time.perf_counter() - t0:.0f} s; scores on the held-out test part, per observation; "
-          "T1 error, T2 poison cost, T3 = T1 + T2; unknown test species count as errors)")
-
-
-def _no_meta(rows):
-    from dataclasses import replace
-    return replace(rows, metadata=None)
-
-
-def _row(name: str, s: dict) -> None:
-    print(f"{name:38s} {100 * s['accuracy']:6.1f} {s['macro_f1']:6.1f} {s['track1']:6.3f} "
-          f"{s['track2']:6.3f} {s['track3']:6.3f}", flush=True)
+    kind = "sweep" if args.sweep else "ablation"
+    if args.load is not None:
+        recs = load_seeds(args.load, kind)
+        print(recs[0]["setting"])
+        print("\n".join("  " + r["summary"] for r in recs))
+        if args.sweep:
+            print(sweep_table(recs, args.reps))
+        else:
+            print(table([r["preds"] for r in recs], [r["poison"] for r in recs],
+                        ablation_rows(), args.reps))
+        return
+    print(setting_line(args), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        recs = []
+        for seed in args.seeds:
+            data = build_seed(Path(tmp), seed, args.scale, args.dim, args.classes,
+                              args.count_scale)
+            print("  " + data.summary, flush=True)
+            rec = {"seed": seed, "poison": data.poison, "summary": data.summary,
+                   "setting": setting_line(args)}
+            if args.sweep:
+                rec["preds"], rec["seconds"] = sweep_seed(data, args)
+            else:
+                rec["preds"] = run_seed(data, args)
+            data.store.close()
+            save_seed(args.save, kind, seed, rec)
+            recs.append(rec)
+        if args.sweep:
+            print(sweep_table(recs, args.reps))
+        else:
+            print(table([r["preds"] for r in recs], [r["poison"] for r in recs],
+                        ablation_rows(), args.reps))
+    print(f"({time.perf_counter() - t0:.0f} s; held-out test part of each seed, per "
+          "observation; unknown test species count as errors; * = the 95% interval "
+          "excludes zero)")
 
 
 if __name__ == "__main__":

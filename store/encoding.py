@@ -8,12 +8,20 @@ Columns, in this fixed order:
 - ``month_sin, month_cos, month_missing`` with angle ``2π(month-1)/12``;
   ``day_sin, day_cos, day_missing`` with angle ``2π(day-1)/31``. A missing
   value encodes as ``0, 0, 1`` — never as 1 January;
-- ``geohash_2 .. geohash_5``: the level-L prefix of the point's geohash
-  (pygeohash) read as a base-32 integer and divided by ``32**L - 1``, then
-  ``geohash_missing`` (all geohash columns 0 when a coordinate is missing).
+- place: for each level L in ``GEOHASH_CELL_LEVELS`` (3 and 4: cells of about
+  156 × 156 km and 39 × 20 km), ``geohash_L=<cell>`` one-hot for the cells
+  with at least ``GEOHASH_MIN_COUNT`` role=train observations, then
+  ``geohash_L=<other>`` for any other cell; then ``geo_x, geo_y, geo_z``, the
+  point on the unit sphere (``cos lat cos lon, cos lat sin lon, sin lat``), and
+  ``geo_missing``. A missing coordinate encodes as all place columns 0 and
+  ``geo_missing`` 1.
 
-Vocabularies come from role=train observations and are stored with an encoder
-version, so a batch encoded later gets the same columns in the same order.
+Vocabularies (the categorical values and the kept geohash cells) come from
+role=train observations and are stored with an encoder version, so a batch
+encoded later gets the same columns in the same order. Encoders stored before
+the place cells existed (no ``geohash_cells`` in their vocabulary) keep their
+columns: ``geohash_2 .. geohash_5`` as normalised base-32 integers, then
+``geohash_missing``; refitting the encoder makes a new version with the cells.
 """
 
 from __future__ import annotations
@@ -33,7 +41,10 @@ from .errors import StoreError
 log = logging.getLogger(__name__)
 
 CATEGORICAL = ("substrate", "meta_substrate", "habitat")
-GEOHASH_LEVELS = (2, 3, 4, 5)
+GEOHASH_LEVELS = (2, 3, 4, 5)  # the legacy continuous columns
+GEOHASH_CELL_LEVELS = (3, 4)
+GEOHASH_MIN_COUNT = 10  # role=train observations a cell needs for its own column
+CELLS_KEY = "geohash_cells"
 GEOHASH_ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
 INPUT_COLUMNS = ("observation_id", *CATEGORICAL, "month", "day", "latitude", "longitude")
 
@@ -50,17 +61,61 @@ class EncoderInfo:
 
     version: int
     fitted_on: str
-    vocab: dict[str, list[str]]
+    vocab: dict
     columns: list[str]
 
 
-def build_columns(vocab: dict[str, list[str]]) -> list[str]:
+def build_columns(vocab: dict) -> list[str]:
     cols = []
     for name in CATEGORICAL:
         cols += [f"{name}={v}" for v in vocab[name]] + [f"{name}=<unseen>", f"{name}=<missing>"]
     cols += ["month_sin", "month_cos", "month_missing", "day_sin", "day_cos", "day_missing"]
-    cols += [f"geohash_{level}" for level in GEOHASH_LEVELS] + ["geohash_missing"]
-    return cols
+    if CELLS_KEY not in vocab:  # legacy encoder
+        return cols + [f"geohash_{level}" for level in GEOHASH_LEVELS] + ["geohash_missing"]
+    for level in GEOHASH_CELL_LEVELS:
+        cells = vocab[CELLS_KEY][str(level)]
+        cols += [f"geohash_{level}={c}" for c in cells] + [f"geohash_{level}=<other>"]
+    return cols + ["geo_x", "geo_y", "geo_z", "geo_missing"]
+
+
+def geohash_cells(lat: np.ndarray, lon: np.ndarray, level: int) -> np.ndarray:
+    """The level-``level`` geohash of each point as strings (``None`` where a coordinate
+    is missing). One pygeohash call per distinct coordinate pair."""
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    out = np.full(len(lat), None, dtype=object)
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    if ok.any():
+        pairs, inverse = np.unique(np.stack([lat[ok], lon[ok]], axis=1), axis=0,
+                                   return_inverse=True)
+        codes = np.array([pygeohash.encode(a, b, precision=level) for a, b in pairs],
+                         dtype=object)
+        out[ok] = codes[inverse.reshape(-1)]
+    return out
+
+
+def unit_sphere(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """(n, 3) points on the unit sphere; rows with a missing coordinate are 0."""
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    a, b = np.radians(np.where(ok, lat, 0.0)), np.radians(np.where(ok, lon, 0.0))
+    xyz = np.stack([np.cos(a) * np.cos(b), np.cos(a) * np.sin(b), np.sin(a)], axis=1)
+    xyz[~ok] = 0.0
+    return xyz
+
+
+def fit_cells(lat: np.ndarray, lon: np.ndarray, min_count: int = GEOHASH_MIN_COUNT
+              ) -> dict[str, list[str]]:
+    """Per level of ``GEOHASH_CELL_LEVELS``, the sorted cells holding at least
+    ``min_count`` of the given (training) points."""
+    kept = {}
+    for level in GEOHASH_CELL_LEVELS:
+        cells = geohash_cells(lat, lon, level)
+        values, counts = np.unique(cells[cells != None].astype(str),  # noqa: E711
+                                   return_counts=True)
+        kept[str(level)] = sorted(values[counts >= min_count].tolist())
+    return kept
 
 
 def geohash_levels(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
@@ -114,7 +169,19 @@ def encode_table(rows: pa.Table, info: EncoderInfo) -> np.ndarray:
     lat = rows.column("latitude").to_numpy(zero_copy_only=False).astype(np.float64)
     lon = rows.column("longitude").to_numpy(zero_copy_only=False).astype(np.float64)
     geo_missing = ~(np.isfinite(lat) & np.isfinite(lon))
-    blocks.append(geohash_levels(lat, lon).astype(np.float32))
+    if CELLS_KEY in info.vocab:
+        for level in GEOHASH_CELL_LEVELS:
+            vocab = info.vocab[CELLS_KEY][str(level)]
+            block = np.zeros((n, len(vocab) + 1), dtype=np.float32)
+            cells = geohash_cells(lat, lon, level)
+            pos = {c: i for i, c in enumerate(vocab)}
+            index = np.array([pos.get(c, len(vocab)) for c in cells], dtype=np.int64)
+            block[np.arange(n), index] = 1.0
+            block[geo_missing] = 0.0
+            blocks.append(block)
+        blocks.append(unit_sphere(lat, lon).astype(np.float32))
+    else:  # legacy encoder
+        blocks.append(geohash_levels(lat, lon).astype(np.float32))
     blocks.append(geo_missing.astype(np.float32)[:, None])
     out = np.concatenate(blocks, axis=1) if n else np.zeros((0, len(info.columns)), np.float32)
     if out.shape[1] != len(info.columns):
@@ -149,6 +216,10 @@ def fit_encoder(con: duckdb.DuckDBPyConnection) -> EncoderInfo:
         vocab[name] = [r[0] for r in con.execute(
             f'SELECT DISTINCT "{name}" FROM observations WHERE role = \'train\' '
             f'AND "{name}" IS NOT NULL ORDER BY 1').fetchall()]
+    coords = con.execute("SELECT latitude, longitude FROM observations WHERE role = 'train' "
+                         "AND latitude IS NOT NULL AND longitude IS NOT NULL").fetchall()
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    vocab[CELLS_KEY] = fit_cells(coords[:, 0], coords[:, 1])
     try:
         latest = load_encoder(con)
     except StoreError:

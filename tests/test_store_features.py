@@ -16,12 +16,6 @@ def fs(tmp_path):
         yield store
 
 
-def geohash_value(lat, lon, level):
-    code = pygeohash.encode(lat, lon, precision=level)
-    return int("".join("0123456789bcdefghjkmnpqrstuvwxyz".index(c).__format__("05b")
-                       for c in code), 2) / (32**level - 1)
-
-
 def test_encoder_values(fs, tmp_path):
     rows = make_rows(4, images_per_obs=1)
     rows[1].update(month="", day="", Latitude="", Habitat="")
@@ -36,15 +30,16 @@ def test_encoder_values(fs, tmp_path):
     np.testing.assert_allclose(x[0, c["month_sin"]], np.sin(2 * np.pi * (month - 1) / 12), atol=1e-6)
     np.testing.assert_allclose(x[0, c["month_cos"]], np.cos(2 * np.pi * (month - 1) / 12), atol=1e-6)
     np.testing.assert_allclose(x[0, c["day_sin"]], np.sin(2 * np.pi * (day - 1) / 31), atol=1e-6)
-    assert x[0, c["month_missing"]] == 0 and x[0, c["geohash_missing"]] == 0
+    assert x[0, c["month_missing"]] == 0 and x[0, c["geo_missing"]] == 0
     lat, lon = float(rows[0]["Latitude"]), float(rows[0]["Longitude"])
-    for level in (2, 3, 4, 5):
-        np.testing.assert_allclose(x[0, c[f"geohash_{level}"]], geohash_value(lat, lon, level),
-                                   rtol=1e-6)
+    np.testing.assert_allclose(x[0, c["geo_z"]], np.sin(np.radians(lat)), rtol=1e-6)
+    for level in (3, 4):  # too few training rows for a cell of their own: <other>
+        code = pygeohash.encode(lat, lon, precision=level)
+        assert x[0, c[f"geohash_{level}=<other>"]] == 1 and f"geohash_{level}={code}" not in c
     # row 1: missing date is not 1 January, missing coordinates are flagged
     assert x[1, c["month_missing"]] == 1 and x[1, c["month_sin"]] == 0 and x[1, c["month_cos"]] == 0
     assert x[1, c["day_missing"]] == 1
-    assert x[1, c["geohash_missing"]] == 1 and x[1, c["geohash_2"]] == 0
+    assert x[1, c["geo_missing"]] == 1 and not x[1, [c["geo_x"], c["geohash_3=<other>"]]].any()
     assert x[1, c["habitat=<missing>"]] == 1
     for field in ("substrate", "meta_substrate", "habitat"):  # one-hot per field
         block = [i for n, i in c.items() if n.startswith(field + "=")]

@@ -158,6 +158,6 @@ def load_or_fit(fs, members: list[Member], ensemble: Ensemble, poisonous: np.nda
                       {"members": [m.run_id for m in members]}, cal.to_dict(), None,
                       split_seed=cal.split_seed)
     log.info("calibrated: temperature %.3f, poison shift %+.2f, unknown threshold %.4f, "
-             "AUROC %.3f", cal.temperature_scaler.temperature_, cal.prior.bias_,
+             "AUROC %.3f on the validation parts it was fitted on", cal.temperature_scaler.temperature_, cal.prior.bias_,
              cal.detector["threshold"], cal.metrics.get("auroc", float("nan")))
     return cal

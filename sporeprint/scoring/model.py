@@ -146,6 +146,29 @@ class ScoringModel:
                        p_unknown, s, flag, d.poison_prob, d.reason, evidence,
                        summarise(probs, p_unknown, self.classes, self.poisonous))
 
+    def unknown_auroc(self, fs, observation_ids: np.ndarray) -> dict[str, float]:
+        """How well the unknown score separates unseen species on labelled stored
+        observations: AUROC (unknown = positive) and the number of each kind. Pass
+        observations the calibration was not fitted on (the held-out ``test`` part);
+        the calibration's own ``auroc`` is measured on its validation parts."""
+        from sklearn.metrics import roc_auc_score
+
+        scores, _ = self.scores(fs, np.asarray(observation_ids, np.int64))
+        if scores is None:
+            raise SporeprintError("none of these observations has vectors in the runs' space")
+        truth = fs.observation_class_ids(scores.observation_ids)
+        unknown = ~np.isin(truth, self.classes)
+        if unknown.all() or not unknown.any():
+            raise SporeprintError("the AUROC needs both known-species and unknown-species "
+                                  "observations among those given")
+        cal = self.calibration
+        det = cal.detector_for(self.index)
+        knn = self.neighbours.search(scores.queries, N_EVIDENCE, det.k).unknown_score
+        plain = cal.species_probs(scores.log_probs, self.poisonous, shift=False)
+        s = det.fuse(knn, uncertainty(plain))
+        return {"auroc": float(roc_auc_score(unknown, s)), "n_unknown": int(unknown.sum()),
+                "n_known": int((~unknown).sum())}
+
     def prior_decision(self, observation_ids: np.ndarray, why: str) -> Decided:
         """Observations with no usable image or no accepted row: the Track 3 rule on the
         training class prior."""

@@ -1,0 +1,124 @@
+"""Summaries over seeds and paired-bootstrap intervals for the benchmark tables.
+
+A variant's score on one seed is computed from per-observation predictions
+(``y_true``, ``y_pred``, class ids with ``-1`` for unknown). To compare variant
+A against variant B:
+
+- per seed, the test observations are resampled with replacement, and *the same*
+  resampled observations score both variants (paired), giving one difference
+  ``m(A) - m(B)`` per seed;
+- the pooled difference of a bootstrap replicate is the mean of the per-seed
+  differences (each seed resampled independently, every seed weighted equally);
+- the point estimate ``d`` is the mean over seeds of the differences on the full
+  test sets; the 95% interval is the 2.5th to 97.5th percentile of the pooled
+  replicate differences, shifted by their bias ``mean(replicates) - d`` so that it
+  is centred where the data put the difference. For accuracy and the Track
+  scores (means over observations) the shift is ~0 and this is the plain
+  percentile interval; macro F1 of a resample with repeated observations is
+  biased (classes drop out of the resample), and the shift removes that bias
+  instead of reporting it as part of the interval.
+
+So the interval covers the test-set sampling noise of each seed and, through the
+seeds, the variation of simulation and training; it does not treat the seeds as
+a population (with 5 seeds a t-interval over seeds would be very wide).
+
+Example:
+    >>> import numpy as np
+    >>> y = np.array([0, 1, 2, 3] * 25)
+    >>> runs = [{"y": y, "a": y, "b": np.where(np.arange(100) < 30, 9, y)}]
+    >>> lo, hi = paired_interval([(r["y"], r["a"], r["b"]) for r in runs], "accuracy",
+    ...                          reps=200)[1:]
+    >>> lo > 0.15 and hi < 0.45
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+UNKNOWN = -1
+COST_POISONOUS_AS_EDIBLE = 100.0
+COST_EDIBLE_AS_POISONOUS = 1.0
+METRICS = ("accuracy", "macro_f1", "track1", "track2", "track3", "poisonous_as_edible")
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro F1 ×100 over the labels present in truth or prediction (as scikit-learn's
+    ``f1_score(average="macro", zero_division=0)``), in one pass of bincounts."""
+    labels, inv = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    t, p = inv[: len(y_true)], inv[len(y_true):]
+    k = len(labels)
+    hit = t == p
+    tp = np.bincount(t[hit], minlength=k)
+    n_true = np.bincount(t, minlength=k)
+    n_pred = np.bincount(p, minlength=k)
+    denom = n_true + n_pred
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return float(100.0 * f1.mean())
+
+
+def metric(name: str, y_true: np.ndarray, y_pred: np.ndarray,
+           poisonous: np.ndarray) -> float:
+    """One official score (``heads.metrics.fungiclef_scores`` definitions) of rows that
+    are already one per observation; ``poisonous_as_edible`` is a rate per 1000."""
+    if name == "macro_f1":
+        return macro_f1(y_true, y_pred)
+    wrong = y_true != y_pred
+    if name == "accuracy":
+        return float(1.0 - wrong.mean())
+    if name == "track1":
+        return float(wrong.mean())
+    tp, pp = np.isin(y_true, poisonous), np.isin(y_pred, poisonous)
+    if name == "poisonous_as_edible":
+        return float(1000.0 * (tp & ~pp).mean())
+    t2 = float((COST_POISONOUS_AS_EDIBLE * (tp & ~pp)
+                + COST_EDIBLE_AS_POISONOUS * (~tp & pp)).mean())
+    if name == "track2":
+        return t2
+    if name == "track3":
+        return float(wrong.mean()) + t2
+    raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+
+
+def paired_interval(pairs: Sequence[tuple], name: str, poisonous=(), reps: int = 1000,
+                    seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean difference, low, high)`` of ``m(A) - m(B)`` pooled over seeds.
+
+    ``pairs``: one ``(y_true, pred_a, pred_b)`` per seed, or ``(y_true, pred_a, pred_b,
+    poisonous)`` when each seed has its own poisonous class list (see the module doc).
+    """
+    rng = np.random.default_rng(seed)
+    point, boot = [], np.zeros(reps)
+    for pair in pairs:
+        y, a, b = (np.asarray(v) for v in pair[:3])
+        pois = np.asarray(pair[3] if len(pair) > 3 else poisonous)
+        point.append(metric(name, y, a, pois) - metric(name, y, b, pois))
+        n = len(y)
+        for r in range(reps):
+            idx = rng.integers(0, n, n)
+            boot[r] += metric(name, y[idx], a[idx], pois) - metric(name, y[idx], b[idx], pois)
+    boot /= len(pairs)
+    tail = 100 * (1 - level) / 2
+    q_lo, q_hi = np.percentile(boot, [tail, 100 - tail])
+    d = float(np.mean(point))
+    bias = float(boot.mean()) - d
+    return d, float(q_lo - bias), float(q_hi - bias)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def fmt_mean_sd(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
+    m, s = mean_sd(np.asarray(values) * scale)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def fmt_interval(diff: tuple[float, float, float], scale: float = 1.0, digits: int = 1) -> str:
+    """``+1.2 [+0.3, +2.1]``, starred when the interval excludes zero."""
+    d, lo, hi = (scale * x for x in diff)
+    star = " *" if lo > 0 or hi < 0 else ""
+    return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{star}"
