@@ -20,6 +20,9 @@ from .page import Figure, Note, Section, Table, render
 log = logging.getLogger(__name__)
 
 TOXICITY = ["poisonous", "edible", "unknown"]
+# Without a saved training index the held-out section searches exactly; past this many
+# training images that alone would take the report over a minute on 2 cores.
+HELDOUT_EXACT_MAX = 100_000
 
 
 def query(fs, name: str, *args, **kwargs):
@@ -384,9 +387,20 @@ def _heldout_section(fs, run: dict | None, o: ReportOptions) -> Section:
     sample = query(fs, "held_out_sample", o.heldout_points, o.seed)
     if sample.num_rows == 0:
         return s.absent("No held-out figures: the store has no labelled observations in the "
-                        "held-out test part (make splits with `sporeprint split`).")
+                        "held-out test part (`sporeprint train` makes the splits).")
     ids = sample.column("observation_id").to_numpy()
     truth = sample.column("class_id").to_numpy()
+    from sporeprint.indexing import index_dir
+    from sporeprint.scoring.model import SAVED_INDEX_KINDS
+
+    saved = any((index_dir(fs.path, run["space"], kind, "train") / "manifest.json").is_file()
+                for kind in SAVED_INDEX_KINDS)
+    n_train = fs.selection_image_ids(run["space"], "train").size
+    if not saved and n_train > HELDOUT_EXACT_MAX:
+        return s.absent(
+            f"No held-out figures: the unknown score needs a search over {n_train:,} training "
+            "images, too slow without a saved index; build one with `sporeprint index build "
+            f"--store {fs.path} --space {run['space']} --where train --kind ivf_flat`.")
     from heads import HeadsError
     from retrieval import RetrievalError
     from sporeprint.errors import SporeprintError
