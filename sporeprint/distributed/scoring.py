@@ -24,9 +24,9 @@ import pyarrow as pa
 from sporeprint.distributed.cluster import RayOptions, connect, model_actors
 from sporeprint.errors import SporeprintError
 from sporeprint.scoring.model import ScoringModel
-from sporeprint.scoring.outputs import answer_counts, predictions_table, write_outputs
-from sporeprint.scoring.pipeline import ScoreReport, _metadata_ids_and_paths, check_embedding_file
-from sporeprint.training import Rows, load_rows
+from sporeprint.scoring.outputs import predictions_table
+from sporeprint.scoring.pipeline import ScoreReport, score_batch
+from sporeprint.training import Rows
 
 log = logging.getLogger(__name__)
 
@@ -140,54 +140,22 @@ def score_batch_ray(fs, metadata: str | Path, run_ids: list[str],
     if rule not in RULES:
         raise SporeprintError(f"unknown decision rule {rule!r}; choose one of {', '.join(RULES)}")
     options = options or RayOptions()
-    metadata = Path(metadata)
-    batch_ids, batch_paths = _metadata_ids_and_paths(metadata)
-    model = model or ScoringModel.load(fs, run_ids, recalibrate=recalibrate)
-    if embeddings is not None:
-        check_embedding_file(embeddings, model.index.dim, model.space, batch_paths, fs)
-    batch = batch or metadata.stem
-    report = ScoreReport(batch=batch, run_key=model.run_key)
     ray = connect(options)
 
-    ingest = fs.ingest_metadata(metadata, role="new", images_dir=images_dir)
-    report.rows_read, report.rows_rejected = ingest.read, ingest.rejected
-    accepted = np.sort(np.asarray(ingest.observation_ids, dtype=np.int64))
-    rejected = np.setdiff1d(np.union1d(batch_ids,
-                                       np.asarray(ingest.rejected_observation_ids, np.int64)),
-                            accepted)
-    report.observations = len(np.union1d(accepted, rejected))
-    report.rejected_observations = len(rejected)
-
-    if len(accepted) and embeddings is not None:
-        fs.ingest_embeddings(embeddings, model.space)
-    elif len(accepted) and images_dir is not None:
+    def embed(fs_, model_: ScoringModel) -> tuple[int, int]:
         from sporeprint.distributed.embedding import embed_store_ray
 
-        spec = fs.require_space(model.space)
-        er = embed_store_ray(fs, spec.model_id, model.space, pooling=spec.pooling,
+        spec = fs_.require_space(model_.space)
+        er = embed_store_ray(fs_, spec.model_id, model_.space, pooling=spec.pooling,
                              dtype=spec.dtype,
                              draft=bool(spec.preprocessing.get("jpeg_draft", False)),
                              options=options)
-        report.embedded, report.embedding_failures = er.embedded, er.failed
+        return er.embedded, er.failed
 
-    tables = []
-    rows, _ = load_rows(fs, model.space, accepted, labelled_only=False) if len(accepted) \
-        else (None, None)
-    if rows is not None and len(rows):
-        tables.append(decide_on_ray(ray, model, rows, rule, options))
-    imageless = np.setdiff1d(accepted, rows.observation_ids if rows is not None else [])
-    report.scored, report.no_usable_image = len(accepted) - len(imageless), len(imageless)
-    if len(imageless):
-        tables.append(predictions_table(
-            [(model.prior_decision(imageless, "no usable image"), "no_usable_image")]))
-    if len(rejected):
-        tables.append(predictions_table(
-            [(model.prior_decision(rejected, "no accepted metadata row"), "rejected")]))
-    if not tables:
-        raise SporeprintError("nothing to write: the batch has no observations")
-    table = pa.concat_tables(tables).sort_by("observation_id")
-    fs.write_predictions(model.run_key, batch, table)
-    report.answers = answer_counts(table)
-    report.outputs = write_outputs(table, out or metadata.with_name(f"{batch}.predictions.csv"),
-                                   submission_header)
-    return report
+    def decide(model_: ScoringModel, rows: Rows, rule_: str) -> pa.Table:
+        return decide_on_ray(ray, model_, rows, rule_, options)
+
+    return score_batch(fs, metadata, run_ids, images_dir=images_dir, embeddings=embeddings,
+                       out=out, batch=batch, rule=rule, recalibrate=recalibrate, model=model,
+                       submission_header=submission_header, embed_images=embed,
+                       decide_rows=decide)

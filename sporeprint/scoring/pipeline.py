@@ -30,7 +30,9 @@ import pyarrow.parquet as pq
 
 from sporeprint.errors import SporeprintError
 from sporeprint.scoring.model import ScoringModel
+from sporeprint.scoring.observations import observation_scores
 from sporeprint.scoring.outputs import answer_counts, predictions_table, write_outputs
+from sporeprint.training import load_rows
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +132,33 @@ def check_embedding_file(path: str | Path, dim: int, space: str,
                               "score the metadata file those vectors belong to")
 
 
+def embed_locally(fs, model: ScoringModel, workers: int | None = None) -> tuple[int, int]:
+    """Embed the store's pending photos with the space's own model in this process;
+    ``(embedded, failed)``."""
+    from sporeprint.embedding import embed_store, embedder_for_space
+
+    er = embed_store(fs, embedder_for_space(fs.require_space(model.space)), model.space,
+                     workers=workers)
+    return er.embedded, er.failed
+
+
+def decide_locally(model: ScoringModel, rows, rule: str) -> pa.Table:
+    """The predictions table of image ``rows`` decided in this process."""
+    return predictions_table([(model.decide(observation_scores(model.ensemble, rows), rule),
+                               "scored")])
+
+
 def score_batch(fs, metadata: str | Path, run_ids: list[str],
                 images_dir: str | Path | None = None, embeddings: str | Path | None = None,
                 out: str | Path | None = None, batch: str | None = None, rule: str = "track3",
                 workers: int | None = None, recalibrate: bool = False,
                 model: ScoringModel | None = None,
-                submission_header: str = "observation_id") -> ScoreReport:
+                submission_header: str = "observation_id",
+                embed_images=None, decide_rows=None) -> ScoreReport:
     """Score every observation of ``metadata``; see the module docstring. ``model``
-    (loaded for ``run_ids``) saves reloading the heads and index when scoring again."""
+    (loaded for ``run_ids``) saves reloading the heads and index when scoring again.
+    ``embed_images(fs, model) -> (embedded, failed)`` and ``decide_rows(model, rows, rule)
+    -> predictions table`` replace the in-process steps (the Ray engine passes its own)."""
     from heads.decision import RULES
 
     if rule not in RULES:
@@ -162,24 +183,26 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     if len(accepted) and embeddings is not None:
         fs.ingest_embeddings(embeddings, model.space)
     elif len(accepted) and images_dir is not None:
-        from sporeprint.embedding import embed_store, embedder_for_space
+        embed = embed_images or (lambda fs_, model_: embed_locally(fs_, model_, workers))
+        report.embedded, report.embedding_failures = embed(fs, model)
 
-        er = embed_store(fs, embedder_for_space(fs.require_space(model.space)), model.space,
-                         workers=workers)
-        report.embedded, report.embedding_failures = er.embedded, er.failed
-
-    parts = []
-    scores, rows = model.scores(fs, accepted) if len(accepted) else (None, None)
-    if scores is not None:
-        parts.append((model.decide(scores, rule), "scored"))
+    tables = []
+    rows = load_rows(fs, model.space, accepted, labelled_only=False)[0] if len(accepted) \
+        else None
+    if rows is not None and len(rows):
+        tables.append((decide_rows or decide_locally)(model, rows, rule))
     imageless = np.setdiff1d(accepted, rows.observation_ids if rows is not None else [])
     report.scored, report.no_usable_image = len(accepted) - len(imageless), len(imageless)
+    prior = []
     if len(imageless):
-        parts.append((model.prior_decision(imageless, "no usable image"), "no_usable_image"))
+        prior.append((model.prior_decision(imageless, "no usable image"), "no_usable_image"))
     if len(rejected):
-        parts.append((model.prior_decision(rejected, "no accepted metadata row"), "rejected"))
-
-    table = predictions_table(parts)
+        prior.append((model.prior_decision(rejected, "no accepted metadata row"), "rejected"))
+    if prior:
+        tables.append(predictions_table(prior))
+    if not tables:
+        raise SporeprintError("nothing to write: the batch has no observations")
+    table = pa.concat_tables(tables).sort_by("observation_id")
     fs.write_predictions(model.run_key, batch, table)
     report.answers = answer_counts(table)
     report.outputs = write_outputs(table, out or metadata.with_name(f"{batch}.predictions.csv"),
