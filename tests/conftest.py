@@ -19,3 +19,19 @@ def make_simulated_store(root: Path, dim: int, space: str = "sim") -> Path:
             fs.ingest_metadata(files[role], role=role)
         fs.ingest_embeddings(files["embeddings"], space)
     return path
+
+
+def ingest_simulation_cli(root: Path, seed: int = 0, space: str = "sim") -> tuple[Path, dict]:
+    """``(store, files)``: a 70-class, 16-d simulation written under ``root/sim`` and its
+    train and val roles ingested through ``sporeprint ingest``, as a user would."""
+    from sporeprint.cli import main
+
+    sim = simulate(SimConfig(scale="small", classes=70, seed=seed, dim=16, count_scale=0.02))
+    files = write_simulation(sim, root / "sim")
+    store = root / "fungi.duckdb"
+    for role in ("train", "val"):
+        assert main(["ingest", "--store", str(store), "--role", role,
+                     "--metadata", str(files[role])]) == 0
+        assert main(["ingest", "--store", str(store), "--embeddings",
+                     str(files[f"embeddings_{role}"]), "--space", space]) == 0
+    return store, files

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import ingest_simulation_cli
 
 import sporeprint
 from sporeprint.cli import main
 from sporeprint.errors import SporeprintError
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import StoreError
 
 SPACE = "sim"
@@ -19,15 +19,7 @@ SPACE = "sim"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=1, dim=16, count_scale=0.02))
-    files = write_simulation(sim, root / "sim")
-    store = root / "fungi.duckdb"
-    for role in ("train", "val"):
-        assert main(["ingest", "--store", str(store), "--role", role,
-                     "--metadata", str(files[role])]) == 0
-    for role in ("train", "val"):
-        assert main(["ingest", "--store", str(store), "--embeddings",
-                     str(files[f"embeddings_{role}"]), "--space", SPACE]) == 0
+    store, files = ingest_simulation_cli(root, seed=1, space=SPACE)
     assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
                  "--epochs", "2", "--lr", "3e-3"]) == 0
     assert main(["score", "--store", str(store), "--metadata", str(files["test"]),

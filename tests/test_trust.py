@@ -13,25 +13,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from conftest import ingest_simulation_cli
 
 from sporeprint.cli import main
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore
 
 SPACE = "sim"
 
 
 def _build(root, seed=0):
-    sim = simulate(SimConfig(scale="small", classes=70, seed=seed, dim=16, count_scale=0.02))
-    files = write_simulation(sim, root / "sim")
-    store = root / "fungi.duckdb"
-    for role in ("train", "val"):
-        assert main(["ingest", "--store", str(store), "--role", role,
-                     "--metadata", str(files[role])]) == 0
-    for role in ("train", "val"):
-        assert main(["ingest", "--store", str(store), "--embeddings",
-                     str(files[f"embeddings_{role}"]), "--space", SPACE]) == 0
-    return store, files
+    return ingest_simulation_cli(root, seed=seed, space=SPACE)
 
 
 @pytest.fixture(scope="module")
