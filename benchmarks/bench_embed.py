@@ -97,12 +97,12 @@ def main() -> int:
 
         pixels = torch.stack([emb.preprocess(load_rgb(p)) for p in images])
         batches = list(torch.split(pixels, args.batch_size))
-        emb._embed_pixels(batches[0])  # warm-up
+        emb.embed_pixels(batches[0])  # warm-up
         model_rates = []
         for _ in range(repeats):
             t = time.perf_counter()
             for b in batches:
-                emb._embed_pixels(b)
+                emb.embed_pixels(b)
             model_rates.append(n / (time.perf_counter() - t))
 
         e2e_rates = []

@@ -137,14 +137,14 @@ def main() -> int:
         pre = [emb.preprocess(load_rgb(p)) for p in paths[:batch]]
         one = emb._to_device(torch.stack(pre) if emb.preprocess.stacks else pre)
         steps = max(2, n_images // batch)
-        emb._embed_pixels(one)  # warm-up (kernels, autocast caches)
+        emb.embed_pixels(one)  # warm-up (kernels, autocast caches)
         sync()
         model_rates = []
         for _ in range(args.repeats):
             sync()
             t = time.perf_counter()
             for _ in range(steps):
-                out = emb._embed_pixels(one)
+                out = emb.embed_pixels(one)
             sync()
             model_rates.append(steps * batch / (time.perf_counter() - t))
         assert out.shape == (batch, emb.dim)
@@ -157,7 +157,7 @@ def main() -> int:
         decode_rates = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            items = ImageItems(paths, emb.preprocess, emb.max_pixels, emb._draft_size(),
+            items = ImageItems(paths, emb.preprocess, emb.max_pixels, emb.draft_size(),
                                min_side=emb.min_side())
             loader = DataLoader(items, batch_size=32, num_workers=workers,
                                 collate_fn=functools.partial(collate, stack=items.stack),

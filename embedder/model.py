@@ -195,7 +195,7 @@ class ImageEmbedder:
                 logger.info("%s: using the processor itself for preprocessing",
                             type(self.processor).__name__)
             self.preprocess = ProcessorPreprocess(self.processor)
-        self.dim = int(self._embed_pixels(self._dummy_batch()).shape[1])
+        self.dim = int(self.embed_pixels(self._dummy_batch()).shape[1])
         self._revision: str | None = None
 
     # -- loading -----------------------------------------------------------------------
@@ -274,7 +274,7 @@ class ImageEmbedder:
         return pixels.to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Preprocessed batch (uint8 (B,H,W,3) from the fast path, float32 (B,3,H,W),
         or a list of uint8 (H,W,3) images for the device-side path) -> float32 (B, d)
         on the model's device."""
@@ -298,7 +298,9 @@ class ImageEmbedder:
         return torch.cat([cls, patches.mean(dim=1)], dim=1).float()
 
     # -- batches -------------------------------------------------------------------------
-    def _draft_size(self):
+    def draft_size(self) -> tuple[int, int] | None:
+        """The size JPEGs are draft-decoded towards (``draft=True`` on the fast path), or
+        None to decode in full."""
         if not (self.draft and isinstance(self.preprocess, FastPreprocess)):
             return None
         edge = self.preprocess.shortest_edge or max(self.preprocess.fixed_size or (0,))
@@ -334,7 +336,7 @@ class ImageEmbedder:
         # Workers decode small chunks (short tail at the end of a run, even load across
         # workers); chunks are moved to the device as they come and joined there.
         chunk = batch_size if workers == 0 else max(1, min(batch_size, 32))
-        dataset = ImageItems(items, self.preprocess, self.max_pixels, self._draft_size(),
+        dataset = ImageItems(items, self.preprocess, self.max_pixels, self.draft_size(),
                              min_side=self.min_side())
         chunks = decode_chunks(dataset, chunk, workers, pin_memory=cuda)
         bar = None
@@ -371,7 +373,7 @@ class ImageEmbedder:
             return torch.empty(0, dtype=torch.int64), None, None, failures
         positions = torch.cat([p for p, _ in gathered])
         pixels = gathered[0][1] if len(gathered) == 1 else torch.cat([x for _, x in gathered])
-        vectors = self._embed_pixels(pixels)
+        vectors = self.embed_pixels(pixels)
         if not cuda:
             return positions, vectors, None, failures
         host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)

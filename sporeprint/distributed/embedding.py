@@ -82,7 +82,7 @@ class EmbedActor:
         vectors = np.zeros((len(ids), dim), dtype=np.float32)
         if ok.any():
             pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
-            vectors[ok] = self.embedder._embed_pixels(pixels).cpu().numpy()
+            vectors[ok] = self.embedder.embed_pixels(pixels).cpu().numpy()
         return pa.table({
             "image_id": pa.array(ids, pa.int64()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
@@ -146,7 +146,7 @@ def embed_store_ray(fs, model: str, space: str | None = None, pooling: str = "cl
     ds = ds.map_batches(_decode, batch_size=DECODE_BATCH, batch_format="numpy",
                         num_cpus=1 if gpus_per_actor else DECODE_CPUS_BESIDE_CPU_ACTORS,
                         fn_kwargs={"preprocess": local.preprocess, "max_pixels": max_pixels,
-                                   "draft_size": local._draft_size()})
+                                   "draft_size": local.draft_size()})
     ds = ds.map_batches(EmbedActor, batch_size=options.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=concurrency),
                         num_gpus=gpus_per_actor,
