@@ -35,3 +35,26 @@ def ingest_simulation_cli(root: Path, seed: int = 0, space: str = "sim") -> tupl
         assert main(["ingest", "--store", str(store), "--embeddings",
                      str(files[f"embeddings_{role}"]), "--space", space]) == 0
     return store, files
+
+
+def make_photo_store(root: Path, space: str, store_name: str = "fungi.duckdb"
+                     ) -> tuple[Path, dict, Path]:
+    """``(store, files, model_dir)``: a 70-class simulation with 64-px photos, its train
+    and val photos embedded by a tiny DINOv2 (built here, loaded by path like a hub
+    checkpoint) into ``space``, and a two-fold MLP ensemble trained on them — all
+    through the CLI."""
+    from sporeprint.cli import main
+    from sporeprint.demo import build_tiny_dinov2
+
+    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16, count_scale=0.02))
+    files = write_simulation(sim, root / "sim", images=True, image_size=64)
+    model = build_tiny_dinov2(root / "dinov2-tiny")
+    store = root / store_name
+    for role in ("train", "val"):
+        assert main(["ingest", "--store", str(store), "--metadata", str(files[role]),
+                     "--role", role, "--images", str(files["images"])]) == 0
+    assert main(["embed", "--store", str(store), "--model", str(model), "--space", space,
+                 "--workers", "0", "--batch-size", "32"]) == 0
+    assert main(["train", "--store", str(store), "--space", space, "--head", "mlp",
+                 "--hidden", "32", "--epochs", "2", "--lr", "3e-3", "--fold", "all"]) == 0
+    return store, files, model

@@ -12,14 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+from conftest import make_photo_store
 
 pytest.importorskip("ray", reason="Ray Data is not installed: `pip install -e .[ray]` or "
                                   "`make test-ray` runs these tests")
 pytest.importorskip("ray.data", reason="Ray Data is not installed: `pip install -e .[ray]`")
 
 from sporeprint.cli import main  # noqa: E402
-from sporeprint.demo import build_tiny_dinov2  # noqa: E402
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
 from store import FeatureStore  # noqa: E402
 
 SPACE = "tiny"
@@ -45,16 +44,7 @@ def world(tmp_path_factory, local_ray):
     single-process path with a trained two-fold ensemble, and a batch cut from the
     held-out test file."""
     root = tmp_path_factory.mktemp("ray")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16, count_scale=0.02))
-    files = write_simulation(sim, root / "sim", images=True, image_size=64)
-    model = build_tiny_dinov2(root / "dinov2-tiny")
-    store = root / "trained.duckdb"
-    for role in ("train", "val"):
-        assert main(["ingest", "--store", str(store), "--metadata", str(files[role]),
-                     "--role", role, "--images", str(files["images"])]) == 0
-    assert _embed(store, model, "--workers", "0") == 0
-    assert main(["train", "--store", str(store), "--space", SPACE, "--head", "mlp",
-                 "--hidden", "32", "--epochs", "2", "--lr", "3e-3", "--fold", "all"]) == 0
+    store, files, model = make_photo_store(root, SPACE, "trained.duckdb")
     test = pacsv.read_csv(files["test"])
     obs = np.unique(test["observation_id"].to_numpy())
     test = test.filter(pa.array(np.isin(test["observation_id"].to_numpy(), obs[: len(obs) // 3])))

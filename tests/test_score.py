@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_photo_store
 
 from sporeprint.cli import main
-from sporeprint.demo import build_tiny_dinov2
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore
 
 SPACE = "tiny"
@@ -25,17 +24,7 @@ def world(tmp_path_factory):
     """A store whose train/val photos are embedded with a tiny DINOv2 and a trained
     two-fold ensemble; the held-out test file is cut into two new batches."""
     root = tmp_path_factory.mktemp("score")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16, count_scale=0.02))
-    files = write_simulation(sim, root / "sim", images=True, image_size=64)
-    model = build_tiny_dinov2(root / "dinov2-tiny")
-    store = root / "fungi.duckdb"
-    for role in ("train", "val"):
-        assert main(["ingest", "--store", str(store), "--metadata", str(files[role]),
-                     "--role", role, "--images", str(files["images"])]) == 0
-    assert main(["embed", "--store", str(store), "--model", str(model), "--space", SPACE,
-                 "--workers", "0", "--batch-size", "32"]) == 0
-    assert main(["train", "--store", str(store), "--space", SPACE, "--head", "mlp",
-                 "--hidden", "32", "--epochs", "2", "--lr", "3e-3", "--fold", "all"]) == 0
+    store, files, model = make_photo_store(root, SPACE)
     with FeatureStore(store, read_only=True) as fs:
         run = fs.sql("SELECT run_id FROM runs WHERE kind = 'ensemble'").column(0)[0].as_py()
     test = pacsv.read_csv(files["test"])

@@ -25,12 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+from conftest import make_photo_store
 from PIL import Image
 
 from sporeprint.cli import main
-from sporeprint.demo import build_tiny_dinov2
 from sporeprint.errors import SporeprintError
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from store import FeatureStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,17 +50,7 @@ def world(tmp_path_factory):
     """A store with photos embedded by a tiny DINOv2 and a trained two-fold ensemble,
     and a batch of held-out single-photo observations scored by `sporeprint score`."""
     root = tmp_path_factory.mktemp("serve")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=0, dim=16, count_scale=0.02))
-    files = write_simulation(sim, root / "sim", images=True, image_size=64)
-    model = build_tiny_dinov2(root / "dinov2-tiny")
-    store = root / "fungi.duckdb"
-    for role in ("train", "val"):
-        assert main(["ingest", "--store", str(store), "--metadata", str(files[role]),
-                     "--role", role, "--images", str(files["images"])]) == 0
-    assert main(["embed", "--store", str(store), "--model", str(model), "--space", SPACE,
-                 "--workers", "0", "--batch-size", "32"]) == 0
-    assert main(["train", "--store", str(store), "--space", SPACE, "--head", "mlp",
-                 "--hidden", "32", "--epochs", "2", "--lr", "3e-3", "--fold", "all"]) == 0
+    store, files, model = make_photo_store(root, SPACE)
     test = pacsv.read_csv(files["test"])
     ids = test["observation_id"].to_numpy()
     uniq, counts = np.unique(ids, return_counts=True)
