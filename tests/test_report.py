@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -331,3 +332,19 @@ def test_held_out_section_agrees_with_the_scorer(demo):
     assert count.tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 2]
     assert acc[9] == 0.5 and conf[9] == 0.95 and acc[0] == 0.0
     assert ece == pytest.approx((0.05 + 0.45 + 2 * 0.45) / 4)
+
+
+def test_heldout_points_flag_caps_the_held_out_sample(demo, tmp_path, capsys):
+    """`--heldout-points N` decides a seeded sample of at most N held-out observations; a
+    value below 10 is refused with a usage error naming it."""
+    out = tmp_path / "r.html"
+    assert main(["report", "--store", str(demo["store"]), "--run", demo["run"], "--batch",
+                 "heldout", "--out", str(out), "--map-points", "100", "--heldout-points",
+                 "12"]) == 0
+    html = out.read_text()
+    m = re.search(r"([\d,]+) labelled observations of the held-out test part \(a seeded "
+                  r"sample of at most 12;", html)
+    assert m is not None and int(m.group(1).replace(",", "")) == 12
+    with pytest.raises(SystemExit):
+        main(["report", "--store", str(demo["store"]), "--heldout-points", "3"])
+    assert "'3' is not a whole number >= 10" in capsys.readouterr().err

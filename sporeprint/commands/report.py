@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frontier-points", type=_positive, default=10000,
                         help="training observations searched for cross-toxicity neighbours "
                              "(default: 10000)")
+    parser.add_argument("--heldout-points", type=_positive, default=500,
+                        help="held-out test observations decided for the run's Track 1-3, "
+                             "reliability and unknown-score figures (default: 500)")
     parser.add_argument("--truth", help="CSV of the batch's true classes (observation id, class_id) "
                                         "for the poisonous/edible/unknown confusion, when the "
                                         "store holds no labels for it")
@@ -47,6 +50,7 @@ def run(args) -> int:
 
     options = ReportOptions(run=args.run, batch=args.batch, space=args.space,
                             map_points=args.map_points, frontier_points=args.frontier_points,
+                            heldout_points=args.heldout_points,
                             seed=args.seed, truth=args.truth)
     with FeatureStore(args.store, read_only=True) as fs:
         summary = build_report(fs, args.out, options)
