@@ -275,7 +275,8 @@ CAL_METRICS = (("NLL", 3), ("ECE", 3), ("track1", 3), ("track2", 3), ("track3", 
 # (A, B): the difference A - B of each calibration comparison
 CAL_COMPARISONS = (
     ((HOLD, False), (OLD, False)), ((HOLD, True), (OLD, True)),
-    ((HOLD, False), (OOF_SLICE, False)), ((OOF_SLICE, False), (OLD, False)),
+    ((HOLD, False), (OOF_SLICE, False)), ((HOLD, True), (OOF_SLICE, True)),
+    ((OOF_SLICE, False), (OLD, False)), ((OOF_SLICE, True), (OLD, True)),
     ((HOLD, True), (HOLD, False)), ((OLD, True), (OLD, False)),
 )
 
