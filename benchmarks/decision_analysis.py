@@ -61,8 +61,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation import SPACE, build_seed, load_seeds, save_seed, train_config  # noqa: E402
-from stats import (auroc, ece, fmt_interval, fmt_mean_sd, metric, nll,  # noqa: E402
-                   paired_bootstrap, paired_interval)
+from stats import (  # noqa: E402
+    auroc,
+    ece,
+    fmt_interval,
+    fmt_mean_sd,
+    metric,
+    nll,
+    paired_bootstrap,
+    paired_interval,
+)
 
 from heads import HeadsError  # noqa: E402
 from heads.calibration import PoisonFusion  # noqa: E402
@@ -73,8 +81,7 @@ from sporeprint.decisions import COST_MATRICES, answer_mix  # noqa: E402
 from sporeprint.scoring import ScoringModel  # noqa: E402
 from sporeprint.scoring import calibration as calib  # noqa: E402
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty  # noqa: E402
-from sporeprint.training import (DEFAULT_CALIBRATION, DEFAULT_POISON_SHIFT,  # noqa: E402
-                                 load_rows, train_folds)
+from sporeprint.training import DEFAULT_CALIBRATION, DEFAULT_POISON_SHIFT, load_rows, train_folds  # noqa: E402
 
 PLAIN, CAL, UNK, T3, FUSED = ("plain argmax (raw ensemble)", "calibrated argmax",
                               "argmax + calibrated unknown", "Track 3 rule (default)",
@@ -320,7 +327,7 @@ def calibration_tables(per_seed, poison, reps) -> str:
     for a, b in CAL_COMPARISONS:
         cells = [f"A = {cal_label(a)}; B = {cal_label(b)}"]
         for m, digits in CAL_METRICS:
-            def diff(r, pz, m=m):
+            def diff(r, pz, m=m, a=a, b=b):
                 ra, rb, y = r[a], r[b], r["truth"]
                 return len(y), lambda i: (cal_value(m, ra, y, pz, i)
                                           - cal_value(m, rb, y, pz, i))
