@@ -45,6 +45,14 @@ CALIBRATION_ONE_IN = 3  # the slice: one in three of the p1 and p2 observations
 DEFAULT_POISON_SHIFT = True
 
 
+def slice_digest(observation_ids: np.ndarray) -> str:
+    """A short fingerprint of a calibration slice (its sorted observation ids)."""
+    import hashlib
+
+    ids = np.sort(np.asarray(observation_ids, dtype=np.int64))
+    return f"{len(ids)}:" + hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+
+
 def calibration_settings(mode: str = DEFAULT_CALIBRATION,
                          poison_shift: bool = DEFAULT_POISON_SHIFT) -> dict:
     """The calibration settings a training run records in its config."""
@@ -176,6 +184,9 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
     root = Path(out_dir) if out_dir else runs_dir(store_path or fs.path)
     _ensure_encoder(fs)
     split_seed = _ensure_splits(fs, split_seed)
+    if settings["one_in"]:  # which slice was held out, so calibration can check it still is
+        settings["slice_digest"] = slice_digest(
+            fs.calibration_observations(seed=split_seed, one_in=settings["one_in"]))
     poison = poisonous_ids(fs)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs, members, test_rows = [], [], None

@@ -15,7 +15,7 @@ from sporeprint.scoring import ScoringModel
 from sporeprint.scoring import calibration as calib
 from sporeprint.scoring.observations import observation_scores
 from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
-from sporeprint.training import load_rows, train_folds
+from sporeprint.training import load_rows, slice_digest, train_folds
 from store import FeatureStore, StoreError
 from store.splits import calibration_mask
 
@@ -160,3 +160,28 @@ def test_train_cli_options():
     assert args.calibration is None and args.poison_shift is None  # the measured defaults
     with pytest.raises(SystemExit):
         parser.parse_args(["--store", "s", "--space", "x", "--calibration", "ensemble"])
+
+
+def test_a_changed_slice_is_refused(trained):
+    fs, runs = trained
+    model = ScoringModel.load(fs, [runs["holdout"][-1].run_id])
+    held = fs.calibration_observations()
+    records = [fs.get_run(r.run_id) for r in runs["holdout"][:2]]
+    assert {r["config"]["calibration"]["slice_digest"] for r in records} == {slice_digest(held)}
+    assert slice_digest(held[1:]) != slice_digest(held)
+    # what the runs would hold had the slice moved since training (relabelled observations)
+    for rec in records:
+        cal = {**rec["config"]["calibration"], "slice_digest": slice_digest(held[1:])}
+        fs.record_run(rec["run_id"], rec["kind"], rec["space"], rec["head"], rec["fold"],
+                      {**rec["config"], "calibration": cal}, rec["metrics"], rec["path"],
+                      split_seed=rec["split_seed"])
+    try:
+        with pytest.raises(SporeprintError, match="calibration slice .* has changed"):
+            calib.calibrate(fs, model.members, model.ensemble, model.poisonous, model.index,
+                            "sim")
+    finally:
+        for rec in records:
+            fs.record_run(rec["run_id"], rec["kind"], rec["space"], rec["head"], rec["fold"],
+                          rec["config"], rec["metrics"], rec["path"], split_seed=rec["split_seed"])
+    assert calib.calibrate(fs, model.members, model.ensemble, model.poisonous, model.index,
+                           "sim").mode == "holdout"

@@ -43,7 +43,7 @@ from retrieval import OpenSetDetector, VectorIndex
 from sporeprint.errors import SporeprintError
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
 from sporeprint.scoring.runs import Member, run_key, split_seed_of
-from sporeprint.training import DEFAULT_POISON_SHIFT, load_rows
+from sporeprint.training import DEFAULT_POISON_SHIFT, load_rows, slice_digest
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,12 @@ def run_settings(fs, members: list[Member]) -> dict:
         run = fs.get_run(m.run_id) or {}
         c = (run.get("config") or {}).get("calibration") or {}
         found.add((c.get("mode", "oof"), c.get("one_in"),
-                   bool(c.get("poison_shift", DEFAULT_POISON_SHIFT))))
+                   bool(c.get("poison_shift", DEFAULT_POISON_SHIFT)), c.get("slice_digest")))
     if len(found) != 1:
         raise SporeprintError(f"the heads were trained with different calibration settings "
                               f"{sorted(found, key=str)}; score heads of one training run")
-    mode, one_in, shift = found.pop()
-    return {"mode": mode, "one_in": one_in, "poison_shift": shift}
+    mode, one_in, shift, digest = found.pop()
+    return {"mode": mode, "one_in": one_in, "poison_shift": shift, "slice_digest": digest}
 
 
 def _member_scores(one: Ensemble, classes: np.ndarray, rows) -> ObservationScores:
@@ -160,9 +160,16 @@ def oof_scores(fs, members: list[Member], ensemble: Ensemble, space: str
 
 
 def holdout_scores(fs, members: list[Member], ensemble: Ensemble, space: str,
-                   one_in: int) -> list[ObservationScores]:
-    """The deployed ensemble's scores on the calibration slice."""
+                   one_in: int, digest: str | None = None) -> list[ObservationScores]:
+    """The deployed ensemble's scores on the calibration slice; refuses a slice that is
+    no longer the one held out in training (``digest``: the runs' record of it)."""
     ids = fs.calibration_observations(seed=split_seed_of(members), one_in=one_in)
+    if digest is not None and slice_digest(ids) != digest:
+        raise SporeprintError(
+            f"the calibration slice of runs {run_key(members)} has changed since they were "
+            "trained (labels or validation observations changed), so the heads may have "
+            "trained on part of it; retrain with `sporeprint train --calibration holdout`, or "
+            "calibrate them with mode 'oof'")
     rows, _ = load_rows(fs, space, ids)
     return [_member_scores(ensemble, known_classes(ensemble), rows)] if len(rows) else []
 
@@ -186,7 +193,8 @@ def calibrate(fs, members: list[Member], ensemble: Ensemble, poisonous: np.ndarr
                 "'oof', or recorded before the calibration slice existed): no calibration "
                 "slice is held out from them. Calibrate them with mode 'oof', or retrain with "
                 "`sporeprint train --calibration holdout`")
-        parts = holdout_scores(fs, members, ensemble, space, int(settings["one_in"]))
+        parts = holdout_scores(fs, members, ensemble, space, int(settings["one_in"]),
+                               settings["slice_digest"])
         where = "the calibration slice"
     elif mode == "oof":
         parts = oof_scores(fs, members, ensemble, space)
