@@ -3,9 +3,25 @@
 Per seed ``s`` (simulator, split and training seed): the store of
 ``ablation.build_seed``; a two-fold MLP ensemble of the full recipe trained with
 ``sporeprint.training.train_folds``; the app's ``ScoringModel`` (exact index of the
-training images, calibration fitted out-of-fold on the validation parts); every
+training images, calibration as ``sporeprint train`` records it by default); every
 rule scored on the held-out ``test`` part, which no head, calibration or
 threshold has seen.
+
+Calibrating what is deployed (unless ``--no-calibration-compare``): the seed's
+ensemble is trained twice with the same training seed, once on all of p1/p2
+(calibration mode ``oof``) and once without the calibration slice (``holdout``), and
+the Track 3 rule is scored under three calibrations, each with and without the
+poison prior shift:
+
+- heads on all of p1/p2, single-head out-of-fold calibration (the previous default);
+- heads without the slice, single-head out-of-fold calibration (same heads as the
+  next row: isolates the calibration method from the training data it costs);
+- heads without the slice, calibrated on the deployed ensemble over the slice.
+
+For each: NLL and ECE of the calibrated open-set probabilities (known species
+``(1 - P(unknown)) · p``, plus ``P(unknown)``) on the test part, Track 1-3 of the
+Track 3 rule, the unknown detector's test AUROC and poisonous-called-edible per
+1,000; paired-bootstrap differences for the comparisons that decide the defaults.
 
 Rules:
 
@@ -32,6 +48,7 @@ detector's AUROC on the held-out test part beside its validation AUROC.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -44,7 +61,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation import SPACE, build_seed, load_seeds, save_seed, train_config  # noqa: E402
-from stats import fmt_interval, fmt_mean_sd, metric, paired_interval  # noqa: E402
+from stats import (  # noqa: E402
+    auroc,
+    ece,
+    fmt_interval,
+    fmt_mean_sd,
+    metric,
+    nll,
+    paired_bootstrap,
+    paired_interval,
+)
 
 from heads import HeadsError  # noqa: E402
 from heads.calibration import PoisonFusion  # noqa: E402
@@ -53,13 +79,21 @@ from heads.decision import Costs, decide_summary, summarise  # noqa: E402
 from heads.inference import aggregate_by_observation  # noqa: E402
 from sporeprint.decisions import COST_MATRICES, answer_mix  # noqa: E402
 from sporeprint.scoring import ScoringModel  # noqa: E402
+from sporeprint.scoring import calibration as calib  # noqa: E402
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty  # noqa: E402
-from sporeprint.training import load_rows, train_folds  # noqa: E402
+from sporeprint.training import DEFAULT_CALIBRATION, DEFAULT_POISON_SHIFT, load_rows, train_folds  # noqa: E402
 
 PLAIN, CAL, UNK, T3, FUSED = ("plain argmax (raw ensemble)", "calibrated argmax",
                               "argmax + calibrated unknown", "Track 3 rule (default)",
                               "Track 3 rule + fused poison head")
 RULES = (PLAIN, CAL, UNK, T3, FUSED)
+
+# calibration variants: (row name, training mode of the heads, calibration mode)
+OLD = "heads on all of p1/p2, single-head OOF calibration"
+OOF_SLICE = "heads without the slice, single-head OOF calibration"
+HOLD = "heads without the slice, ensemble calibrated on the slice"
+CAL_VARIANTS = ((OLD, "oof", "oof"), (OOF_SLICE, "holdout", "oof"), (HOLD, "holdout", "holdout"))
+SHIFT = {True: "poison shift", False: "no poison shift"}
 
 
 def poison_logit(classifiers, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -87,18 +121,26 @@ def summary_inputs(model: ScoringModel, scores: ObservationScores):
 
 
 def fit_fusion(fs, model: ScoringModel, poison: np.ndarray) -> PoisonFusion:
-    """PoisonFusion on the validation parts, out-of-fold (fold k's head on part p_k)."""
+    """PoisonFusion fitted where the model's calibration was: on the ensemble over the
+    calibration slice (mode ``holdout``), or out-of-fold, fold k's head on part p_k."""
     seed = fs.split_seed()
     mass, logit, truth = [], [], []
-    for m in model.members:
-        rows, _ = load_rows(fs, SPACE, fs.fold_observations(m.fold, seed=seed)["val"])
-        one = Ensemble([m.classifier])
+    if model.calibration.mode == "holdout":
+        one_in = calib.run_settings(fs, model.members)["one_in"]
+        rows, _ = load_rows(fs, SPACE, fs.calibration_observations(seed=seed, one_in=one_in))
+        pieces = [(model.ensemble, [m.classifier for m in model.members], rows)]
+    else:
+        pieces = []
+        for m in model.members:
+            rows, _ = load_rows(fs, SPACE, fs.fold_observations(m.fold, seed=seed)["val"])
+            pieces.append((Ensemble([m.classifier]), [m.classifier], rows))
+    for one, classifiers, rows in pieces:
         s = observation_scores(one, rows)
         full = np.full((len(s.observation_ids), len(model.classes)), np.log(1e-12))
         full[:, np.searchsorted(model.classes, one.classes_[one.classes_ >= 0])] = s.log_probs
         s = ObservationScores(s.observation_ids, full, s.queries)
         summ, _ = summary_inputs(model, s)
-        ids, z = poison_logit([m.classifier], rows)
+        ids, z = poison_logit(classifiers, rows)
         mass.append(summ.poison_prob)
         logit.append(align(ids, z, s.observation_ids))
         truth.append(np.isin(fs.observation_class_ids(s.observation_ids), poison))
@@ -106,12 +148,63 @@ def fit_fusion(fs, model: ScoringModel, poison: np.ndarray) -> PoisonFusion:
                               np.concatenate(truth))
 
 
+def train_model(data, args, root: Path, mode: str) -> ScoringModel:
+    """The seed's two-fold ensemble trained with calibration mode ``mode``, loaded."""
+    cfg = train_config(args, "seesaw", "val_matched", 0.1, data.seed)
+    t0 = time.time()
+    runs = train_folds(data.store, SPACE, head="mlp", folds=[1, 2],
+                       head_params={"hidden": args.hidden}, config=cfg,
+                       out_dir=root / f"runs{data.seed}-{mode}", split_seed=data.seed,
+                       calibration=mode, poison_shift=DEFAULT_POISON_SHIFT)
+    time.sleep(max(0.0, 1.05 - (time.time() - t0)))  # run ids carry a one-second stamp
+    return ScoringModel.load(data.store, [runs[-1].run_id])
+
+
+def calibration_record(model: ScoringModel, scores, knn, truth: np.ndarray) -> dict:
+    """Per test observation, what the calibration table needs from one variant."""
+    d = model.decide(scores, "track3", knn)
+    known = np.isin(truth, model.classes)
+    col = np.searchsorted(model.classes, np.where(known, truth, model.classes[0]))
+    joint = d.probs * (1.0 - d.unknown_prob)[:, None]
+    p_true = np.where(known, joint[np.arange(len(truth)), col], d.unknown_prob)
+    top = joint.max(1)
+    answer = np.where(d.unknown_prob >= top, -1, model.classes[joint.argmax(1)])
+    return {"pred": d.class_id, "p_true": p_true, "conf": np.maximum(top, d.unknown_prob),
+            "correct": answer == np.where(known, truth, -1), "score": d.unknown_score,
+            "unknown": ~known}
+
+
+def compare_calibrations(data, args, root: Path, first: ScoringModel, test_ids) -> dict:
+    """Records of every (calibration variant, poison shift) on the test part."""
+    fs = data.store
+    models = {first.calibration.mode: first}
+    other = "oof" if first.calibration.mode == "holdout" else "holdout"
+    models[other] = train_model(data, args, root, other)
+    scored = {mode: m.scores(fs, test_ids)[0] for mode, m in models.items()}
+    ids = scored["oof"].observation_ids
+    assert np.array_equal(ids, scored["holdout"].observation_ids)
+    truth = fs.observation_class_ids(ids)
+    model = models["holdout"]
+    k = model.calibration.detector_for(model.index).k
+    knn = model.neighbours.search(scored["holdout"].queries, 5, k).unknown_score
+    out = {}
+    for name, trained, mode in CAL_VARIANTS:
+        m = models[trained]
+        cal = m.calibration if mode == trained else calib.calibrate(
+            fs, m.members, m.ensemble, m.poisonous, m.index, SPACE, mode=mode)
+        for shift in (True, False):
+            variant = copy.copy(m)
+            variant.calibration = replace(cal, poison_shift=shift)
+            out[(name, shift)] = calibration_record(variant, scored[trained], knn, truth)
+        out[(name, "temperature")] = cal.temperature_scaler.temperature_
+        out[(name, "bias")] = cal.fitted_prior.bias_
+    out["truth"] = truth
+    return out
+
+
 def run_seed(data, args, root: Path) -> dict:
     fs = data.store
-    cfg = train_config(args, "seesaw", "val_matched", 0.1, data.seed)
-    runs = train_folds(fs, SPACE, head="mlp", folds=[1, 2], head_params={"hidden": args.hidden},
-                       config=cfg, out_dir=root / f"runs{data.seed}", split_seed=data.seed)
-    model = ScoringModel.load(fs, [runs[-1].run_id])
+    model = train_model(data, args, root, DEFAULT_CALIBRATION)
     test_ids = fs.fold_observations(1)["test"]
     scores, rows = model.scores(fs, test_ids)
     truth = fs.observation_class_ids(scores.observation_ids)
@@ -139,6 +232,8 @@ def run_seed(data, args, root: Path) -> dict:
     out["auroc_test"] = model.unknown_auroc(fs, test_ids)["auroc"]
     out["auroc_val"] = float(model.calibration.metrics.get("auroc", float("nan")))
     out["n_test"] = len(truth)
+    if args.calibration_compare:
+        out["calibration"] = compare_calibrations(data, args, root, model, test_ids)
     return out
 
 
@@ -182,6 +277,67 @@ def cost_table(per_seed, poison) -> str:
     return "\n".join(lines)
 
 
+CAL_METRICS = (("NLL", 3), ("ECE", 3), ("track1", 3), ("track2", 3), ("track3", 3),
+               ("AUROC", 3), ("poisonous_as_edible", 1))
+# (A, B): the difference A - B of each calibration comparison
+CAL_COMPARISONS = (
+    ((HOLD, False), (OLD, False)), ((HOLD, True), (OLD, True)),
+    ((HOLD, False), (OOF_SLICE, False)), ((HOLD, True), (OOF_SLICE, True)),
+    ((OOF_SLICE, False), (OLD, False)), ((OOF_SLICE, True), (OLD, True)),
+    ((HOLD, True), (HOLD, False)), ((OLD, True), (OLD, False)),
+)
+
+
+def cal_value(name: str, r: dict, truth: np.ndarray, poison: np.ndarray,
+              idx: np.ndarray | None = None) -> float:
+    """One figure of a calibration record (on the observations ``idx``)."""
+    i = np.arange(len(truth)) if idx is None else idx
+    if name == "NLL":
+        return nll(r["p_true"][i])
+    if name == "ECE":
+        return ece(r["conf"][i], r["correct"][i])
+    if name == "AUROC":
+        return auroc(r["score"][i], r["unknown"][i])
+    return metric(name, truth[i], r["pred"][i], poison)
+
+
+def cal_label(key) -> str:
+    return f"{key[0]}, {SHIFT[key[1]]}"
+
+
+def calibration_tables(per_seed, poison, reps) -> str:
+    recs = [p["calibration"] for p in per_seed]
+    heads = ["NLL", "ECE", "Track 1", "Track 2", "Track 3", "test AUROC",
+             "poisonous called edible/unknown (per 1000)"]
+    lines = ["| calibration | " + " | ".join(heads) + " | temperature | poison shift b |",
+             "|" + "---|" * (len(heads) + 3)]
+    for name, _, _ in CAL_VARIANTS:
+        for shift in (True, False):
+            cells = [cal_label((name, shift))]
+            for m, digits in CAL_METRICS:
+                cells.append(fmt_mean_sd([cal_value(m, r[(name, shift)], r["truth"], pz)
+                                          for r, pz in zip(recs, poison, strict=True)],
+                                         1.0, digits))
+            cells.append(fmt_mean_sd([r[(name, "temperature")] for r in recs], 1.0, 2))
+            cells.append(fmt_mean_sd([r[(name, "bias")] for r in recs], 1.0, 2)
+                         + (" (applied)" if shift else " (not applied)"))
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| difference A − B [95% CI] | " + " | ".join("Δ " + h for h in heads) + " |",
+              "|" + "---|" * (len(heads) + 1)]
+    for a, b in CAL_COMPARISONS:
+        cells = [f"A = {cal_label(a)}; B = {cal_label(b)}"]
+        for m, digits in CAL_METRICS:
+            def diff(r, pz, m=m, a=a, b=b):
+                ra, rb, y = r[a], r[b], r["truth"]
+                return len(y), lambda i: (cal_value(m, ra, y, pz, i)
+                                          - cal_value(m, rb, y, pz, i))
+            cells.append(fmt_interval(paired_bootstrap(
+                [diff(r, pz) for r, pz in zip(recs, poison, strict=True)], reps=reps),
+                1.0, digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -194,6 +350,9 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-calibration-compare", dest="calibration_compare",
+                    action="store_false", help="skip the second training per seed and the "
+                    "calibration comparison")
     ap.add_argument("--save", type=Path, default=None, help="write each seed's record to DIR")
     ap.add_argument("--load", type=Path, default=None, help="tables from the seeds in DIR")
     args = ap.parse_args(argv)
@@ -207,7 +366,9 @@ def main(argv=None) -> None:
         return report([r["record"] for r in recs], [r["poison"] for r in recs], args.reps)
     setting = (f"scale {args.scale}, classes {args.classes or 'scale default'}, {args.dim}-d; "
           f"2-fold MLP ensemble hidden {args.hidden}, {args.epochs} epochs, lr {args.lr:g}, "
-          f"seesaw + val-matched sampler + poison term; seeds {args.seeds}")
+          f"seesaw + val-matched sampler + poison term; seeds {args.seeds}; default "
+          f"calibration {DEFAULT_CALIBRATION}, poison shift "
+          f"{'on' if DEFAULT_POISON_SHIFT else 'off'}")
     print(setting, flush=True)
     per_seed, poison = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -242,6 +403,10 @@ def report(per_seed, poison, reps) -> None:
           f"{fmt_mean_sd([p['auroc_test'] for p in per_seed], 1.0, 3)}, validation parts it "
           f"was calibrated on {fmt_mean_sd([p['auroc_val'] for p in per_seed], 1.0, 3)}; "
           f"test observations per seed {[p['n_test'] for p in per_seed]}")
+    if all("calibration" in p for p in per_seed):
+        print()
+        print("Calibrating what is deployed; the poison prior shift (Track 3 rule, test part):")
+        print(calibration_tables(per_seed, poison, reps))
     print("(per observation, official definitions; * = the 95% interval excludes zero)")
 
 

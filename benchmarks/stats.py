@@ -34,7 +34,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -89,22 +89,71 @@ def paired_interval(pairs: Sequence[tuple], name: str, poisonous=(), reps: int =
     ``pairs``: one ``(y_true, pred_a, pred_b)`` per seed, or ``(y_true, pred_a, pred_b,
     poisonous)`` when each seed has its own poisonous class list (see the module doc).
     """
-    rng = np.random.default_rng(seed)
-    point, boot = [], np.zeros(reps)
-    for pair in pairs:
+    def diff(pair):
         y, a, b = (np.asarray(v) for v in pair[:3])
         pois = np.asarray(pair[3] if len(pair) > 3 else poisonous)
-        point.append(metric(name, y, a, pois) - metric(name, y, b, pois))
-        n = len(y)
+        return len(y), lambda i: metric(name, y[i], a[i], pois) - metric(name, y[i], b[i], pois)
+
+    return paired_bootstrap([diff(p) for p in pairs], reps=reps, seed=seed, level=level)
+
+
+def paired_bootstrap(per_seed: Sequence[tuple[int, Callable[[np.ndarray], float]]],
+                     reps: int = 1000, seed: int = 0, level: float = 0.95
+                     ) -> tuple[float, float, float]:
+    """The interval of the module doc for any paired statistic: ``per_seed`` holds one
+    ``(n, diff)`` per seed, ``diff(idx)`` the difference A - B computed on the test
+    observations ``idx`` (an index array into that seed's n observations, the same rows
+    for both variants). Returns ``(mean difference, low, high)``.
+
+    >>> a, b = np.arange(50.0), np.arange(50.0) - 1.0
+    >>> paired_bootstrap([(50, lambda i: float(a[i].mean() - b[i].mean()))], reps=50)
+    (1.0, 1.0, 1.0)
+    """
+    rng = np.random.default_rng(seed)
+    point, boot = [], np.zeros(reps)
+    for n, diff in per_seed:
+        point.append(float(diff(np.arange(n))))
         for r in range(reps):
-            idx = rng.integers(0, n, n)
-            boot[r] += metric(name, y[idx], a[idx], pois) - metric(name, y[idx], b[idx], pois)
-    boot /= len(pairs)
+            boot[r] += diff(rng.integers(0, n, n))
+    boot /= len(per_seed)
     tail = 100 * (1 - level) / 2
     q_lo, q_hi = np.percentile(boot, [tail, 100 - tail])
     d = float(np.mean(point))
     bias = float(boot.mean()) - d
     return d, float(q_lo - bias), float(q_hi - bias)
+
+
+def nll(p_true: np.ndarray) -> float:
+    """Mean negative log-likelihood of the probabilities given to the true answers."""
+    return float(-np.mean(np.log(np.clip(np.asarray(p_true, dtype=np.float64), 1e-12, 1.0))))
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: the count-weighted mean |accuracy - confidence| over
+    equal-width confidence bins.
+
+    >>> ece(np.array([0.9, 0.9, 0.6, 0.6]), np.array([True, True, True, False]), bins=10)
+    0.1
+    """
+    c = np.asarray(confidence, dtype=np.float64)
+    at = np.clip((c * bins).astype(int), 0, bins - 1)
+    count = np.bincount(at, minlength=bins)
+    gap = np.abs(np.bincount(at, np.asarray(correct, np.float64), minlength=bins)
+                 - np.bincount(at, c, minlength=bins))
+    return float(round(gap.sum() / max(count.sum(), 1), 12))
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for ``positive`` (ties count half); NaN
+    when one class is absent."""
+    from scipy.stats import rankdata
+
+    pos = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

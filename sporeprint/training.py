@@ -1,7 +1,12 @@
 """Train classifier heads on a store's folds and record each run.
 
 Per fold: training = role ``train`` images + the other validation
-part, validation = the fold's part. Rows are images; embeddings come from the
+part, validation = the fold's part. With ``calibration="oof"`` (the default) the
+heads train on all of it and are calibrated per head, out-of-fold; with
+``calibration="holdout"`` the store's calibration slice (``store/splits.py``: one in
+three of the p1 and p2 observations, species-stratified) is taken out of both, so
+the deployed ensemble can be calibrated on its own predictions there (see
+``sporeprint.scoring.calibration``). The choice is recorded in each run's config. Rows are images; embeddings come from the
 store's embedding space, metadata from the encoded observation features. The
 class list of a head = the class ids seen in its training rows; validation
 rows of other classes (and ``-1``) count as unknown.
@@ -29,6 +34,33 @@ from sporeprint.errors import SporeprintError
 from store import StoreError
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_MODES = ("holdout", "oof")
+# oof: on the measurement in docs/results.md ("Calibrating what is deployed") the slice
+# costs more (training data) than calibrating the ensemble itself gains
+DEFAULT_CALIBRATION = "oof"
+CALIBRATION_ONE_IN = 3  # the slice: one in three of the p1 and p2 observations
+# the PoisonPrior shift of the calibrated probabilities: on, it lowers the Track 3 rule's
+# Track 3 (docs/results.md, "The poison prior shift")
+DEFAULT_POISON_SHIFT = True
+
+
+def slice_digest(observation_ids: np.ndarray) -> str:
+    """A short fingerprint of a calibration slice (its sorted observation ids)."""
+    import hashlib
+
+    ids = np.sort(np.asarray(observation_ids, dtype=np.int64))
+    return f"{len(ids)}:" + hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+
+
+def calibration_settings(mode: str = DEFAULT_CALIBRATION,
+                         poison_shift: bool = DEFAULT_POISON_SHIFT) -> dict:
+    """The calibration settings a training run records in its config."""
+    if mode not in CALIBRATION_MODES:
+        raise SporeprintError(f"calibration mode {mode!r} does not exist; choose one of "
+                              f"{', '.join(CALIBRATION_MODES)}")
+    return {"mode": mode, "one_in": CALIBRATION_ONE_IN if mode == "holdout" else None,
+            "poison_shift": bool(poison_shift)}
 
 
 @dataclass
@@ -97,11 +129,12 @@ def _features(fs, observation_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return matrix[order][pos], names
 
 
-def fold_rows(fs, space: str, fold: int, seed: int | None = None
-              ) -> tuple[Rows, Rows, Rows, list[str]]:
+def fold_rows(fs, space: str, fold: int, seed: int | None = None,
+              calibration_slice: int | None = None) -> tuple[Rows, Rows, Rows, list[str]]:
     """(train, val, test) rows of ``fold`` (of the store's current split, or ``seed``'s)
-    and the metadata column names."""
-    parts = fs.fold_observations(fold, seed=seed)
+    and the metadata column names; ``calibration_slice=one_in`` leaves the calibration
+    slice out of train and val."""
+    parts = fs.fold_observations(fold, seed=seed, calibration_slice=calibration_slice)
     train, names = load_rows(fs, space, parts["train"])
     val, _ = load_rows(fs, space, parts["val"])
     test, _ = load_rows(fs, space, parts["test"])
@@ -137,18 +170,28 @@ def scores_of(clf, rows: Rows, poison: np.ndarray) -> dict[str, float]:
 def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
                 head_params: dict | None = None, config: TrainConfig | None = None,
                 out_dir: str | Path | None = None, store_path: str | Path | None = None,
-                split_seed: int = 0) -> list[FoldRun]:
+                split_seed: int = 0, calibration: str = DEFAULT_CALIBRATION,
+                poison_shift: bool = DEFAULT_POISON_SHIFT) -> list[FoldRun]:
     """Train one head per fold, save it, record it in ``runs``; with two folds also
-    score their ensemble on the held-out ``test`` part. Returns the recorded runs."""
+    score their ensemble on the held-out ``test`` part. Returns the recorded runs.
+
+    ``calibration``: ``"oof"`` uses all of p1/p2 (calibrated per head), ``"holdout"`` keeps
+    the calibration slice out of training and early stopping; ``poison_shift``: whether
+    scoring applies the fitted poison prior shift. Both are recorded in each run's config
+    (``config["calibration"]``) and read by ``sporeprint.scoring.calibration``."""
     config = config or TrainConfig()
+    settings = calibration_settings(calibration, poison_shift)
     root = Path(out_dir) if out_dir else runs_dir(store_path or fs.path)
     _ensure_encoder(fs)
     split_seed = _ensure_splits(fs, split_seed)
+    if settings["one_in"]:  # which slice was held out, so calibration can check it still is
+        settings["slice_digest"] = slice_digest(
+            fs.calibration_observations(seed=split_seed, one_in=settings["one_in"]))
     poison = poisonous_ids(fs)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs, members, test_rows = [], [], None
     for fold in folds:
-        train, val, test, names = fold_rows(fs, space, fold, split_seed)
+        train, val, test, names = fold_rows(fs, space, fold, split_seed, settings["one_in"])
         test_rows = test
         log.info("fold %d: %d training images, %d validation images", fold, len(train), len(val))
         clf = Classifier(head, head_params, config, space=space, feature_names=names)
@@ -162,7 +205,8 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
         metrics.update(n_train_images=len(train), n_val_images=len(val),
                        n_classes=int((clf.classes_ >= 0).sum()))
         fs.record_run(run_id, "train", space, head, fold,
-                      {"head": clf.config_.to_dict(), "train": asdict(config)}, metrics, str(path),
+                      {"head": clf.config_.to_dict(), "train": asdict(config),
+                       "calibration": settings}, metrics, str(path),
                       split_seed=split_seed)
         runs.append(FoldRun(run_id, fold, path, metrics))
         members.append(clf)
@@ -174,7 +218,8 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
                                 scores_of(clf, test_rows, poison).items()})
         run_id = f"{space}-{head}-ensemble-{stamp}-s{config.seed}"
         fs.record_run(run_id, "ensemble", space, head, None,
-                      {"members": [r.run_id for r in runs], "combine": "prob"}, metrics, str(root),
+                      {"members": [r.run_id for r in runs], "combine": "prob",
+                       "calibration": settings}, metrics, str(root),
                       split_seed=split_seed)
         runs.append(FoldRun(run_id, None, root, metrics))
     return runs

@@ -264,10 +264,18 @@ class FeatureStore(ReportQueries):
         """Assign val-role observations to parts p1 / p2 / test (stratified by species)."""
         return self._write(splits.make_splits, seed)
 
-    def fold_observations(self, fold: int, seed: int | None = None) -> dict[str, np.ndarray]:
+    def fold_observations(self, fold: int, seed: int | None = None,
+                          calibration_slice: int | None = None) -> dict[str, np.ndarray]:
         """``{"train": ids, "val": ids, "test": ids}`` for fold 1 or 2 of the current split
-        (or of ``seed``)."""
-        return self._read(splits.fold_observations, fold, seed)
+        (or of ``seed``); with ``calibration_slice=one_in`` the calibration slice is taken
+        out of train and val and returned as ``"calibration"``."""
+        return self._read(splits.fold_observations, fold, seed, calibration_slice)
+
+    def calibration_observations(self, seed: int | None = None,
+                                 one_in: int = splits.CALIBRATION_ONE_IN) -> np.ndarray:
+        """Sorted ids of the calibration slice: one in ``one_in`` of the p1 and p2
+        observations, species-stratified, derived from the split seed (store/splits.py)."""
+        return self._read(splits.calibration_observations, seed, one_in)
 
     def split_seed(self) -> int:
         """THE current split seed: the seed of the latest ``make_splits``."""

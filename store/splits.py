@@ -13,6 +13,15 @@ Fold 1: train = role ``train`` + part ``p2``, validation = ``p1``.
 Fold 2: train = role ``train`` + part ``p1``, validation = ``p2``.
 Part ``test`` is held out from both.
 
+The calibration slice: one in ``one_in`` (default 3) of the ``p1`` and ``p2``
+observations, dealt the same way within each (part, stratum) group with
+``numpy.random.default_rng([seed, CALIBRATION_SALT])``, so it is species-stratified,
+taken evenly from both parts and the same for a seed. Derived from the stored
+split, never stored itself: every store with splits has it. Heads trained with
+``fold_observations(..., calibration_slice=one_in)`` neither train nor early-stop
+on it, so the deployed ensemble's predictions on it are out-of-sample for every
+member and its calibration is fitted there.
+
 One rule for "the current split": the seed of the latest ``make_splits`` call,
 recorded in ``meta`` as ``split_seed``. Folds, selections (``p1``, ``p2``,
 ``fold1``, ``fold2``) and search filters (``split=``) all use it unless a seed
@@ -28,6 +37,8 @@ import pyarrow as pa
 from .errors import StoreError
 
 PARTS = ("p1", "p2", "test")
+CALIBRATION_SALT = 0xCA1  # second entropy word of the slice's generator (not the split's stream)
+CALIBRATION_ONE_IN = 3
 
 
 def assign_parts(observation_ids: np.ndarray, strata: np.ndarray, seed: int) -> np.ndarray:
@@ -49,6 +60,35 @@ def assign_parts(observation_ids: np.ndarray, strata: np.ndarray, seed: int) -> 
         offset = rng.integers(3)
         parts[shuffled] = (offset + np.arange(len(shuffled))) % 3
     return parts
+
+
+def calibration_mask(observation_ids: np.ndarray, parts: np.ndarray, strata: np.ndarray,
+                     seed: int, one_in: int = CALIBRATION_ONE_IN) -> np.ndarray:
+    """True for the observations of the calibration slice: per (part, stratum) group,
+    sorted by id, shuffled and dealt round-robin into ``one_in`` piles from a random
+    offset; pile 0 is the slice. Deterministic for a seed and a set of ids.
+
+    >>> int(calibration_mask(np.arange(9), np.zeros(9, int), np.zeros(9, int), 0).sum())
+    3
+    """
+    if int(one_in) < 2:
+        raise StoreError(f"the calibration slice takes one in {one_in!r} observations; use an "
+                         "integer of at least 2")
+    ids = np.asarray(observation_ids, dtype=np.int64)
+    group = np.unique(np.column_stack([np.asarray(parts, dtype=np.int64),
+                                       np.asarray(strata, dtype=np.int64)]),
+                      axis=0, return_inverse=True)[1].reshape(-1)
+    rng = np.random.default_rng([int(seed), CALIBRATION_SALT])
+    order = np.lexsort((ids, group))
+    out = np.zeros(len(ids), dtype=bool)
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) == 0:
+            continue
+        shuffled = rng.permutation(members)
+        offset = rng.integers(int(one_in))
+        out[shuffled] = (offset + np.arange(len(shuffled))) % int(one_in) == 0
+    return out
 
 
 def make_splits(con: duckdb.DuckDBPyConnection, seed: int = 0) -> pa.Table:
@@ -105,8 +145,25 @@ def _seed(con: duckdb.DuckDBPyConnection, seed: int | None) -> int:
     return int(seed)
 
 
-def fold_observations(con: duckdb.DuckDBPyConnection, fold: int,
-                      seed: int | None = None) -> dict[str, np.ndarray]:
+def calibration_observations(con: duckdb.DuckDBPyConnection, seed: int | None = None,
+                             one_in: int = CALIBRATION_ONE_IN) -> np.ndarray:
+    """Sorted ids of the calibration slice of the current split (or ``seed``'s)."""
+    seed = _seed(con, seed)
+    rows = con.sql("SELECT s.observation_id, s.part, coalesce(o.class_id, -2) AS stratum "
+                   "FROM splits s JOIN observations o USING (observation_id) "
+                   "WHERE s.seed = ? AND s.part IN ('p1', 'p2') ORDER BY 1",
+                   params=[seed]).to_arrow_table()
+    ids = rows.column("observation_id").to_numpy().astype(np.int64)
+    part = (rows.column("part").to_numpy(zero_copy_only=False) == "p2").astype(np.int64)
+    mask = calibration_mask(ids, part, rows.column("stratum").to_numpy(), seed, one_in)
+    return ids[mask]
+
+
+def fold_observations(con: duckdb.DuckDBPyConnection, fold: int, seed: int | None = None,
+                      calibration_slice: int | None = None) -> dict[str, np.ndarray]:
+    """``train``/``val``/``test`` ids of ``fold``. With ``calibration_slice=one_in`` the
+    calibration slice (``calibration_observations(seed, one_in)``) leaves ``train`` and
+    ``val`` and comes back as ``calibration``."""
     if fold not in (1, 2):
         raise StoreError(f"fold {fold!r} does not exist; use fold 1 or 2")
     seed = _seed(con, seed)
@@ -120,4 +177,10 @@ def fold_observations(con: duckdb.DuckDBPyConnection, fold: int,
     train = ids("SELECT observation_id FROM observations WHERE role = 'train' UNION ALL "
                 "SELECT observation_id FROM splits WHERE seed = ? AND part = ? ORDER BY 1",
                 [seed, extra])
-    return {"train": train, "val": ids(part_q, [seed, val]), "test": ids(part_q, [seed, "test"])}
+    out = {"train": train, "val": ids(part_q, [seed, val]), "test": ids(part_q, [seed, "test"])}
+    if calibration_slice is not None:
+        held = calibration_observations(con, seed, calibration_slice)
+        out["train"] = out["train"][~np.isin(out["train"], held)]
+        out["val"] = out["val"][~np.isin(out["val"], held)]
+        out["calibration"] = held
+    return out
