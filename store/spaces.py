@@ -436,8 +436,9 @@ def ingest_embedding_file(con: duckdb.DuckDBPyConnection, path: str | Path, name
     multi-threaded Parquet reader scans the vectors once, in the very ``INSERT`` that stores
     them, and the checks run inside that statement, raising on the first bad row; the file
     is re-read only then, to say what is wrong and where. A sandboxed store streams the file
-    in record batches through Arrow instead, checking each batch in numpy. Either way memory
-    tracks DuckDB's row groups in flight, not the file."""
+    in record batches through Arrow instead, checking each batch in numpy. Under
+    ``ingest_memory_cap`` (``FeatureStore.ingest_embeddings`` applies it) memory tracks
+    DuckDB's row groups in flight, not the file."""
     ef = open_embedding_file(path)
     try:
         space = _file_space(con, ef, name, model_id)
