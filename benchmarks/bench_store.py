@@ -129,6 +129,7 @@ def ingest_child(kind: str, store: str, emb: str, dim: int) -> None:
     """One side of the ingest comparison, in a fresh process; prints JSON."""
     import duckdb
     base = rss_mb()
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     if kind == "store":
         with FeatureStore(store) as fs:
@@ -145,8 +146,16 @@ def ingest_child(kind: str, store: str, emb: str, dim: int) -> None:
         rows = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
         con.close()
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rows": rows, "base_mb": base, "peak_mb": peak}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "rows": rows, "base_mb": base,
+                      "peak_mb": peak}))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process: less sensitive to other jobs than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def ingest_benchmark(tmp: Path, meta_csv: Path, n: int, d: int, repeats: int) -> None:
@@ -158,6 +167,7 @@ def ingest_benchmark(tmp: Path, meta_csv: Path, n: int, d: int, repeats: int) ->
     emb = tmp / "emb_in.parquet"
     write_embedding_file(emb, paths.combine_chunks(), d)
     vector_mb = n * d * 4 / 2**20
+    load_before = f"{os.getloadavg()[0]:.1f}"
     results: dict[str, list[dict]] = {"store": [], "raw": []}
     for r in range(repeats):
         for kind in (("store", "raw") if r % 2 == 0 else ("raw", "store")):
@@ -190,6 +200,10 @@ def ingest_benchmark(tmp: Path, meta_csv: Path, n: int, d: int, repeats: int) ->
               f"{growth(kind) / vector_mb:.2f}x the vector bytes (target <= 2)")
     print("  times store: " + ", ".join(f"{x['seconds']:.2f}" for x in results["store"])
           + "; raw: " + ", ".join(f"{x['seconds']:.2f}" for x in results["raw"]))
+    c_store, c_raw = med("store", "cpu"), med("raw", "cpu")
+    print(f"  CPU time (user + system, median): store {c_store:.2f} s, raw {c_raw:.2f} s, "
+          f"ratio {c_store / c_raw:.2f}x; load average before/after: {load_before}, "
+          f"{os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:

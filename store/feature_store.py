@@ -203,8 +203,11 @@ class FeatureStore(ReportQueries):
 
     def ingest_embeddings(self, path: str | Path, space: str,
                           model_id: str | None = None) -> EmbeddingIngestReport:
-        """Load precomputed per-image vectors (Parquet: image_path, embedding)."""
-        return self._write(spaces.ingest_embedding_file, path, space, model_id=model_id)
+        """Load precomputed per-image vectors (Parquet: image_path, embedding) in one
+        transaction: a bad file changes nothing (see ``spaces.ingest_embedding_file``)."""
+        self._writable()
+        with spaces.ingest_memory_cap(self.con, path):
+            return self._write(spaces.ingest_embedding_file, path, space, model_id=model_id)
 
     # -- embedding spaces ---------------------------------------------------------------
 
