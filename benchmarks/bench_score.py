@@ -6,7 +6,8 @@ ensemble for one epoch (speed, not accuracy, is measured here), builds an
 IVF-Flat index of the training images, then scores a batch of N new
 observations (default 40,216, the size of the FungiCLEF 2024 test set) given
 as a metadata CSV plus precomputed vectors. Prints the pipeline's seconds per
-phase, the bare forward time and their ratio (pipeline overhead).
+phase, the bare forward time and their ratio (pipeline overhead), each a median
+of ``--repeats`` interleaved runs, with the load average while they ran.
 
     python benchmarks/bench_score.py            # 40,216 observations
     python benchmarks/bench_score.py --small    # 4,000 observations, small store
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -26,12 +28,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heads.train import TrainConfig  # noqa: E402
 from sporeprint.indexing import build_index  # noqa: E402
 from sporeprint.scoring import ScoringModel, score_batch  # noqa: E402
+from sporeprint.scoring.model import N_EVIDENCE  # noqa: E402
+from sporeprint.scoring.observations import observation_scores  # noqa: E402
 from sporeprint.scoring.outputs import predictions_table  # noqa: E402
 from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
 from sporeprint.training import load_rows, train_folds  # noqa: E402
@@ -113,15 +118,38 @@ def main() -> None:
             # passes of the same heads over the same image tensors.
             batch_ids = np.unique(pacsv.read_csv(csv_path)["observation_id"].to_numpy())
             rows, _ = load_rows(fs, "sim", batch_ids, labelled_only=False)
-            bare, scoring = [], []
-            for _ in range(args.repeats):
+            det = model.calibration.detector_for(model.index)
+            bare, scoring, bare_cpu, scoring_cpu = [], [], [], []
+            phases: dict[str, list[float]] = {}
+
+            def timed(name, fn):
                 t0 = time.perf_counter()
+                out = fn()
+                phases.setdefault(name, []).append(time.perf_counter() - t0)
+                return out
+
+            load_before = os.getloadavg()
+            for _ in range(args.repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
                 model.ensemble.predict_proba(rows.embeddings, rows.metadata)
                 bare.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
+                bare_cpu.append(time.process_time() - c0)
+                t0, c0 = time.perf_counter(), time.process_time()
                 scores, _ = model.scores(fs, batch_ids)
                 predictions_table([(model.decide(scores), "scored")])
                 scoring.append(time.perf_counter() - t0)
+                scoring_cpu.append(time.process_time() - c0)
+                # the same steps one by one, for the per-phase figures
+                r = timed("fetch rows", lambda: load_rows(fs, "sim", batch_ids,
+                                                          labelled_only=False)[0])
+                sc = timed("heads + observation means", lambda r=r: observation_scores(
+                    model.ensemble, r))
+                near = timed("kNN (evidence + unknown score)", lambda sc=sc: (
+                    model.neighbours.search(sc.queries, N_EVIDENCE, det.k)))
+                d = timed("calibrate + decide", lambda sc=sc, near=near: model.decide(
+                    sc, knn=near.unknown_score, evidence=near.observation_ids))
+                timed("predictions table", lambda d=d: predictions_table([(d, "scored")]))
+            load_after = os.getloadavg()
             t0 = time.perf_counter()
             again = score_batch(fs, csv_path, [runs[-1].run_id], embeddings=pq_path,
                                 out=tmp / "pred.csv", batch="bench", model=model)
@@ -131,12 +159,21 @@ def main() -> None:
     decided = statistics.median(scoring)
     print(f"batch: {args.observations:,} observations, {len(rows):,} images, "
           f"{rows.embeddings.shape[1]}-d, MLP hidden {args.hidden}, 2-head ensemble")
+    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average "
+          f"(1 min) {load_before[0]:.2f} before the timed runs, {load_after[0]:.2f} after")
     print(f"score pipeline (ingest + encode + heads + open-set + decide + write): {pipeline:7.2f} s")
     print(f"re-score of the same batch (nothing new to ingest):                 {rescore:7.2f} s")
     print(f"bare head forward passes (median of {args.repeats}):                          {forward:7.2f} s")
     print(f"scoring from stored vectors, median of {args.repeats}:                   {decided:7.2f} s")
+    print(f"  per phase (medians of {args.repeats}, timed step by step):")
+    for name, times in phases.items():
+        print(f"    {name:32s} {statistics.median(times):7.3f} s")
+    print(f"  overhead over the bare forward: {decided - forward:7.3f} s")
     print(f"ratio scoring / bare forward (same heads, same batch): {decided / forward:.2f}x "
           "(target <= 1.3x)")
+    print(f"CPU seconds of this process (all threads), medians: bare forward "
+          f"{statistics.median(bare_cpu):.2f} s, scoring {statistics.median(scoring_cpu):.2f} s, "
+          f"ratio {statistics.median(scoring_cpu) / statistics.median(bare_cpu):.2f}x")
     print(f"ratio whole pipeline incl. ingest and files / bare forward: {pipeline / forward:.2f}x")
     print(f"answers: {again.answers}")
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from heads.classifier import Ensemble
-from heads.decision import RULES, DecisionSummary, decide, summarise
+from heads.decision import RULES, DecisionSummary, decide, decide_summary, summarise
 from retrieval import RetrievalError, VectorIndex
 from sporeprint.errors import SporeprintError
 from sporeprint.lookalikes import TrainingNeighbours
@@ -140,11 +140,13 @@ class ScoringModel:
         s = det.fuse(knn, uncertainty(plain))  # as calibrated: before the poison shift
         flag = s > det.threshold_
         p_unknown = cal.unknown_prob(s)
-        d = decide(probs, p_unknown if rule == "track3" else None, self.classes, self.poisonous,
-                   rule=rule, unknown_flag=flag)
+        summary = summarise(probs, p_unknown, self.classes, self.poisonous)
+        # Track 3 decides from the summary it stores (what `decide(rule="track3")` does
+        # inside, computed once here); the other rules need the full probabilities.
+        d = decide_summary(summary) if rule == "track3" else decide(
+            probs, None, self.classes, self.poisonous, rule=rule, unknown_flag=flag)
         return Decided(scores.observation_ids, d.class_id, probs, self.classes, self.poisonous,
-                       p_unknown, s, flag, d.poison_prob, d.reason, evidence,
-                       summarise(probs, p_unknown, self.classes, self.poisonous))
+                       p_unknown, s, flag, d.poison_prob, d.reason, evidence, summary)
 
     def unknown_auroc(self, fs, observation_ids: np.ndarray) -> dict[str, float]:
         """How well the unknown score separates unseen species on labelled stored
