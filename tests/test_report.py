@@ -348,3 +348,25 @@ def test_heldout_points_flag_caps_the_held_out_sample(demo, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", "--store", str(demo["store"]), "--heldout-points", "3"])
     assert "'3' is not a whole number >= 10" in capsys.readouterr().err
+
+
+def test_run_section_shows_the_stored_calibration_values(demo):
+    """The calibration table reads the stored states: the temperature, the poison shift and
+    the unknown threshold are the fitted numbers (not empty cells)."""
+    from sporeprint.report.build import _resolve_run, _run_section
+    from sporeprint.report.page import Table
+    from sporeprint.scoring import ScoringModel
+
+    with FeatureStore(demo["store"], read_only=True) as fs:
+        run = _resolve_run(fs, demo["run"])
+        section = _run_section(fs, run)
+        model = ScoringModel.load(fs, _members(demo))
+    table = next(b for b in section.blocks if isinstance(b, Table)
+                 and b.columns[0].startswith("calibration"))
+    values = {row[0]: row[1] for row in table.rows}
+    cal = model.calibration
+    assert values["calibration mode"] == cal.mode
+    assert values["temperature"] == pytest.approx(cal.temperature["temperature"])
+    assert values["unknown threshold (fused score)"] == pytest.approx(cal.detector["threshold"])
+    shift_key = next(k for k in values if k.startswith("poison log-odds shift"))
+    assert values[shift_key] == pytest.approx(cal.poison_prior["bias"])

@@ -340,8 +340,12 @@ def _run_section(fs, run: dict | None) -> Section:
     if cal:
         c = json.loads(cal[0]["metrics"] or "{}")
         m = c.get("metrics", {})
-        rows = [["temperature", c.get("temperature")], ["poison log-odds shift", c.get("poison_bias")],
-                ["unknown threshold (fused score)", c.get("detector_threshold")],
+        shift = (c.get("poison_prior") or {}).get("bias")
+        rows = [["calibration mode", c.get("mode", "oof")],
+                ["temperature", (c.get("temperature") or {}).get("temperature")],
+                ["poison log-odds shift" + ("" if c.get("poison_shift", True)
+                                            else " (fitted, not applied)"), shift],
+                ["unknown threshold (fused score)", (c.get("detector") or {}).get("threshold")],
                 ["unknown rate in validation", c.get("unknown_rate")]]
         rows += [[k.replace("_", " "), v] for k, v in m.items()]
         s.blocks.append(Table(["calibration on the validation parts", "value"],
