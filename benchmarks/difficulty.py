@@ -19,6 +19,12 @@ see at least as much data as each head. Image scores are averaged per observatio
     python benchmarks/difficulty.py                       # small, seeds 0 1 2
     python benchmarks/difficulty.py --scales small medium --seeds 0 1 2
     python benchmarks/difficulty.py --no-mlp              # baselines only (fast)
+    python benchmarks/difficulty.py --quick --skip lda lr lr_meta --seeds 0 1 \
+        --set latent_dim=192 --sim niche_weight=0.7       # exploring a change (~1 min/seed)
+
+``--quick`` also scores the simulation's own test role (labels kept in memory), about
+3.5x more held-out observations than part ``test`` alone, for comparing settings; the
+acceptance figures are the runs without it.
 """
 
 from __future__ import annotations
