@@ -19,6 +19,12 @@ see at least as much data as each head. Image scores are averaged per observatio
     python benchmarks/difficulty.py                       # small, seeds 0 1 2
     python benchmarks/difficulty.py --scales small medium --seeds 0 1 2
     python benchmarks/difficulty.py --no-mlp              # baselines only (fast)
+    python benchmarks/difficulty.py --quick --skip lda lr lr_meta --seeds 0 1 \
+        --set latent_dim=192 --sim niche_weight=0.7       # exploring a change (~1 min/seed)
+
+``--quick`` also scores the simulation's own test role (labels kept in memory), about
+3.5x more held-out observations than part ``test`` alone, for comparing settings; the
+acceptance figures are the runs without it.
 """
 
 from __future__ import annotations
@@ -48,14 +54,16 @@ ROWS = [("1nn", "1-NN (cosine)"), ("ncm", "nearest class mean"), ("lda", "LDA"),
 
 def run_one(scale: str, seed: int, args) -> dict[str, float]:
     emb = EmbeddingParams(**{k: type(getattr(EmbeddingParams, k))(v) for k, v in args.set})
-    cfg = SimConfig(scale="small" if scale == "tiny" else scale, seed=seed, dim=args.dim,
-                    classes=120 if scale == "tiny" else None,
-                    count_scale=0.05 if scale == "tiny" else None, embedding=emb)
+    sim_kw = {k: float(v) for k, v in args.sim}
+    cfg = SimConfig(**{"scale": "small" if scale == "tiny" else scale, "seed": seed,
+                       "dim": args.dim, "classes": 120 if scale == "tiny" else None,
+                       "count_scale": 0.05 if scale == "tiny" else None, "embedding": emb,
+                       **sim_kw})
     t0 = time.perf_counter()
     sim = simulate(cfg)
     timing = {"simulate": time.perf_counter() - t0}
     res = measure(sim, seed, epochs=args.epochs or EPOCHS[scale], lr_c=args.lr_c,
-                  skip=args.skip, mlp=not args.no_mlp, timing=timing)
+                  skip=args.skip, mlp=not args.no_mlp, timing=timing, extra_test=args.quick)
     n_img, n_obs = timing.pop("n_train_images"), timing.pop("n_test_observations")
     print(f"  {scale} seed {seed}: {n_img:,} training images, {n_obs} known test observations; "
           + ", ".join(f"{k} {v:.0f}s" for k, v in timing.items()), flush=True)
@@ -108,6 +116,11 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="baselines to leave out (lda, lr, ...)")
     ap.add_argument("--set", nargs="*", default=[], type=lambda s: tuple(s.split("=", 1)),
                     metavar="KNOB=VALUE", help="override EmbeddingParams knobs (exploring)")
+    ap.add_argument("--sim", nargs="*", default=[], type=lambda s: tuple(s.split("=", 1)),
+                    metavar="KNOB=VALUE", help="override numeric SimConfig knobs (exploring)")
+    ap.add_argument("--quick", action="store_true",
+                    help="exploring: also score the simulation's own test role (about 3x "
+                         "more held-out observations; not the acceptance measurement)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # sklearn: one-sample classes

@@ -16,7 +16,7 @@ from store import FeatureStore
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     root = tmp_path_factory.mktemp("auroc")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=1, dim=16, count_scale=0.05))
+    sim = simulate(SimConfig(scale="small", classes=70, seed=1, dim=64, count_scale=0.05))
     files = write_simulation(sim, root / "sim")
     fs = FeatureStore(root / "s.duckdb")
     for role in ("train", "val"):

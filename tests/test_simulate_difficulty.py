@@ -1,12 +1,15 @@
-"""The simulator's difficulty, pinned small: nearest class mean and shrinkage LDA stay below a
-trained two-fold MLP ensemble with metadata, and metadata helps that ensemble
-(benchmarks/difficulty.py measures the full table over seeds; see docs/simulator.md).
+"""The simulator's difficulty, pinned small: 1-NN stays in its band, nearest class mean and
+shrinkage LDA stay well below a trained two-fold MLP ensemble with metadata, and metadata
+helps that ensemble (benchmarks/difficulty.py measures the full table over seeds; see
+docs/simulator.md).
 
-One seed, 80 classes at small-scale counts, and five times the usual number of
-validation observations so that the held-out part (about 250 known-species
-observations) is large enough for the margins below to mean something. Measured on
-this configuration: 1-NN 72.8%, nearest class mean 44.7%, LDA (shrinkage) 60.6%,
-ensemble 61.4% without and 64.2% with metadata.
+One seed of the default ``--scale small`` simulation (200 classes; fewer classes in 128
+latent directions make an easier task, e.g. 80 classes put 1-NN at 68%). To have enough
+held-out observations for the margins below to mean something without training on more,
+the simulation's own test role is scored too (``extra_test``: 355 known-species
+observations of the later period instead of 97). Measured on this configuration: 1-NN
+49.6%, nearest class mean 36.6%, shrinkage LDA 45.6%, ensemble 44.2% without and 57.5%
+with metadata.
 """
 
 from __future__ import annotations
@@ -21,18 +24,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def scores():
-    sim = simulate(SimConfig(scale="small", classes=80, count_scale=0.1,
-                             period_observations=0.5, seed=0))
-    return measure(sim, seed=0, epochs=12, skip=("lda", "lr", "lr_meta"))
+    sim = simulate(SimConfig(scale="small", seed=0))
+    return measure(sim, seed=0, epochs=12, skip=("lda", "lr", "lr_meta"), extra_test=True)
 
 
-def test_nearest_class_mean_is_far_below_the_trained_ensemble(scores):
-    assert scores["mlp_meta"] >= scores["ncm"] + 0.10, scores
+def test_one_nearest_neighbour_is_in_its_band(scores):
+    assert 0.40 <= scores["1nn"] <= 0.65, scores
 
 
-def test_lda_is_below_the_trained_ensemble_with_metadata(scores):
-    assert scores["mlp_meta"] > scores["lda_shrink"], scores
+def test_training_free_baselines_are_far_below_the_trained_ensemble(scores):
+    assert scores["mlp_meta"] >= scores["ncm"] + 0.08, scores
+    assert scores["mlp_meta"] >= scores["lda_shrink"] + 0.08, scores
 
 
 def test_metadata_helps_the_trained_ensemble(scores):
-    assert scores["mlp_meta"] > scores["mlp"], scores
+    assert scores["mlp_meta"] >= scores["mlp"] + 0.02, scores

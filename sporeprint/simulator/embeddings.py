@@ -1,10 +1,10 @@
 """Per-image embeddings with the structures that make frozen-backbone features hard to classify.
 
-Everything is drawn in a ``latent_dim``-dimensional space (default 256) with a
+Everything is drawn in a ``latent_dim``-dimensional space (default 128) with a
 slowly decaying spectrum, mapped into ``dim`` (default 1024) by a random
 orthonormal projection, plus a little isotropic noise in all ``dim``
 directions, then L2-normalised to float32 — so, like DINOv2 features, most of
-the variance lives in a few hundred directions. A latent image vector is the sum of
+the variance lives in about a hundred directions. A latent image vector is the sum of
 
 * the species mean ``family_scale·F[family] + genus_scale·G[genus] + species_scale·I[species]``
   (normalised; siblings in a genus share most of it);
@@ -45,7 +45,7 @@ class EmbeddingParams:
     see docs/simulator.md)."""
 
     dim: int = 1024
-    latent_dim: int = 256  # directions that carry the structure (capped at dim)
+    latent_dim: int = 128  # directions that carry the structure (capped at dim)
     spectrum: float = 0.5  # latent coordinate j is scaled by (1 + j/64) ** -spectrum
     family_scale: float = 1.0
     genus_scale: float = 0.9
@@ -54,18 +54,18 @@ class EmbeddingParams:
     views: int = 4  # views (per image)
     stage_scale: float = 1.3
     view_scale: float = 2.0
-    mode_global: float = 0.3  # share of a mode offset common to all species (gills look like gills)
-    mode_shared: float = 0.2  # share common to the genus
+    mode_global: float = 0.6  # share of a mode offset common to all species (gills look like gills)
+    mode_shared: float = 0.1  # share common to the genus
     mode_concentration: float = 1.0  # Dirichlet concentration of each species' stage/view mix
     camera_rank: int = 12
     camera_scale: float = 0.45
     new_camera_rank: int = 4  # directions only the later period uses
     new_camera_scale: float = 0.45
     period_shift: float = 0.25  # offset of the old camera coefficients in the later period
-    twin_overlap: float = 0.85  # share of a look-alike's look copied from its twin (±0.1)
+    twin_overlap: float = 0.95  # share of a look-alike's look copied from its twin (±0.05)
     spread_sd: float = 0.35  # log-sd of a per-species multiplier on its modes and noise
-    observation_noise: float = 3.0
-    image_noise: float = 2.5
+    observation_noise: float = 1.5
+    image_noise: float = 2.6
     ambient_noise: float = 0.25  # isotropic noise over all ``dim`` directions
 
 

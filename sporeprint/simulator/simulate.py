@@ -70,9 +70,10 @@ class SimConfig:
     poisonous_fraction: float = 0.02  # share of val/test observations of poisonous species
     period_observations: float = DF21_OBSERVATIONS_PER_TRAIN_IMAGE  # val (and test) obs / train image
     missing: float = 0.03  # base rate of missing metadata values
-    metadata_strength: float = 1.0  # 0 = metadata independent of species
-    lookalike_share: float = 0.5  # share of other species paired with a same-genus look-alike
+    metadata_strength: float = 1.6  # 0 = metadata independent of species
+    lookalike_share: float = 0.9  # share of other species paired with a look-alike
     label_noise: float = 0.03  # share of training observations labelled as another species
+    niche_weight: float = 0.85  # share of a look-alike's observations in a niche of its own
     embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
 
     def resolved(self) -> SimConfig:
@@ -85,7 +86,7 @@ class SimConfig:
         if not 1 <= classes <= NUM_CLASSES:
             raise ValueError(f"classes={classes} is outside 1..{NUM_CLASSES}; pass a value in range")
         for name in ("unknown_fraction", "poisonous_fraction", "missing", "lookalike_share",
-                     "label_noise"):
+                     "label_noise", "niche_weight"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name}={v} must be in [0, 1)")
@@ -306,9 +307,10 @@ def simulate(config: SimConfig) -> Simulation:
     # Look-alike pairs share part of their look and differ in their habits.
     twin, overlap = lookalike_twins(rng_look, tax.genus_idx[keys], tax.poisonous[keys],
                                     tax.known[keys], share=cfg.lookalike_share,
-                                    overlap=_around(cfg.embedding.twin_overlap, 0.1))
+                                    overlap=_around(cfg.embedding.twin_overlap, 0.05))
     prefs = SpeciesPreferences.draw(rng_meta, tax.genus_idx[keys], cfg.metadata_strength)
-    prefs = prefs.separate_niches(rng_look, twin, weight=0.6 * min(cfg.metadata_strength, 1.0))
+    prefs = prefs.separate_niches(rng_look, twin,
+                                  weight=cfg.niche_weight * min(cfg.metadata_strength, 1.0))
     labels = {"train": noisy_labels(rng_look, tr_rows, tax.genus_idx[keys], len(known_keys),
                                     cfg.label_noise)}
     splits = [("train", tr_rows, tr_n, (2000, 2020)), ("val", va_rows, va_n, (2021, 2021)),
