@@ -21,6 +21,22 @@ def make_simulated_store(root: Path, dim: int, space: str = "sim") -> Path:
     return path
 
 
+def split_store(root: Path, seed: int, dim: int, space: str = "sim") -> FeatureStore:
+    """An open, writable store of a 70-class simulation (``seed``, ``dim``-d, count scale
+    0.05): train and val roles with their vectors, metadata encoded, splits made with
+    ``seed``. The caller closes it."""
+    sim = simulate(SimConfig(scale="small", classes=70, seed=seed, dim=dim, count_scale=0.05))
+    files = write_simulation(sim, root / "sim")
+    fs = FeatureStore(root / "s.duckdb")
+    for role in ("train", "val"):
+        fs.ingest_metadata(files[role], role=role)
+        fs.ingest_embeddings(files[f"embeddings_{role}"], space)
+    fs.fit_encoder()
+    fs.encode_observations()
+    fs.make_splits(seed)
+    return fs
+
+
 def ingest_simulation_cli(root: Path, seed: int = 0, space: str = "sim") -> tuple[Path, dict]:
     """``(store, files)``: a 70-class, 16-d simulation written under ``root/sim`` and its
     train and val roles ingested through ``sporeprint ingest``, as a user would."""

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import split_store
 
 from heads.calibration import TemperatureScaler
 from heads.train import TrainConfig
@@ -14,9 +15,8 @@ from sporeprint.errors import SporeprintError
 from sporeprint.scoring import ScoringModel
 from sporeprint.scoring import calibration as calib
 from sporeprint.scoring.observations import observation_scores
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from sporeprint.training import load_rows, slice_digest, train_folds
-from store import FeatureStore, StoreError
+from store import StoreError
 from store.splits import calibration_mask
 
 SEED = 1
@@ -25,15 +25,7 @@ SEED = 1
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("holdout")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=SEED, dim=16, count_scale=0.05))
-    files = write_simulation(sim, root / "sim")
-    fs = FeatureStore(root / "s.duckdb")
-    for role in ("train", "val"):
-        fs.ingest_metadata(files[role], role=role)
-        fs.ingest_embeddings(files[f"embeddings_{role}"], "sim")
-    fs.fit_encoder()
-    fs.encode_observations()
-    fs.make_splits(SEED)
+    fs = split_store(root, SEED, 16)
     cfg = TrainConfig(epochs=2, lr=3e-3, progress=False, seed=SEED)
     runs = {}
     for mode in ("holdout", "oof"):

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import split_store
 
 from heads.train import TrainConfig
 from sporeprint.errors import SporeprintError
 from sporeprint.scoring import ScoringModel
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
 from sporeprint.training import train_folds
-from store import FeatureStore
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     root = tmp_path_factory.mktemp("auroc")
-    sim = simulate(SimConfig(scale="small", classes=70, seed=1, dim=64, count_scale=0.05))
-    files = write_simulation(sim, root / "sim")
-    fs = FeatureStore(root / "s.duckdb")
-    for role in ("train", "val"):
-        fs.ingest_metadata(files[role], role=role)
-        fs.ingest_embeddings(files[f"embeddings_{role}"], "sim")
-    fs.fit_encoder()
-    fs.encode_observations()
-    fs.make_splits(1)
+    fs = split_store(root, 1, 64)
     runs = train_folds(fs, "sim", head="mlp", head_params={"hidden": 32},
                        config=TrainConfig(epochs=2, lr=3e-3, progress=False),
                        out_dir=root / "runs", split_seed=1)
