@@ -59,6 +59,34 @@ def predict_outputs(model: nn.Module, embeddings: np.ndarray, metadata: np.ndarr
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
+
+class ObservationMeans:
+    """Per-observation means of image rows (observations in order of first appearance),
+    one sparse product per array; the grouping is worked out once and reused for every
+    array of the same rows (probabilities, query vectors, ...)."""
+
+    def __init__(self, observation_ids: Sequence[int] | np.ndarray):
+        obs = np.asarray(observation_ids)
+        uniq, first, inv = np.unique(obs, return_index=True, return_inverse=True)
+        counts = np.bincount(inv, minlength=len(uniq))
+        # (observations x images) averaging matrix, built once per dtype
+        self._weights = 1.0 / counts[inv]
+        self._where = (inv, np.arange(len(obs)))
+        self._shape = (len(uniq), len(obs))
+        self._order = np.argsort(first, kind="stable")
+        self._matrices: dict = {}
+        self.ids = uniq[self._order]
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values)
+        dtype = np.dtype(values.dtype if values.dtype in (np.float32, np.float64) else np.float64)
+        avg = self._matrices.get(dtype)
+        if avg is None:
+            avg = csr_matrix((self._weights.astype(dtype), self._where), shape=self._shape)
+            self._matrices[dtype] = avg
+        return (avg @ values.astype(dtype, copy=False))[self._order].astype(dtype, copy=False)
+
+
 def aggregate_by_observation(values: np.ndarray, observation_ids: Sequence[int] | np.ndarray
                              ) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``values`` rows over each observation's images.
@@ -75,12 +103,5 @@ def aggregate_by_observation(values: np.ndarray, observation_ids: Sequence[int] 
         )
     if len(obs) == 0:
         return obs.astype(np.int64), values
-    uniq, first, inv = np.unique(obs, return_index=True, return_inverse=True)
-    counts = np.bincount(inv, minlength=len(uniq))
-    # (observations x images) averaging matrix: the means are one sparse product
-    dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
-    avg = csr_matrix(((1.0 / counts[inv]).astype(dtype), (inv, np.arange(len(obs)))),
-                     shape=(len(uniq), len(obs)))
-    means = avg @ values.astype(dtype, copy=False)
-    appearance = np.argsort(first, kind="stable")
-    return uniq[appearance], means[appearance].astype(dtype, copy=False)
+    means = ObservationMeans(obs)
+    return means.ids, means(values)

@@ -43,13 +43,12 @@ from retrieval import OpenSetDetector, VectorIndex
 from sporeprint.errors import SporeprintError
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
 from sporeprint.scoring.runs import Member, run_key, split_seed_of
-from sporeprint.training import DEFAULT_POISON_SHIFT, load_rows, slice_digest
+from sporeprint.training import CALIBRATION_MODES, DEFAULT_POISON_SHIFT, load_rows, slice_digest
 
 log = logging.getLogger(__name__)
 
 KIND = "calibration"
 FORMAT = 3  # 3: mode and poison_shift; older records are refitted on load
-MODES = ("holdout", "oof")
 
 
 @dataclass
@@ -201,7 +200,7 @@ def calibrate(fs, members: list[Member], ensemble: Ensemble, poisonous: np.ndarr
         where = "the validation parts"
     else:
         raise SporeprintError(f"calibration mode {mode!r} does not exist; choose one of "
-                              f"{', '.join(MODES)}")
+                              f"{', '.join(CALIBRATION_MODES)}")
     if not parts:
         raise SporeprintError(f"no observations with vectors in {where} to calibrate on; make "
                               "splits and train with `sporeprint train --fold all` first")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
 from heads.classifier import Ensemble
+from heads.inference import ObservationMeans
 
 
 @dataclass
@@ -22,31 +22,6 @@ class ObservationScores:
 
 def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-class ObservationMeans:
-    """Per-observation means of image rows, one sparse product per array: the same
-    arithmetic as :func:`heads.inference.aggregate_by_observation` (observations in
-    order of first appearance), with the grouping worked out once for every array."""
-
-    def __init__(self, observation_ids: np.ndarray):
-        obs = np.asarray(observation_ids)
-        uniq, first, inv = np.unique(obs, return_index=True, return_inverse=True)
-        counts = np.bincount(inv, minlength=len(uniq))
-        self._weights = 1.0 / counts[inv]
-        self._where = (inv, np.arange(len(obs)))
-        self._shape = (len(uniq), len(obs))
-        self._order = np.argsort(first, kind="stable")
-        self._matrices: dict = {}
-        self.ids = uniq[self._order]
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
-        avg = self._matrices.get(np.dtype(dtype))
-        if avg is None:
-            avg = csr_matrix((self._weights.astype(dtype), self._where), shape=self._shape)
-            self._matrices[np.dtype(dtype)] = avg
-        return (avg @ values.astype(dtype, copy=False))[self._order].astype(dtype, copy=False)
 
 
 def observation_scores(ensemble: Ensemble, rows) -> ObservationScores:
