@@ -32,6 +32,7 @@ from heads.metrics import first_per_observation, fungiclef_scores
 from heads.train import TrainConfig
 from sporeprint.errors import SporeprintError
 from store import StoreError
+from store.splits import CALIBRATION_ONE_IN  # the slice: one in three of p1 and p2
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ CALIBRATION_MODES = ("holdout", "oof")
 # oof: on the measurement in docs/results.md ("Calibrating what is deployed") the slice
 # costs more (training data) than calibrating the ensemble itself gains
 DEFAULT_CALIBRATION = "oof"
-CALIBRATION_ONE_IN = 3  # the slice: one in three of the p1 and p2 observations
 # the PoisonPrior shift of the calibrated probabilities: on, it lowers the Track 3 rule's
 # Track 3 (docs/results.md, "The poison prior shift")
 DEFAULT_POISON_SHIFT = True
