@@ -76,6 +76,12 @@ DEFAULT_PARAMS: dict[str, dict] = {
 
 # Query batches smaller than this run FAISS on one thread.
 SMALL_BATCH = 8
+# IVF-Flat batches of at least this many queries run in inverted-list order (same
+# answers; 1.9x faster at 40,000 queries, benchmarks/bench_score.py), in chunks of
+# LIST_ORDER_CHUNK queries so the sorted copy stays small.
+LIST_ORDER_MIN_QUERIES = 256
+LIST_ORDER_CHUNK = 65_536
+
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
 # The FAISS class a saved file of each kind must hold (IVF-PQ codes only when refine_factor=0).
@@ -321,10 +327,30 @@ class VectorIndex:
             # hand-written numpy scan, with the same (-inf, -1) conventions.
             xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
             return _exact_topk(q, xb.reshape(len(self), self.dim), self._ids, k)
+        elif self.kind == "ivf_flat" and q.shape[0] >= LIST_ORDER_MIN_QUERIES:
+            D, labels = self._search_in_list_order(q, k)
         else:
             with _threads(q.shape[0]):
                 D, labels = self._index.search(q, k, params=self._params(None, k))
         return self._finish(D, labels)
+
+    def _search_in_list_order(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """A large IVF batch with the same answers as one ``search`` call, faster: each
+        query is first assigned its ``nprobe`` lists, then the queries run sorted by those
+        lists, so queries that scan the same lists follow one another and find them
+        still in cache instead of reading them from memory again."""
+        ivf = faiss.extract_index_ivf(self._index)
+        nprobe = int(self.params["nprobe"])
+        D = np.empty((q.shape[0], k), dtype=np.float32)
+        labels = np.empty((q.shape[0], k), dtype=np.int64)
+        for start in range(0, q.shape[0], LIST_ORDER_CHUNK):
+            part = q[start:start + LIST_ORDER_CHUNK]
+            coarse_d, lists = ivf.quantizer.search(part, nprobe)
+            order = np.lexsort(lists[:, :2].T[::-1])  # by first list, then second
+            d, lab = ivf.search_preassigned(np.ascontiguousarray(part[order]), k,
+                                            lists[order], coarse_d[order])
+            D[start + order], labels[start + order] = d, lab
+        return D, labels
 
     def _search_exact_subset(self, q, k, allowed):
         D = np.full((q.shape[0], k), -np.inf, dtype=np.float32)

@@ -255,9 +255,17 @@ def fetch_embeddings(con: duckdb.DuckDBPyConnection, name: str,
                          "USING (image_id)").to_arrow_table()
     finally:
         con.unregister("_wanted_ids")
-    ids, matrix = _ids_and_matrix(result, "image_id", "vector", space.dim)
-    order = np.argsort(result.column("_pos").to_numpy(), kind="stable")
-    return ids[order], matrix[order]
+    # rows come back in join order: copy each straight to its place among the found ids
+    pos = result.column("_pos").to_numpy()
+    found = np.zeros(len(image_ids), dtype=bool)
+    found[pos] = True
+    dest = (np.cumsum(found) - 1)[pos]
+    out = np.empty((len(pos), space.dim), dtype=np.float32)
+    row = 0
+    for chunk in result.column("vector").chunks:
+        out[dest[row:row + len(chunk)]] = _chunk_matrix(chunk, space.dim)
+        row += len(chunk)
+    return np.asarray(image_ids, dtype=np.int64)[found], out
 
 
 def _ids_and_matrix(table: pa.Table, id_col: str, vec_col: str,
@@ -267,10 +275,14 @@ def _ids_and_matrix(table: pa.Table, id_col: str, vec_col: str,
     out = np.empty((len(ids), dim), dtype=np.float32)
     row = 0
     for chunk in table.column(vec_col).chunks:
-        values = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten respects offsets
-        out[row:row + len(chunk)] = values.reshape(len(chunk), dim)
+        out[row:row + len(chunk)] = _chunk_matrix(chunk, dim)
         row += len(chunk)
     return ids, out
+
+
+def _chunk_matrix(chunk: pa.FixedSizeListArray, dim: int) -> np.ndarray:
+    """(len(chunk), dim) view of one chunk's values (flatten respects offsets)."""
+    return chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), dim)
 
 
 def pending_images(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:

@@ -89,6 +89,33 @@ def test_approximate_kinds_reach_recall_at_defaults(data, kind):
     assert set(np.unique(got)) <= set(ids)
 
 
+def test_large_ivf_batch_in_list_order_equals_faiss_search(data, monkeypatch):
+    """A big IVF-Flat batch runs sorted by inverted list, in chunks; its answers are the
+    ones FAISS gives for the same queries in their own order."""
+    import retrieval.index as ri
+
+    base, ids, _ = data
+    index = built("ivf_flat", data)
+    rng = np.random.default_rng(3)
+    q = base[rng.choice(len(base), 700, replace=False)] + 0.3 * rng.normal(size=(700, 32))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    D_ref, L_ref = index._finish(*index._index.search(q, 10))  # FAISS, queries in input order
+    monkeypatch.setattr(ri, "LIST_ORDER_CHUNK", 300)  # three chunks, the last one short
+    calls = []
+    real = index._search_in_list_order
+    monkeypatch.setattr(index, "_search_in_list_order",
+                        lambda *a: calls.append(1) or real(*a))
+    D, got = index.search(q, 10)
+    assert calls, "a 700-query batch should take the list-ordered path"
+    np.testing.assert_array_equal(got, L_ref)
+    np.testing.assert_allclose(D, D_ref, atol=1e-6)
+    # below the threshold the plain FAISS call runs, with the same answers
+    calls.clear()
+    D_small, got_small = index.search(q[:ri.LIST_ORDER_MIN_QUERIES - 1], 10)
+    assert not calls
+    np.testing.assert_array_equal(got_small, got[:ri.LIST_ORDER_MIN_QUERIES - 1])
+
+
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf_flat", "ivf_pq"])
 @pytest.mark.parametrize("n_allowed", [7, 5000])  # small set: exact path; large: IDSelector
 def test_filtered_search_equals_brute_force(data, kind, n_allowed):

@@ -46,6 +46,11 @@ def test_add_fetch_roundtrip_and_skip_existing(fs):
     sub_ids, sub = fs.fetch_embeddings("tiny", ids[[7, 2]])
     np.testing.assert_array_equal(sub_ids, ids[[7, 2]])
     np.testing.assert_array_equal(sub, np.stack([vecs[7] + 1, vecs[2]]))
+    # given order kept, ids without a vector (or not stored at all) dropped
+    wanted = np.array([ids[9], 999_999, ids[0], ids[4], ids[9] + 10_000, ids[3]])
+    sub_ids, sub = fs.fetch_embeddings("tiny", wanted)
+    np.testing.assert_array_equal(sub_ids, ids[[9, 0, 4, 3]])
+    np.testing.assert_array_equal(sub, np.stack([vecs[9] + 1, vecs[0], vecs[4], vecs[3]]))
 
 
 def test_add_embeddings_rejects_bad_input_and_changes_nothing(fs):
