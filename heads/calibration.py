@@ -105,7 +105,11 @@ class TemperatureScaler:
 
     def transform(self, logits: np.ndarray) -> np.ndarray:
         self._check_fitted()
-        return np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / self.temperature_))
+        z = np.asarray(logits, dtype=np.float64) / self.temperature_  # a new array: edit in place
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        return z
 
     def get_state(self) -> dict[str, Any]:
         """The fitted temperature (and the fit's NLLs) as a JSON-able dict."""
@@ -167,8 +171,8 @@ class PlattScaler:
         return out
 
 
-def _poison_masses(probs: np.ndarray, poisonous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Check shapes; return the (n,) poisonous and edible probability masses."""
+def _check_poison_flags(probs: np.ndarray, poisonous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(probs float64 (n, C), poisonous bool (C,))`` after checking their shapes."""
     probs = np.asarray(probs, dtype=np.float64)
     poisonous = np.asarray(poisonous)
     if probs.ndim != 2:
@@ -176,6 +180,12 @@ def _poison_masses(probs: np.ndarray, poisonous: np.ndarray) -> tuple[np.ndarray
     if poisonous.dtype != bool or poisonous.shape != (probs.shape[1],):
         raise HeadsError(f"poisonous must be a bool flag per column ({probs.shape[1]},), got "
                          f"{poisonous.dtype} {poisonous.shape}")
+    return probs, poisonous
+
+
+def _poison_masses(probs: np.ndarray, poisonous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes; return the (n,) poisonous and edible probability masses."""
+    probs, poisonous = _check_poison_flags(probs, poisonous)
     return probs[:, poisonous].sum(axis=1), probs[:, ~poisonous].sum(axis=1)
 
 
@@ -240,10 +250,10 @@ class PoisonPrior:
     def apply(self, probs: np.ndarray, poisonous: np.ndarray) -> np.ndarray:
         """``probs`` with the poisonous columns scaled by ``exp(bias_)``, rows renormalised."""
         self._check_fitted()
-        _poison_masses(probs, poisonous)
-        p = np.array(probs, dtype=np.float64)
-        p[:, poisonous] *= np.exp(self.bias_)
-        return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+        probs, poisonous = _check_poison_flags(probs, poisonous)
+        p = probs * np.where(poisonous, np.exp(self.bias_), 1.0)  # one pass, a new array
+        p /= np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+        return p
 
     def get_state(self) -> dict[str, Any]:
         """``{"kind", "bias", "min_bias", "max_bias"}``, JSON-able."""

@@ -133,19 +133,24 @@ def summarise(species_probs: np.ndarray, unknown_prob: np.ndarray | None, class_
         np.asarray(unknown_prob, dtype=np.float64), 0.0, 1.0)
     if q_unknown.shape != (n,):
         raise ValueError(f"unknown_prob must have one entry per row ({n},), got {q_unknown.shape}")
-    q = probs * (1.0 - q_unknown)[:, None]  # joint probabilities over known species
+    known = 1.0 - q_unknown  # joint probability of a species = its probability * known
+    # Columns regrouped once, poisonous first (each group in its own order, so ties still
+    # go to the lower column): each group is then a view, not a masked copy.
+    cols = np.r_[np.flatnonzero(poisonous), np.flatnonzero(~poisonous)]
+    grouped = probs[:, cols]
+    n_poisonous = int(poisonous.sum())
     rows = np.arange(n)
 
-    def best(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not mask.any():
+    def best(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        if start == stop:
             return np.full(n, UNKNOWN, dtype=np.int64), np.zeros(n)
-        masked = np.where(mask[None, :], q, -np.inf)
-        j = np.argmax(masked, axis=1)
-        return class_ids[j], masked[rows, j]
+        j = np.argmax(grouped[:, start:stop], axis=1) + start
+        return class_ids[cols[j]], grouped[rows, j] * known
 
-    be_class, be_prob = best(~poisonous)
-    bp_class, bp_prob = best(poisonous)
-    p_poison = q[:, poisonous].sum(axis=1) if poisonous.any() else np.zeros(n)
+    be_class, be_prob = best(n_poisonous, len(cols))
+    bp_class, bp_prob = best(0, n_poisonous)
+    p_poison = ((grouped[:, :n_poisonous] * known[:, None]).sum(axis=1) if n_poisonous
+                else np.zeros(n))
     return DecisionSummary(be_class, be_prob, bp_class, bp_prob, p_poison, q_unknown)
 
 

@@ -71,6 +71,25 @@ def test_summary_holds_the_four_numbers():
     assert decide_summary(none).class_id[0] == 4
 
 
+def test_summary_matches_masked_argmax_with_interleaved_columns_and_ties():
+    rng = np.random.default_rng(5)
+    class_ids = np.arange(100, 130)
+    poisonous = rng.random(30) < 0.4  # poisonous columns scattered among edible ones
+    probs = rng.dirichlet(np.ones(30), size=200)
+    probs[0, :] = 1.0 / 30  # all tied: the lowest column of each group wins
+    unknown = rng.random(200)
+    unknown[1] = 1.0  # no known species left: probabilities 0, species still the most likely
+    s = summarise(probs, unknown, class_ids, poisonous)
+    for mask, cls, prob in ((~poisonous, s.best_edible_class, s.best_edible_prob),
+                            (poisonous, s.best_poisonous_class, s.best_poisonous_prob)):
+        j = np.argmax(np.where(mask, probs, -np.inf), axis=1)
+        np.testing.assert_array_equal(cls, class_ids[j])
+        np.testing.assert_array_equal(prob, probs[np.arange(200), j] * (1 - unknown))
+    assert s.best_poisonous_class[0] == class_ids[np.flatnonzero(poisonous)[0]]
+    assert s.best_edible_class[0] == class_ids[np.flatnonzero(~poisonous)[0]]
+    np.testing.assert_allclose(s.poison_prob, (probs * (1 - unknown)[:, None])[:, poisonous].sum(1))
+
+
 def test_a_stricter_matrix_flags_more_observations_as_poison_risk():
     rng = np.random.default_rng(2)
     class_ids = np.arange(20)

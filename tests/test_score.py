@@ -169,3 +169,14 @@ def test_unknown_run_and_evaluate_of_the_scored_batch(world, capsys):
                  "--format", "json", "--missing-as-unknown"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert 0.0 <= s["track1"] <= 1.0 and s["track3"] >= s["track1"]
+
+
+def test_top_columns_orders_largest_first_and_breaks_ties_by_column():
+    from sporeprint.scoring.outputs import top_columns
+
+    values = np.array([[0.1, 0.4, 0.2, 0.4, 0.0],
+                       [0.5, 0.0, 0.0, 0.3, 0.2]])
+    assert top_columns(values, 3).tolist() == [[1, 3, 2], [0, 3, 4]]
+    rng = np.random.default_rng(0)
+    big = rng.random((200, 50))
+    np.testing.assert_array_equal(top_columns(big, 5), np.argsort(-big, axis=1)[:, :5])
