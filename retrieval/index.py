@@ -76,10 +76,12 @@ DEFAULT_PARAMS: dict[str, dict] = {
 
 # Query batches smaller than this run FAISS on one thread.
 SMALL_BATCH = 8
-# IVF-Flat batches of at least this many queries run in inverted-list order (same
-# answers; 1.9x faster at 40,000 queries, benchmarks/bench_score.py), in chunks of
-# LIST_ORDER_CHUNK queries so the sorted copy stays small.
+# IVF-Flat batches of at least LIST_ORDER_MIN_QUERIES queries against an index whose
+# vectors outgrow the CPU caches (LIST_ORDER_MIN_BYTES, twice a 32 MiB L3) run in
+# inverted-list order, in chunks of LIST_ORDER_CHUNK queries (same answers; see
+# docs/retrieval.md for the measurements). An index that fits in cache gains nothing.
 LIST_ORDER_MIN_QUERIES = 256
+LIST_ORDER_MIN_BYTES = 64 * 2**20
 LIST_ORDER_CHUNK = 65_536
 
 INDEX_FILE = "index.faiss"
@@ -327,7 +329,8 @@ class VectorIndex:
             # hand-written numpy scan, with the same (-inf, -1) conventions.
             xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
             return _exact_topk(q, xb.reshape(len(self), self.dim), self._ids, k)
-        elif self.kind == "ivf_flat" and q.shape[0] >= LIST_ORDER_MIN_QUERIES:
+        elif (self.kind == "ivf_flat" and q.shape[0] >= LIST_ORDER_MIN_QUERIES
+              and len(self) * self.dim * 4 >= LIST_ORDER_MIN_BYTES):
             D, labels = self._search_in_list_order(q, k)
         else:
             with _threads(q.shape[0]):

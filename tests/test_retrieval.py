@@ -90,8 +90,8 @@ def test_approximate_kinds_reach_recall_at_defaults(data, kind):
 
 
 def test_large_ivf_batch_in_list_order_equals_faiss_search(data, monkeypatch):
-    """A big IVF-Flat batch runs sorted by inverted list, in chunks; its answers are the
-    ones FAISS gives for the same queries in their own order."""
+    """A big IVF-Flat batch against a big index runs sorted by inverted list, in chunks;
+    its answers are the ones FAISS gives for the same queries in their own order."""
     import retrieval.index as ri
 
     base, ids, _ = data
@@ -101,6 +101,7 @@ def test_large_ivf_batch_in_list_order_equals_faiss_search(data, monkeypatch):
     q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
     D_ref, L_ref = index._finish(*index._index.search(q, 10))  # FAISS, queries in input order
     monkeypatch.setattr(ri, "LIST_ORDER_CHUNK", 300)  # three chunks, the last one short
+    monkeypatch.setattr(ri, "LIST_ORDER_MIN_BYTES", 0)  # this small index counts as big
     calls = []
     real = index._search_in_list_order
     monkeypatch.setattr(index, "_search_in_list_order",
@@ -114,6 +115,10 @@ def test_large_ivf_batch_in_list_order_equals_faiss_search(data, monkeypatch):
     D_small, got_small = index.search(q[:ri.LIST_ORDER_MIN_QUERIES - 1], 10)
     assert not calls
     np.testing.assert_array_equal(got_small, got[:ri.LIST_ORDER_MIN_QUERIES - 1])
+    # an index that fits in the CPU caches keeps FAISS's own order
+    monkeypatch.setattr(ri, "LIST_ORDER_MIN_BYTES", len(index) * index.dim * 4 + 1)
+    index.search(q, 10)
+    assert not calls
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf_flat", "ivf_pq"])
