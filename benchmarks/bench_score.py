@@ -129,6 +129,7 @@ def main() -> None:
                 phases.setdefault(name, []).append(time.perf_counter() - t0)
                 return out
 
+            neighbours_fetched = max(4 * N_EVIDENCE, det.k)  # as TrainingNeighbours.search
             big = len(model.index) * model.index.dim * 4 >= LIST_ORDER_MIN_BYTES
             list_order = " (list order)" if model.index.kind == "ivf_flat" and big else ""
             load_before = os.getloadavg()
@@ -155,11 +156,10 @@ def main() -> None:
                 # the kNN's search alone: as scoring runs it (a big batch against an index
                 # that outgrows the caches goes in inverted-list order), and one plain
                 # FAISS call with the queries in their own order
-                fetch = max(4 * N_EVIDENCE, det.k)
                 timed(f"search as scoring runs it{list_order}", lambda sc=sc: model.index.search(
-                    sc.queries, fetch))
+                    sc.queries, neighbours_fetched))
                 timed("search, one FAISS call", lambda sc=sc: model.index._index.search(
-                    sc.queries, fetch))
+                    sc.queries, neighbours_fetched))
             load_after = os.getloadavg()
             t0 = time.perf_counter()
             again = score_batch(fs, csv_path, [runs[-1].run_id], embeddings=pq_path,
