@@ -43,7 +43,12 @@ from stats import fmt_interval, fmt_mean_sd, metric, paired_interval  # noqa: E4
 from heads.classifier import Classifier, Ensemble, EvalSet  # noqa: E402
 from heads.inference import aggregate_by_observation  # noqa: E402
 from heads.train import TrainConfig  # noqa: E402
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
+from sporeprint.simulator.simulate import (  # noqa: E402
+    SimConfig,
+    ingest_simulation,
+    simulate,
+    write_simulation,
+)
 from sporeprint.training import fold_rows, poisonous_ids  # noqa: E402
 from store import FeatureStore  # noqa: E402
 
@@ -82,12 +87,7 @@ def build_seed(root: Path, seed: int, scale: str, dim: int | None, classes: int 
                              **kw))
     files = write_simulation(sim, root / f"sim{seed}")
     fs = FeatureStore(root / f"seed{seed}.duckdb")
-    for role in ("train", "val"):
-        fs.ingest_metadata(files[role], role=role)
-        fs.ingest_embeddings(files[f"embeddings_{role}"], SPACE)
-    fs.fit_encoder()
-    fs.encode_observations()
-    fs.make_splits(seed)
+    ingest_simulation(fs, files, SPACE, seed)
     folds = {f: fold_rows(fs, SPACE, f) for f in (1, 2)}
     train, val, test, names = folds[1]
     n_test = len(np.unique(test.observation_ids))

@@ -33,13 +33,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heads.train import TrainConfig  # noqa: E402
-from retrieval.index import LIST_ORDER_MIN_BYTES  # noqa: E402
 from sporeprint.indexing import build_index  # noqa: E402
 from sporeprint.scoring import ScoringModel, score_batch  # noqa: E402
 from sporeprint.scoring.model import N_EVIDENCE  # noqa: E402
 from sporeprint.scoring.observations import observation_scores  # noqa: E402
 from sporeprint.scoring.outputs import predictions_table  # noqa: E402
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation  # noqa: E402
+from sporeprint.simulator.simulate import (  # noqa: E402
+    SimConfig,
+    ingest_simulation,
+    simulate,
+    write_simulation,
+)
 from sporeprint.training import load_rows, train_folds  # noqa: E402
 from store import FeatureStore  # noqa: E402
 
@@ -94,11 +98,7 @@ def main() -> None:
         files = write_simulation(sim, tmp / "sim")
         store = tmp / "fungi.duckdb"
         with FeatureStore(store) as fs:
-            for role in ("train", "val"):
-                fs.ingest_metadata(files[role], role=role)
-                fs.ingest_embeddings(files[f"embeddings_{role}"], "sim", model_id="simulator")
-            fs.fit_encoder()
-            fs.make_splits(0)
+            ingest_simulation(fs, files, "sim", 0, model_id="simulator")
             print(f"store: {args.scale} simulation, training heads (1 epoch, hidden {args.hidden}) ...")
             runs = train_folds(fs, "sim", "mlp", [1, 2], head_params={"hidden": args.hidden},
                                config=TrainConfig(epochs=1, progress=False))
@@ -130,8 +130,8 @@ def main() -> None:
                 return out
 
             neighbours_fetched = max(4 * N_EVIDENCE, det.k)  # as TrainingNeighbours.search
-            big = len(model.index) * model.index.dim * 4 >= LIST_ORDER_MIN_BYTES
-            list_order = " (list order)" if model.index.kind == "ivf_flat" and big else ""
+            in_order = model.index.searches_in_list_order(len(batch_ids))
+            list_order = " (list order)" if in_order else ""
             load_before = os.getloadavg()
             for _ in range(args.repeats):
                 t0, c0 = time.perf_counter(), time.process_time()

@@ -329,13 +329,18 @@ class VectorIndex:
             # hand-written numpy scan, with the same (-inf, -1) conventions.
             xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
             return _exact_topk(q, xb.reshape(len(self), self.dim), self._ids, k)
-        elif (self.kind == "ivf_flat" and q.shape[0] >= LIST_ORDER_MIN_QUERIES
-              and len(self) * self.dim * 4 >= LIST_ORDER_MIN_BYTES):
+        elif self.searches_in_list_order(q.shape[0]):
             D, labels = self._search_in_list_order(q, k)
         else:
             with _threads(q.shape[0]):
                 D, labels = self._index.search(q, k, params=self._params(None, k))
         return self._finish(D, labels)
+
+    def searches_in_list_order(self, n_queries: int) -> bool:
+        """Whether an unfiltered CPU batch of ``n_queries`` runs in inverted-list order:
+        IVF-Flat, at least LIST_ORDER_MIN_QUERIES queries, vectors that outgrow the caches."""
+        return (self.kind == "ivf_flat" and n_queries >= LIST_ORDER_MIN_QUERIES
+                and len(self) * self.dim * 4 >= LIST_ORDER_MIN_BYTES)
 
     def _search_in_list_order(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """A large IVF batch with the same answers as one ``search`` call, faster: each

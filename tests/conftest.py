@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
+from sporeprint.simulator.simulate import SimConfig, ingest_simulation, simulate, write_simulation
 from store import FeatureStore
 
 
@@ -28,12 +28,7 @@ def split_store(root: Path, seed: int, dim: int, space: str = "sim") -> FeatureS
     sim = simulate(SimConfig(scale="small", classes=70, seed=seed, dim=dim, count_scale=0.05))
     files = write_simulation(sim, root / "sim")
     fs = FeatureStore(root / "s.duckdb")
-    for role in ("train", "val"):
-        fs.ingest_metadata(files[role], role=role)
-        fs.ingest_embeddings(files[f"embeddings_{role}"], space)
-    fs.fit_encoder()
-    fs.encode_observations()
-    fs.make_splits(seed)
+    ingest_simulation(fs, files, space, seed)
     return fs
 
 

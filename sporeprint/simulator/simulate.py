@@ -389,6 +389,20 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
     return paths
 
 
+def ingest_simulation(fs, files: dict[str, Path], space: str, split_seed: int,
+                      model_id: str | None = None) -> None:
+    """Load what :func:`write_simulation` wrote into the open, writable store ``fs``:
+    the train and val roles with their vectors in ``space``, then fit the metadata
+    encoder, encode the observations and make the validation splits with ``split_seed``
+    (the test role stays out, as new observations to score)."""
+    for role in ("train", "val"):
+        fs.ingest_metadata(files[role], role=role)
+        fs.ingest_embeddings(files[f"embeddings_{role}"], space, model_id=model_id)
+    fs.fit_encoder()
+    fs.encode_observations()
+    fs.make_splits(split_seed)
+
+
 def _write_embeddings(path: Path, image_paths: np.ndarray, vectors: np.ndarray,
                       row_group: int) -> None:
     """``image_path`` + ``embedding`` (fixed-size float32 list), written in row groups."""
