@@ -23,8 +23,8 @@ _FAST_PROCESSORS = {"BitImageProcessor", "CLIPImageProcessor", "ViTImageProcesso
 
 class FastPreprocess:
     """The checkpoint processor's resize and centre crop (same PIL calls), returning
-    uint8 (H, W, 3); rescale and normalise happen on the model's device through a
-    256-entry lookup table computed with the processor's own float arithmetic, so the
+    uint8 (H, W, 3); rescale and normalise happen on the model's device with the
+    processor's own float operations (float64 rescale, float32 normalise), so the
     result is bit-identical to the processor's ``pixel_values`` at a quarter of the
     bytes moved between processes.
 
@@ -43,16 +43,13 @@ class FastPreprocess:
         )
         crop = processor.crop_size if processor.do_center_crop else None
         self.crop = (crop["height"], crop["width"]) if crop else None
-        values = np.arange(256).astype(np.float64)
-        if processor.do_rescale:
-            values = values * processor.rescale_factor
-        values = values.astype(np.float32)
-        lut = np.stack([values] * 3)
+        # The processor rescales in float64 and casts to float32, then normalises in
+        # float32; normalise() repeats exactly those IEEE operations.
+        self.rescale = float(processor.rescale_factor) if processor.do_rescale else None
+        self.mean = self.std = None
         if processor.do_normalize:
-            mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(3, 1)
-            std = np.asarray(processor.image_std, dtype=np.float32).reshape(3, 1)
-            lut = (lut - mean) / std
-        self.lut = torch.from_numpy(np.ascontiguousarray(lut, dtype=np.float32))  # (3, 256)
+            self.mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(3, 1, 1)
+            self.std = torch.tensor(processor.image_std, dtype=torch.float32).view(3, 1, 1)
 
     @classmethod
     def supports(cls, processor: Any) -> bool:
@@ -108,11 +105,16 @@ class FastPreprocess:
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) on any device -> float32 (B, 3, H, W) pixel values."""
-        if self.lut.device != x.device:  # once: a pageable copy per batch would stall the stream
-            self.lut = self.lut.to(x.device)
-        offsets = torch.arange(0, 768, 256, device=x.device)
-        flat = self.lut.reshape(-1)[x.long() + offsets]  # (B, H, W, 3)
-        return flat.permute(0, 3, 1, 2).contiguous()
+        x = x.permute(0, 3, 1, 2).contiguous()
+        if self.rescale is None:
+            x = x.to(torch.float32)
+        else:
+            x = x.to(torch.float64).mul_(self.rescale).to(torch.float32)
+        if self.mean is not None:
+            if self.mean.device != x.device:  # once: a pageable copy per batch would stall
+                self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+            x.sub_(self.mean).div_(self.std)
+        return x
 
 
 class DevicePreprocess(FastPreprocess):

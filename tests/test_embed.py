@@ -160,6 +160,19 @@ def test_fast_preprocessing_is_bit_identical_to_processor(dino_dir):
         assert torch.equal(fast, ref), size
 
 
+def test_every_8bit_value_normalises_as_the_processor_does(dino_dir):
+    """All 256 levels in each channel (no resize, no crop): the same float32 bits as
+    the processor's own rescale + normalise."""
+    emb = ImageEmbedder(dino_dir, device="cpu")
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pixels = np.stack([levels, levels[::-1], levels.T], axis=-1)  # (16, 16, 3)
+    fast = emb.preprocess.normalise(torch.from_numpy(pixels)[None])
+    ref = emb.processor(images=Image.fromarray(pixels), do_resize=False, do_center_crop=False,
+                        return_tensors="pt")["pixel_values"]
+    assert fast.shape == ref.shape == (1, 3, 16, 16) and fast.is_contiguous()
+    assert torch.equal(fast, ref)
+
+
 def test_registers_are_excluded_from_the_patch_mean(dino_reg_dir):
     emb = ImageEmbedder(dino_reg_dir, pooling="cls+mean", device="cpu")
     assert emb.num_prefix_tokens == 5
