@@ -76,6 +76,9 @@ DEFAULT_PARAMS: dict[str, dict] = {
 
 # Query batches smaller than this run FAISS on one thread.
 SMALL_BATCH = 8
+# Exact search scores up to EXACT_QUERY_BLOCK queries at a time against chunks of at
+# most EXACT_BLOCK_SCORES scores (float32: 128 MiB) per block.
+EXACT_QUERY_BLOCK, EXACT_BLOCK_SCORES = 1024, 2**25
 # IVF-Flat batches of at least LIST_ORDER_MIN_QUERIES queries against an index whose
 # vectors outgrow the CPU caches (LIST_ORDER_MIN_BYTES, twice a 32 MiB L3) run in
 # inverted-list order, in chunks of LIST_ORDER_CHUNK queries (same answers; see
@@ -603,23 +606,38 @@ def _check_ids(ids, name: str = "ids") -> np.ndarray:
 
 
 def _exact_topk(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int):
-    """Top-k inner products of ``q`` against ``vectors`` (both normalised), ties by id."""
-    n = q.shape[0]
+    """Top-k inner products of ``q`` against ``vectors`` (both normalised), ties by id.
+
+    Up to ``EXACT_QUERY_BLOCK`` queries at a time against chunks of the stored rows
+    (each block of scores at most ``EXACT_BLOCK_SCORES`` floats): the stored matrix is
+    read once per block of queries, not once per few dozen, and each chunk's best
+    ``k`` are merged at the end."""
+    n, m = q.shape[0], ids.size
     D = np.full((n, k), -np.inf, dtype=np.float32)
     out = np.full((n, k), -1, dtype=np.int64)
-    kk = min(k, ids.size)
-    block = max(1, min(1024, 2**25 // max(ids.size, 1)))  # scores block <= 128 MiB
-    for start in range(0, n, block):
-        scores = q[start:start + block] @ vectors.T  # (b, m)
-        if kk < ids.size:
-            part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        else:
-            part = np.broadcast_to(np.arange(ids.size), (scores.shape[0], ids.size))
-        top = np.take_along_axis(scores, part, 1)
-        order = np.lexsort((ids[part], -top), axis=1) if top.size else part
-        cols = np.take_along_axis(part, order, 1)
-        D[start:start + block, :kk] = np.take_along_axis(scores, cols, 1)
-        out[start:start + block, :kk] = ids[cols]
+    kk = min(k, m)
+    if kk == 0 or n == 0:
+        return D, out
+    qblock = min(n, EXACT_QUERY_BLOCK)
+    chunk = max(kk, min(m, EXACT_BLOCK_SCORES // qblock))
+    for start in range(0, n, qblock):
+        qb = q[start:start + qblock]
+        tops, cols = [], []
+        for c0 in range(0, m, chunk):
+            scores = qb @ vectors[c0:c0 + chunk].T  # (b, c)
+            width = scores.shape[1]
+            kc = min(kk, width)
+            if kc < width:  # the kc largest, unordered, at the end of each row
+                part = np.argpartition(scores, width - kc, axis=1)[:, width - kc:]
+            else:
+                part = np.broadcast_to(np.arange(width), scores.shape)
+            tops.append(np.take_along_axis(scores, part, 1))
+            cols.append(part + c0)
+        top, col = (tops[0], cols[0]) if len(tops) == 1 else (np.concatenate(tops, 1),
+                                                              np.concatenate(cols, 1))
+        order = np.lexsort((ids[col], -top), axis=1)[:, :kk]
+        D[start:start + qblock, :kk] = np.take_along_axis(top, order, 1)
+        out[start:start + qblock, :kk] = ids[np.take_along_axis(col, order, 1)]
     return D, out
 
 

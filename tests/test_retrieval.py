@@ -70,6 +70,34 @@ def test_exact_matches_numpy_brute_force(data):
     np.testing.assert_allclose(D, Db, atol=1e-5)
 
 
+@pytest.mark.parametrize("query_block,block_scores", [(7, 7 * 500), (64, 64 * 13), (1, 20)])
+def test_exact_in_blocks_and_chunks_matches_brute_force(data, monkeypatch, query_block,
+                                                       block_scores):
+    """Queries in blocks, stored rows in chunks (down to chunks of k rows): the merged
+    top-k equals one brute-force pass, ties ordered by id."""
+    import retrieval.index as rindex
+
+    base, ids, q = data
+    index = VectorIndex(32, "exact")
+    index.add(ids, base)
+    monkeypatch.setattr(rindex, "EXACT_QUERY_BLOCK", query_block)
+    monkeypatch.setattr(rindex, "EXACT_BLOCK_SCORES", block_scores)
+    D, got = index.search(q, 10)
+    Db, Ib = brute(q, base, ids, 10)
+    np.testing.assert_array_equal(got, Ib)
+    np.testing.assert_allclose(D, Db, atol=1e-5)
+    # exact ties (six copies of each basis vector under shuffled ids, spread over the
+    # chunks) come back in id order
+    rng = np.random.default_rng(0)
+    tie_ids = rng.permutation(np.arange(192, dtype=np.int64) * 3 + 5)
+    ties = VectorIndex(32, "exact")
+    ties.add(tie_ids, np.eye(32, dtype=np.float32)[np.arange(192) % 32])
+    D, got = ties.search(np.eye(32, dtype=np.float32)[:4], 6)
+    for row in range(4):
+        np.testing.assert_array_equal(got[row], np.sort(tie_ids[np.arange(192) % 32 == row]))
+        assert (D[row] == 1.0).all()
+
+
 def test_single_query_and_unnormalised_input(data):
     base, ids, q = data
     index = VectorIndex(32, "exact")
