@@ -1,5 +1,6 @@
-"""The GPU scoring check runs end to end on the CPU at tiny sizes (before GPU time),
-without the store or FAISS, and its torch kNN agrees with numpy's exact answer."""
+"""The GPU scoring check and the script that runs every GPU check work end to end on
+the CPU at tiny sizes (before any GPU time): without the store or FAISS, with the
+torch kNN agreeing with numpy's exact answer."""
 
 import re
 import subprocess
@@ -28,3 +29,14 @@ def test_gpu_score_script_needs_neither_duckdb_nor_faiss():
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "agreement" in out.stdout
+
+
+def test_gpu_check_runs_its_steps_and_writes_their_outputs(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--tiny", "--only", "score",
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "== environment: ok" in out.stdout and "== score: ok" in out.stdout
+    assert "2 of 2 steps finished" in out.stdout
+    assert "torch" in (tmp_path / "environment.txt").read_text()
+    assert "agreement" in (tmp_path / "score.txt").read_text()
