@@ -347,17 +347,25 @@ class ImageEmbedder:
         pending = None  # the previous batch, whose host copy may still be in flight
         gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
         failures: list[tuple[int, str]] = []
-        count = 0
+        count = seen = 0
         try:
-            for last, (positions, pixels, failed) in _mark_last(chunks):
+            # Every item comes back once, so the last chunk is known by count, without
+            # waiting for one more chunk to be decoded before the first batch runs.
+            for positions, pixels, failed in chunks:
                 if len(positions):
                     gathered.append((positions, self._to_device(pixels)))
                     count += len(positions)
                 failures.extend(failed)
-                if count < batch_size and not last:
+                seen += len(positions) + len(failed)
+                if count < batch_size and seen < len(items):
                     continue
                 current = self._launch(gathered, failures, cuda)
                 gathered, failures, count = [], [], 0
+                if pending is not None:
+                    yield self._finish(pending, bar)
+                pending = current
+            if gathered or failures:  # never left behind, whatever the count said
+                current = self._launch(gathered, failures, cuda)
                 if pending is not None:
                     yield self._finish(pending, bar)
                 pending = current
@@ -420,19 +428,6 @@ class ImageEmbedder:
             if len(batch.positions):
                 out[batch.positions] = batch.vectors
         return out
-
-
-def _mark_last(iterable):
-    """Yield (is_last, item) pairs."""
-    it = iter(iterable)
-    try:
-        prev = next(it)
-    except StopIteration:
-        return
-    for item in it:
-        yield False, prev
-        prev = item
-    yield True, prev
 
 
 def default_workers(device: torch.device) -> int:

@@ -413,6 +413,31 @@ def test_reduction_only_above_the_threshold_and_close_to_exact(monkeypatch, dino
     assert cos > 0.99
 
 
+class _Recorded(list):
+    """A list of images that remembers which positions were read (decoded)."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.read = set()
+
+    def __getitem__(self, i):
+        self.read.add(i)
+        return super().__getitem__(i)
+
+
+def test_first_batch_does_not_wait_for_an_extra_chunk(small_dir):
+    """The first batch comes back once the next batch's chunk is decoded (its forward
+    runs while the previous batch's results are copied back), not one chunk later;
+    a short last batch and every image still come back."""
+    items = _Recorded([photo(i, (64, 48)) for i in range(10)])
+    emb = ImageEmbedder(small_dir, device="cpu")
+    batches = emb.iter_batches(items, batch_size=4, workers=0)
+    first = next(batches)
+    assert first.positions.tolist() == [0, 1, 2, 3] and items.read == set(range(8))
+    rest = list(batches)
+    assert [b.positions.tolist() for b in rest] == [[4, 5, 6, 7], [8, 9]]
+
+
 class _KillsItsProcess:
     """An item whose decoding ends the process at once, as the OOM killer would."""
 
