@@ -113,6 +113,11 @@ def _iterate(loader: DataLoader) -> Iterator[Chunk]:
         if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed" in text):
             raise _WorkerDied(text) from exc
         raise
+    except (EOFError, ConnectionError) as exc:
+        # A chunk's shared memory is fetched from the worker that sent it; a worker that
+        # dies meanwhile, before torch sees it dead, breaks that connection instead.
+        raise _WorkerDied(f"a decoded chunk could not be received from its worker "
+                          f"({type(exc).__name__}: {exc})") from exc
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
         if shutdown is not None:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from embedder import (
     default_space_name,
     load_rgb,
 )
+from embedder.batches import ImageItems, decode_chunks
 from embedder.preprocess import FastPreprocess
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -413,6 +415,55 @@ def test_reduction_only_above_the_threshold_and_close_to_exact(monkeypatch, dino
     assert cos > 0.99
 
 
+def test_a_worker_that_dies_after_sending_chunks_costs_only_its_image(tmp_path, small_dir):
+    """A worker that sent chunks the main process has not read yet and then dies: those
+    chunks' shared memory went with it; they are decoded again, not lost or fatal."""
+    paths = []
+    for i in range(24):
+        paths.append(tmp_path / f"{i}.jpg")
+        photo(i, (64, 48)).save(paths[-1], quality=90)
+    items = paths[:17] + [_KillsItsProcess(after=0.5)] + paths[17:]
+    emb = ImageEmbedder(small_dir, device="cpu")
+    batches = emb.iter_batches(items, batch_size=4, workers=2)
+    got = [next(batches)]
+    # the workers run ahead; the first one sends its second chunk, then dies in its third
+    time.sleep(2.0)
+    got += list(batches)
+    positions = np.concatenate([b.positions for b in got])
+    assert sorted(positions.tolist()) == [i for i in range(len(items)) if i != 17]
+    assert np.concatenate([b.failed_positions for b in got]).tolist() == [17]
+
+
+class _LostOnce(ImageItems):
+    """Decoded images whose chunk cannot be received the first time (the symptom of a
+    worker dying while its shared memory is fetched): ``EOFError`` in the main
+    process, once, marked by a file so that a new process decodes normally."""
+
+    def __init__(self, *args, marker: Path, lost: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.marker, self.lost = marker, lost
+
+    def __getitem__(self, k):
+        if int(self.positions[k]) == self.lost and not self.marker.exists():
+            self.marker.touch()
+            raise EOFError
+        return super().__getitem__(k)
+
+    def subset(self, positions):
+        return _LostOnce(self.items, self.preprocess, self.max_pixels, self.draft_size,
+                         positions, self.min_side, marker=self.marker, lost=self.lost)
+
+
+def test_a_chunk_lost_in_transfer_is_decoded_again(tmp_path):
+    images = [photo(i, (64, 48)) for i in range(20)]
+    dataset = _LostOnce(images, lambda img: torch.from_numpy(np.asarray(img).copy()), 10**9,
+                        marker=tmp_path / "lost", lost=9)
+    chunks = list(decode_chunks(dataset, chunk=4, workers=2))
+    positions = torch.cat([c[0] for c in chunks]).tolist()
+    assert sorted(positions) == list(range(20)) and not any(c[2] for c in chunks)
+    assert (tmp_path / "lost").exists()
+
+
 class _Recorded(list):
     """A list of images that remembers which positions were read (decoded)."""
 
@@ -439,9 +490,14 @@ def test_first_batch_does_not_wait_for_an_extra_chunk(small_dir):
 
 
 class _KillsItsProcess:
-    """An item whose decoding ends the process at once, as the OOM killer would."""
+    """An item whose decoding ends the process (after ``after`` seconds), as the OOM
+    killer would."""
+
+    def __init__(self, after: float = 0.0):
+        self.after = after
 
     def __fspath__(self):
+        time.sleep(self.after)
         os._exit(3)
 
     def __str__(self):
