@@ -618,7 +618,8 @@ def _exact_topk(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int):
     kk = min(k, m)
     if kk == 0 or n == 0:
         return D, out
-    qblock = min(n, EXACT_QUERY_BLOCK)
+    # the merged candidates (queries x chunks x k) stay within the same bound
+    qblock = max(1, min(n, EXACT_QUERY_BLOCK, int(EXACT_BLOCK_SCORES / math.sqrt(m * kk))))
     chunk = max(kk, min(m, EXACT_BLOCK_SCORES // qblock))
     for start in range(0, n, qblock):
         qb = q[start:start + qblock]

@@ -98,6 +98,30 @@ def test_exact_in_blocks_and_chunks_matches_brute_force(data, monkeypatch, query
         assert (D[row] == 1.0).all()
 
 
+def test_exact_with_a_large_k_keeps_the_merge_bounded(data, monkeypatch):
+    """A large k (against a bound shrunk for the test): fewer queries per block, so the
+    merged candidates (queries x chunks x k) stay near the bound on scores, and the
+    answer is still brute force's."""
+    import tracemalloc
+
+    import retrieval.index as rindex
+
+    base, ids, q = data
+    index = VectorIndex(32, "exact")
+    index.add(ids, base)
+    monkeypatch.setattr(rindex, "EXACT_BLOCK_SCORES", 60_000)  # 240 kB of scores
+    tracemalloc.start()
+    try:
+        D, got = index.search(q, 300)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    Db, Ib = brute(q, base, ids, 300)
+    np.testing.assert_allclose(D, Db, atol=1e-5)
+    assert (got == Ib).mean() > 0.999  # near-equal scores may swap places
+    assert peak < 8e6  # 4 MB here; all 100 queries in one block peaked at 14 MB
+
+
 def test_single_query_and_unnormalised_input(data):
     base, ids, q = data
     index = VectorIndex(32, "exact")
