@@ -59,7 +59,6 @@ def predict_outputs(model: nn.Module, embeddings: np.ndarray, metadata: np.ndarr
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-
 class ObservationMeans:
     """Per-observation means of image rows (observations in order of first appearance),
     one sparse product per array; the grouping is worked out once and reused for every

@@ -634,8 +634,7 @@ def _exact_topk(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int):
                 part = np.broadcast_to(np.arange(width), scores.shape)
             tops.append(np.take_along_axis(scores, part, 1))
             cols.append(part + c0)
-        top, col = (tops[0], cols[0]) if len(tops) == 1 else (np.concatenate(tops, 1),
-                                                              np.concatenate(cols, 1))
+        top, col = np.concatenate(tops, 1), np.concatenate(cols, 1)
         order = np.lexsort((ids[col], -top), axis=1)[:, :kk]
         D[start:start + qblock, :kk] = np.take_along_axis(top, order, 1)
         out[start:start + qblock, :kk] = ids[np.take_along_axis(col, order, 1)]

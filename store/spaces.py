@@ -259,12 +259,7 @@ def fetch_embeddings(con: duckdb.DuckDBPyConnection, name: str,
     pos = result.column("_pos").to_numpy()
     found = np.zeros(len(image_ids), dtype=bool)
     found[pos] = True
-    dest = (np.cumsum(found) - 1)[pos]
-    out = np.empty((len(pos), space.dim), dtype=np.float32)
-    row = 0
-    for chunk in result.column("vector").chunks:
-        out[dest[row:row + len(chunk)]] = _chunk_matrix(chunk, space.dim)
-        row += len(chunk)
+    out = _matrix(result.column("vector"), space.dim, dest=(np.cumsum(found) - 1)[pos])
     return np.asarray(image_ids, dtype=np.int64)[found], out
 
 
@@ -272,17 +267,21 @@ def _ids_and_matrix(table: pa.Table, id_col: str, vec_col: str,
                     dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Copy an Arrow fixed-size-list column into one float32 (n, dim) array, chunk by chunk."""
     ids = table.column(id_col).to_numpy().astype(np.int64, copy=False)
-    out = np.empty((len(ids), dim), dtype=np.float32)
+    return ids, _matrix(table.column(vec_col), dim)
+
+
+def _matrix(column: pa.ChunkedArray, dim: int, dest: np.ndarray | None = None) -> np.ndarray:
+    """A fixed-size-list column as one float32 (n, dim) array, copied chunk by chunk;
+    row i goes to ``dest[i]`` when given (a permutation of 0..n-1), else to row i."""
+    out = np.empty((len(column), dim), dtype=np.float32)
     row = 0
-    for chunk in table.column(vec_col).chunks:
-        out[row:row + len(chunk)] = _chunk_matrix(chunk, dim)
+    for chunk in column.chunks:
+        # flatten respects the chunk's offset
+        values = chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), dim)
+        where = slice(row, row + len(chunk)) if dest is None else dest[row:row + len(chunk)]
+        out[where] = values
         row += len(chunk)
-    return ids, out
-
-
-def _chunk_matrix(chunk: pa.FixedSizeListArray, dim: int) -> np.ndarray:
-    """(len(chunk), dim) view of one chunk's values (flatten respects offsets)."""
-    return chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), dim)
+    return out
 
 
 def pending_images(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
