@@ -22,6 +22,12 @@ $(VENV)/.installed: pyproject.toml
 			|| $(PY) -m pip install "torch==$(TORCH_VERSION)"; \
 	fi
 	$(PY) -m pip install -e ".[dev]"
+	@# GPU FAISS only where a GPU is present: it replaces faiss-cpu (both ship `faiss`).
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing faiss-gpu in place of faiss-cpu"; \
+		$(PY) -m pip install -e ".[dev,gpu]" && $(PY) -m pip uninstall -y faiss-cpu \
+			&& $(PY) -m pip install --force-reinstall --no-deps faiss-gpu; \
+	fi
 	touch $@
 
 install: $(VENV)/.installed  ## create the virtual environment and install everything
