@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pygeohash
 
 from .errors import StoreError
+from .temporary import registered
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,13 @@ GEOHASH_CELL_LEVELS = (3, 4)
 GEOHASH_MIN_COUNT = 10  # role=train observations a cell needs for its own column
 CELLS_KEY = "geohash_cells"
 GEOHASH_ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
-INPUT_COLUMNS = ("observation_id", *CATEGORICAL, "month", "day", "latitude", "longitude")
+# What the encoder reads of an observation, with the Arrow type it reads each field as
+# (``encode_table`` takes a table of these columns; absent values are null).
+INPUT_SCHEMA = pa.schema([("observation_id", pa.int64()),
+                          *((name, pa.string()) for name in CATEGORICAL),
+                          ("month", pa.int64()), ("day", pa.int64()),
+                          ("latitude", pa.float64()), ("longitude", pa.float64())])
+INPUT_COLUMNS = tuple(INPUT_SCHEMA.names)
 
 
 @dataclass
@@ -248,32 +255,26 @@ def encode_observations(con: duckdb.DuckDBPyConnection, observation_ids=None) ->
         rows = con.sql(f"SELECT {cols} FROM observations o ORDER BY o.observation_id"
                        ).to_arrow_table()
     else:
-        con.register("_enc_ids", _ids_table(observation_ids))
-        try:
+        with registered(con, "_enc_ids", _ids_table(observation_ids)):
             rows = con.sql(f"SELECT {cols} FROM _enc_ids w JOIN observations o "
                            "USING (observation_id) ORDER BY w._pos").to_arrow_table()
-            if rows.num_rows < len(observation_ids):
-                found = set(rows.column("observation_id").to_pylist())
-                absent = [i for i in np.asarray(observation_ids).tolist() if i not in found][:5]
-                raise StoreError(f"observation ids {absent} are not in the store; ingest their "
-                                 "metadata first")
-        finally:
-            con.unregister("_enc_ids")
+        if rows.num_rows < len(observation_ids):
+            found = set(rows.column("observation_id").to_pylist())
+            absent = [i for i in np.asarray(observation_ids).tolist() if i not in found][:5]
+            raise StoreError(f"observation ids {absent} are not in the store; ingest their "
+                             "metadata first")
     matrix = encode_table(rows, info)
     m = matrix.shape[1]
     batch = pa.table({
         "observation_id": rows.column("observation_id"),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), m),
     })
-    con.register("_enc_rows", batch)
-    try:
+    with registered(con, "_enc_rows", batch):
         con.execute("DELETE FROM features WHERE encoder_version = ? AND observation_id IN "
                     "(SELECT observation_id FROM _enc_rows)", [info.version])
         con.execute("INSERT INTO features (observation_id, encoder_version, vector) "
                     "SELECT DISTINCT ON (observation_id) observation_id, $v, CAST(vector AS FLOAT[]) "
                     "FROM _enc_rows", {"v": info.version})
-    finally:
-        con.unregister("_enc_rows")
     return batch.num_rows
 
 
@@ -284,13 +285,10 @@ def fetch_features(con: duckdb.DuckDBPyConnection, observation_ids=None
         table = con.sql("SELECT observation_id, vector FROM features WHERE encoder_version = ? "
                         "ORDER BY observation_id", params=[info.version]).to_arrow_table()
     else:
-        con.register("_feat_ids", _ids_table(observation_ids))
-        try:
+        with registered(con, "_feat_ids", _ids_table(observation_ids)):
             table = con.sql("SELECT f.observation_id, f.vector FROM _feat_ids w JOIN features f "
                             "USING (observation_id) WHERE f.encoder_version = ? ORDER BY w._pos",
                             params=[info.version]).to_arrow_table()
-        finally:
-            con.unregister("_feat_ids")
     ids = table.column("observation_id").to_numpy().astype(np.int64)
     m = len(info.columns)
     if table.num_rows == 0:

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import encoding, interchange, queries, runs, spaces, splits
+from . import embedding_file, encoding, interchange, queries, runs, spaces, splits
 from .errors import StoreError, StoreLockedError
 from .filters import SearchFilters
 from .ingest import IngestReport, ingest_metadata
@@ -21,6 +21,7 @@ from .reference import poison_status
 from .reports import ReportQueries
 from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from .spaces import EmbeddingIngestReport, EmbeddingSpace
+from .temporary import registered
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,9 @@ class FeatureStore(ReportQueries):
                 status = poison_status()
                 seed = pa.table({"class_id": pa.array(list(status), pa.int32()),
                                  "poisonous": pa.array(list(status.values()), pa.bool_())})
-                self.con.register("_seed_species", seed)
-                self.con.execute("INSERT INTO species (class_id, poisonous) "
-                                 "SELECT class_id, poisonous FROM _seed_species")
-                self.con.unregister("_seed_species")
+                with registered(self.con, "_seed_species", seed):
+                    self.con.execute("INSERT INTO species (class_id, poisonous) "
+                                     "SELECT class_id, poisonous FROM _seed_species")
 
     def close(self) -> None:
         if self.con is not None:
@@ -204,10 +204,27 @@ class FeatureStore(ReportQueries):
     def ingest_embeddings(self, path: str | Path, space: str,
                           model_id: str | None = None) -> EmbeddingIngestReport:
         """Load precomputed per-image vectors (Parquet: image_path, embedding) in one
-        transaction: a bad file changes nothing (see ``spaces.ingest_embedding_file``)."""
+        transaction: a bad file changes nothing (see ``embedding_file.ingest_embedding_file``)."""
         self._writable()
-        with spaces.ingest_memory_cap(self.con, path):
-            return self._write(spaces.ingest_embedding_file, path, space, model_id=model_id)
+        with embedding_file.ingest_memory_cap(self.con, path):
+            return self._write(embedding_file.ingest_embedding_file, path, space,
+                               model_id=model_id)
+
+    def ingest_batch(self, metadata: str | Path, embeddings: str | Path, space: str,
+                     role: str = "new", images_dir: str | Path | None = None
+                     ) -> tuple[IngestReport, EmbeddingIngestReport | None]:
+        """Ingest a metadata file and the precomputed vectors of its images in one
+        transaction: a bad vector file leaves the metadata out too. The vectors are
+        ingested only when some observation was accepted (the report is None otherwise)."""
+        def both(con):
+            report = ingest_metadata(con, metadata, role=role, images_dir=images_dir)
+            if not report.observation_ids:
+                return report, None
+            return report, embedding_file.ingest_embedding_file(con, embeddings, space)
+
+        self._writable()
+        with embedding_file.ingest_memory_cap(self.con, embeddings):
+            return self._write(both)
 
     # -- embedding spaces ---------------------------------------------------------------
 
@@ -382,8 +399,14 @@ class FeatureStore(ReportQueries):
         return self._read(runs.get_run, self._folder(), run_id)
 
     def latest_runs(self, kinds=("train", "ensemble"), limit: int = 5) -> list[str]:
-        """Ids of the newest runs of ``kinds``, newest first."""
+        """Ids of the newest runs of ``kinds``, newest first (ties: the larger run id)."""
         return self._read(runs.latest_runs, kinds, limit)
+
+    def default_run(self) -> str | None:
+        """THE run used when none is named (scoring, serving, the report, the Python API):
+        the newest ensemble run, else the newest trained head; runs created at the same
+        time are told apart by run id (the larger wins). None when there is neither."""
+        return self._read(runs.default_run)
 
     def _folder(self) -> Path:
         return self.path.resolve().parent

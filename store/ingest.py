@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from .schema import (
     TAXONOMY_FIELDS,
     q,
 )
+from .temporary import registered
 
 log = logging.getLogger(__name__)
 
@@ -231,19 +233,18 @@ def ingest_metadata(con: duckdb.DuckDBPyConnection, path: str | Path, role: str 
 
     groups = pa.table({"substrate": list(substrate_groups()),
                        "meta": list(substrate_groups().values())})
-    con.register("_src", table)
-    con.register("_substrate_groups", groups)
-    try:
-        _classify(con, found, role)
-        if images_root is not None:
-            _register_file_paths(con, images_root)
-        _write(con, source, images_root, report)
-        _observation_outcome(con, role, report)
-    finally:
-        for name in ("_src", "_substrate_groups", "_files"):
-            con.unregister(name)
-        for name in ("_typed", "_cls"):
-            con.execute(f"DROP TABLE IF EXISTS {name}")
+    with ExitStack() as views:
+        views.enter_context(registered(con, "_src", table))
+        views.enter_context(registered(con, "_substrate_groups", groups))
+        try:
+            _classify(con, found, role)
+            if images_root is not None:
+                views.enter_context(registered(con, "_files", _file_paths(con, images_root)))
+            _write(con, source, images_root, report)
+            _observation_outcome(con, role, report)
+        finally:
+            for name in ("_typed", "_cls"):
+                con.execute(f"DROP TABLE IF EXISTS {name}")
     log.info("ingested %s: %s", source, report)
     if report.conflicts:
         log.warning("%s: %d rows conflict with stored or earlier rows and were not stored "
@@ -379,8 +380,8 @@ WHERE c.status IN ('rejected', 'conflict')
     _update_taxonomy(con)
 
 
-def _register_file_paths(con: duckdb.DuckDBPyConnection, images_root: str) -> None:
-    """Register ``_files(_row, file_path, reason)``: the file of each row under the images
+def _file_paths(con: duckdb.DuckDBPyConnection, images_root: str) -> pa.Table:
+    """``_row, file_path, reason``: the file of each row under the images
     folder, or no file and a reason when the path leads outside it (``..``, an absolute
     path, or a symlink pointing out)."""
     rows = con.sql("SELECT t._row, t.image_path FROM _typed t JOIN _cls c USING (_row) "
@@ -398,9 +399,8 @@ def _register_file_paths(con: duckdb.DuckDBPyConnection, images_root: str) -> No
             reasons.append(f"image_path {image_path!r} resolves outside the images folder "
                            f"{images_root!r} (to {real!r}); it gets no file path, its "
                            "metadata is kept")
-    con.register("_files", pa.table({"_row": rows.column(0),
-                                     "file_path": pa.array(paths, pa.string()),
-                                     "reason": pa.array(reasons, pa.string())}))
+    return pa.table({"_row": rows.column(0), "file_path": pa.array(paths, pa.string()),
+                     "reason": pa.array(reasons, pa.string())})
 
 
 def _observation_outcome(con: duckdb.DuckDBPyConnection, role: str,

@@ -14,12 +14,15 @@ import pyarrow as pa
 from . import splits
 from .errors import InvalidValueError, StoreError
 from .filters import SearchFilters
+from .ingest import ROLES
 from .schema import q
 from .spaces import require_space
+from .temporary import registered
 
 # Selections an index or a training set can cover; values are bound parameters.
-SELECTIONS = ("all", "train", "val", "test", "new", "p1", "p2", "fold1", "fold2")
 _SPLIT_SELECTIONS = {"p1": None, "p2": None, "fold1": "p2", "fold2": "p1"}
+SPLIT_SELECTIONS = tuple(_SPLIT_SELECTIONS)  # the selections that depend on the split seed
+SELECTIONS = ("all", *ROLES, *SPLIT_SELECTIONS)
 
 
 def selection_clause(con: duckdb.DuckDBPyConnection, where: str,
@@ -30,7 +33,7 @@ def selection_clause(con: duckdb.DuckDBPyConnection, where: str,
                                 f"{', '.join(SELECTIONS)}")
     if where == "all":
         return "TRUE", []
-    if where in ("train", "val", "test", "new"):
+    if where in ROLES:
         return "o.role = ?", [where]
     seed = splits._seed(con, seed)
     in_part = "o.observation_id IN (SELECT observation_id FROM splits WHERE part = ? AND seed = ?)"
@@ -105,12 +108,9 @@ def observation_image_ids(con: duckdb.DuckDBPyConnection, observation_id: int) -
 def _by_position(con: duckdb.DuckDBPyConnection, ids, query: str) -> np.ndarray:
     """Run ``query`` over a registered ``_ids(_pos, id)`` table; values by position."""
     wanted = np.asarray(ids if ids is not None else [], dtype=np.int64).reshape(-1)
-    con.register("_ids_in", pa.table({"_pos": pa.array(np.arange(len(wanted), dtype=np.int64)),
-                                      "id": pa.array(wanted)}))
-    try:
+    positions = pa.array(np.arange(len(wanted), dtype=np.int64))
+    with registered(con, "_ids_in", pa.table({"_pos": positions, "id": pa.array(wanted)})):
         table = con.sql(query).to_arrow_table()
-    finally:
-        con.unregister("_ids_in")
     out = np.full(len(wanted), -1, dtype=np.int64)
     pos = table.column(0).to_numpy().astype(np.int64)
     out[pos] = table.column(1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -162,8 +162,7 @@ def describe_hits(con: duckdb.DuckDBPyConnection, hits: pa.Table) -> pa.Table:
     if missing:
         raise StoreError(f"hits lack columns {missing}; pass rank, observation_id, score and "
                          "image_id")
-    con.register("_hits", hits.select(list(need)))
-    try:
+    with registered(con, "_hits", hits.select(list(need))):
         return con.sql(
             "SELECT h.rank, h.observation_id, h.score, h.image_id, i.image_path, o.class_id, "
             f"coalesce(s.species, o.species) AS species, {_POISONOUS} AS poisonous, "
@@ -171,17 +170,15 @@ def describe_hits(con: duckdb.DuckDBPyConnection, hits: pa.Table) -> pa.Table:
             "FROM _hits h JOIN observations o USING (observation_id) "
             "JOIN images i ON i.image_id = h.image_id "
             "LEFT JOIN species s ON s.class_id = o.class_id ORDER BY h.rank").to_arrow_table()
-    finally:
-        con.unregister("_hits")
 
 
 def describe_observations(con: duckdb.DuckDBPyConnection, observation_ids) -> pa.Table:
     """One row of metadata per stored observation, in the given order."""
     wanted = np.asarray(observation_ids if observation_ids is not None else [],
                         dtype=np.int64).reshape(-1)
-    con.register("_obs_in", pa.table({"_pos": pa.array(np.arange(len(wanted), dtype=np.int64)),
-                                      "observation_id": pa.array(wanted)}))
-    try:
+    positions = pa.array(np.arange(len(wanted), dtype=np.int64))
+    with registered(con, "_obs_in", pa.table({"_pos": positions,
+                                              "observation_id": pa.array(wanted)})):
         return con.sql(
             "SELECT o.observation_id, o.class_id, coalesce(s.species, o.species) AS species, "
             f"coalesce(s.genus, o.genus) AS genus, {_POISONOUS} AS poisonous, {_DATE} AS date, "
@@ -190,8 +187,6 @@ def describe_observations(con: duckdb.DuckDBPyConnection, observation_ids) -> pa
             "(SELECT count(*) FROM images i WHERE i.observation_id = o.observation_id) AS n_images "
             "FROM _obs_in w JOIN observations o USING (observation_id) "
             "LEFT JOIN species s ON s.class_id = o.class_id ORDER BY w._pos").to_arrow_table()
-    finally:
-        con.unregister("_obs_in")
 
 
 def stored_image_paths(con: duckdb.DuckDBPyConnection, image_paths) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
+from .runs import newest_runs_sql
 from .schema import OBSERVATION_FIELDS, q
 
 # Fields whose missing-value rate the report shows (labels and taxonomy are left out:
@@ -158,9 +159,9 @@ def run_record(con: duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
 
 def recent_runs(con: duckdb.DuckDBPyConnection, kinds: tuple[str, ...] = ("ensemble", "train"),
                 limit: int = 5) -> pa.Table:
-    """``run_id, kind, created_at`` of the newest runs of ``kinds``, newest first."""
-    return _arrow(con, "SELECT run_id, kind, created_at FROM runs WHERE list_contains($kinds, kind) "
-                       "ORDER BY created_at DESC, run_id LIMIT $limit",
+    """``run_id, kind, created_at`` of the newest runs of ``kinds``, newest first (the order
+    of ``runs.NEWEST_FIRST``, as ``FeatureStore.default_run`` picks)."""
+    return _arrow(con, newest_runs_sql("run_id, kind, created_at"),
                   {"kinds": list(kinds), "limit": int(limit)})
 
 

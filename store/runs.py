@@ -73,9 +73,29 @@ def get_run(con: duckdb.DuckDBPyConnection, store_dir: Path, run_id: str) -> dic
     return out
 
 
+# The one order of runs, newest first: every query that picks "the latest" run uses it, so
+# runs created at the same time are told apart the same way everywhere.
+NEWEST_FIRST = "ORDER BY created_at DESC, run_id DESC"
+
+
+def newest_runs_sql(columns: str = "run_id") -> str:
+    """SQL of ``columns`` of the runs of kinds ``$kinds`` (a VARCHAR list), newest first, at
+    most ``$limit``."""
+    return (f"SELECT {columns} FROM runs WHERE list_contains($kinds::VARCHAR[], kind) "
+            f"{NEWEST_FIRST} LIMIT $limit")
+
+
 def latest_runs(con: duckdb.DuckDBPyConnection, kinds=("train", "ensemble"),
                 limit: int = 5) -> list[str]:
     """Ids of the newest runs of the given kinds, newest first."""
-    return [r[0] for r in con.execute(
-        "SELECT run_id FROM runs WHERE kind IN (SELECT unnest(?::VARCHAR[])) "
-        "ORDER BY created_at DESC, run_id DESC LIMIT ?", [list(kinds), int(limit)]).fetchall()]
+    return [r[0] for r in con.execute(newest_runs_sql(), {"kinds": list(kinds),
+                                                          "limit": int(limit)}).fetchall()]
+
+
+def default_run(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The newest ensemble run, else the newest trained head; None when there is neither."""
+    for kind in ("ensemble", "train"):
+        newest = latest_runs(con, (kind,), 1)
+        if newest:
+            return newest[0]
+    return None

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import StoreError
+from .temporary import registered
 
 PARTS = ("p1", "p2", "test")
 CALIBRATION_SALT = 0xCA1  # second entropy word of the slice's generator (not the split's stream)
@@ -102,12 +103,9 @@ def make_splits(con: duckdb.DuckDBPyConnection, seed: int = 0) -> pa.Table:
     table = pa.table({"observation_id": pa.array(ids, pa.int64()),
                       "part": pa.array(np.array(PARTS, dtype=object)[parts], pa.string())})
     con.execute("DELETE FROM splits WHERE seed = ?", [int(seed)])
-    con.register("_split_rows", table)
-    try:
+    with registered(con, "_split_rows", table):
         con.execute("INSERT INTO splits (observation_id, seed, part) "
                     "SELECT observation_id, $seed, part FROM _split_rows", {"seed": int(seed)})
-    finally:
-        con.unregister("_split_rows")
     con.execute("INSERT OR REPLACE INTO meta VALUES ('split_seed', ?)", [str(int(seed))])
     return table
 

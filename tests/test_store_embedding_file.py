@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_store_helpers import make_rows, write_csv
 
-import store.spaces
+import store.embedding_file
 from store import FeatureStore, StoreError
 
 
@@ -20,9 +20,9 @@ def fs(request, tmp_path, monkeypatch):
     with FeatureStore(path) as s:
         s.ingest_metadata(write_csv(tmp_path / "m.csv", make_rows(3)))
     calls = []
-    real = {name: getattr(store.spaces, name) for name in ("_ingest_sql", "_ingest_file")}
+    real = {name: getattr(store.embedding_file, name) for name in ("_ingest_sql", "_ingest_file")}
     for name, fn in real.items():
-        monkeypatch.setattr(store.spaces, name,
+        monkeypatch.setattr(store.embedding_file, name,
                             lambda *a, _fn=fn, _name=name: calls.append(_name) or _fn(*a))
     with FeatureStore(path, safe_sql=request.param == "arrow") as s:
         yield s
@@ -173,11 +173,11 @@ def test_memory_cap_covers_row_groups_per_thread(tmp_path):
     path = _file(tmp_path / "e.parquet", PATHS, np.ones((6, 1000)), "fixed")
     with FeatureStore(tmp_path / "s.duckdb") as s:
         threads = int(s.con.execute("SELECT current_setting('threads')").fetchall()[0][0])
-        want = max(store.spaces.MIN_INGEST_MEMORY,
-                   store.spaces.ROW_GROUPS_PER_THREAD * threads * 122_880 * 4 * 1000)
-        assert store.spaces._ingest_memory_bytes(s.con, path) == want
+        want = max(store.embedding_file.MIN_INGEST_MEMORY,
+                   store.embedding_file.ROW_GROUPS_PER_THREAD * threads * 122_880 * 4 * 1000)
+        assert store.embedding_file._ingest_memory_bytes(s.con, path) == want
         before = s.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        with store.spaces.ingest_memory_cap(s.con, path):
+        with store.embedding_file.ingest_memory_cap(s.con, path):
             during = s.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        assert store.spaces._size_bytes(during) <= max(want, 2**20 + want)
+        assert store.embedding_file._size_bytes(during) <= max(want, 2**20 + want)
         assert s.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == before

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_store_helpers import make_rows, write_csv
 
-import store.spaces
+import store.embedding_file
 from store import EmbeddingSpace, FeatureStore, StoreError
 
 
@@ -87,7 +87,7 @@ def _file(path, paths, vectors, fixed=False):
 def test_embedding_file_with_two_vectors_for_one_image_is_rejected(fs, tmp_path, monkeypatch,
                                                                    small_batches):
     if small_batches:  # the two rows land in different batches
-        monkeypatch.setattr(store.spaces, "BATCH_BYTES", 1)
+        monkeypatch.setattr(store.embedding_file, "BATCH_BYTES", 1)
     fs.ingest_metadata(write_csv(tmp_path / "m.csv", make_rows(1500, images_per_obs=1)))
     paths = [f"{1000 + k}-0.JPG" for k in range(1500)] + ["1000-0.JPG"]
     vectors = np.random.default_rng(0).normal(size=(1501, 3))
