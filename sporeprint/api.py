@@ -109,11 +109,9 @@ class Database:
         from sporeprint.scoring import ScoringModel
 
         if run_id is None:
-            latest = self.store.latest_runs(("ensemble",), limit=1) or \
-                self.store.latest_runs(("train",), limit=1)
-            if not latest:
+            run_id = self.store.default_run()
+            if run_id is None:
                 raise SporeprintError("the store has no trained heads; run `sporeprint train`")
-            run_id = latest[0]
         if run_id not in self._models:
             ids = [r.strip() for r in run_id.split(",") if r.strip()]
             self._models[run_id] = ScoringModel.load(self.store, ids)

@@ -22,6 +22,7 @@ import numpy as np
 
 from retrieval import RetrievalError, VectorIndex, choose_plan, id_checksum
 from sporeprint.errors import SporeprintError
+from store import SPLIT_SELECTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def build_index(fs, space: str, kind: str = "exact", where: str = "all",
 
 
 def _split_seed(fs, where: str) -> int | None:
-    return fs.split_seed() if where in ("p1", "p2", "fold1", "fold2") else None
+    return fs.split_seed() if where in SPLIT_SELECTIONS else None
 
 
 def load_index(fs, space: str, kind: str = "exact", where: str = "all",

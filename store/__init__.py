@@ -3,29 +3,49 @@
 >>> from store import FeatureStore
 >>> with FeatureStore("fungi.duckdb") as fs:          # doctest: +SKIP
 ...     print(fs.ingest_metadata("DF20-train_metadata.csv", role="train"))
+
+The vocabularies (``ROLES``, ``PARTS``, ``SELECTIONS``, ``SPLIT_SELECTIONS``; see
+``store/vocabulary.py``) and the errors load with the package; everything else on
+first use, so a command line that only offers the vocabularies as choices does not
+load DuckDB.
 """
 
-from .embedding_file import EmbeddingFileInfo, embedding_file_info
-from .encoding import INPUT_SCHEMA as ENCODER_INPUT_SCHEMA
-from .encoding import EncoderInfo
-from .errors import InvalidValueError, StoreError, StoreLockedError
-from .feature_store import FeatureStore
-from .filters import SearchFilters
-from .ingest import ROLES, IngestReport
-from .queries import SELECTIONS, SPLIT_SELECTIONS
-from .reference import NUM_CLASSES, UNKNOWN_CLASS_ID, poison_status, poisonous_class_ids
-from .spaces import EmbeddingIngestReport, EmbeddingSpace
-from .splits import PARTS
-from .vectors import check_vectors
+from importlib import import_module
 
-# The store's vocabularies: ROLES (an observation's role), PARTS (of a split), SELECTIONS
-# (what an index or training set covers; SPLIT_SELECTIONS depend on the split seed), and
-# ENCODER_INPUT_SCHEMA (the observation fields the metadata encoder reads, with their
-# Arrow types). The application imports them rather than spelling them out again.
-__all__ = [
-    "FeatureStore", "EmbeddingSpace", "StoreError", "StoreLockedError", "InvalidValueError",
-    "IngestReport", "EmbeddingIngestReport", "EmbeddingFileInfo", "embedding_file_info",
-    "EncoderInfo", "SearchFilters", "check_vectors", "ROLES", "PARTS", "SELECTIONS",
-    "SPLIT_SELECTIONS", "ENCODER_INPUT_SCHEMA", "NUM_CLASSES", "UNKNOWN_CLASS_ID",
-    "poison_status", "poisonous_class_ids",
-]
+from .errors import InvalidValueError, StoreError, StoreLockedError
+from .vocabulary import PARTS, ROLES, SELECTIONS, SPLIT_SELECTIONS
+
+# name -> (module, attribute): loaded by __getattr__ on first use
+_LAZY = {
+    "FeatureStore": ("feature_store", "FeatureStore"),
+    "EmbeddingSpace": ("spaces", "EmbeddingSpace"),
+    "EmbeddingIngestReport": ("spaces", "EmbeddingIngestReport"),
+    "EmbeddingFileInfo": ("embedding_file", "EmbeddingFileInfo"),
+    "embedding_file_info": ("embedding_file", "embedding_file_info"),
+    "IngestReport": ("ingest", "IngestReport"),
+    "EncoderInfo": ("encoding", "EncoderInfo"),
+    # the observation fields the metadata encoder reads, with their Arrow types
+    "ENCODER_INPUT_SCHEMA": ("encoding", "INPUT_SCHEMA"),
+    "SearchFilters": ("filters", "SearchFilters"),
+    "check_vectors": ("vectors", "check_vectors"),
+    "NUM_CLASSES": ("reference", "NUM_CLASSES"),
+    "UNKNOWN_CLASS_ID": ("reference", "UNKNOWN_CLASS_ID"),
+    "poison_status": ("reference", "poison_status"),
+    "poisonous_class_ids": ("reference", "poisonous_class_ids"),
+}
+
+__all__ = ["StoreError", "StoreLockedError", "InvalidValueError", "ROLES", "PARTS",
+           "SELECTIONS", "SPLIT_SELECTIONS", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

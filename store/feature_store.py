@@ -218,7 +218,7 @@ class FeatureStore(ReportQueries):
         ingested only when some observation was accepted (the report is None otherwise)."""
         def both(con):
             report = ingest_metadata(con, metadata, role=role, images_dir=images_dir)
-            if not report.observation_ids:
+            if len(report.observation_ids) == 0:
                 return report, None
             return report, embedding_file.ingest_embedding_file(con, embeddings, space)
 

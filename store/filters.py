@@ -11,8 +11,7 @@ import math
 from dataclasses import dataclass, fields
 
 from .errors import InvalidValueError
-from .ingest import ROLES
-from .splits import PARTS
+from .vocabulary import PARTS, ROLES
 
 EARTH_RADIUS_KM = 6371.0088
 

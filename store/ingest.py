@@ -45,10 +45,10 @@ from .schema import (
     q,
 )
 from .temporary import registered
+from .vocabulary import ROLES
 
 log = logging.getLogger(__name__)
 
-ROLES = ("train", "val", "test", "new")
 NULL_TOKENS = ("", "nan", "na", "n/a", "null", "none")
 MAX_EXAMPLES = 20
 

@@ -14,15 +14,13 @@ import pyarrow as pa
 from . import splits
 from .errors import InvalidValueError, StoreError
 from .filters import SearchFilters
-from .ingest import ROLES
 from .schema import q
 from .spaces import require_space
 from .temporary import registered
+from .vocabulary import ROLES, SELECTIONS
 
-# Selections an index or a training set can cover; values are bound parameters.
-_SPLIT_SELECTIONS = {"p1": None, "p2": None, "fold1": "p2", "fold2": "p1"}
-SPLIT_SELECTIONS = tuple(_SPLIT_SELECTIONS)  # the selections that depend on the split seed
-SELECTIONS = ("all", *ROLES, *SPLIT_SELECTIONS)
+# a fold's training set: role train + the other validation part
+_FOLD_EXTRA_PART = {"fold1": "p2", "fold2": "p1"}
 
 
 def selection_clause(con: duckdb.DuckDBPyConnection, where: str,
@@ -37,10 +35,9 @@ def selection_clause(con: duckdb.DuckDBPyConnection, where: str,
         return "o.role = ?", [where]
     seed = splits._seed(con, seed)
     in_part = "o.observation_id IN (SELECT observation_id FROM splits WHERE part = ? AND seed = ?)"
-    if where in ("p1", "p2"):
+    if where not in _FOLD_EXTRA_PART:  # a part
         return in_part, [where, seed]
-    # a fold's training set: role train + the other validation third
-    return f"(o.role = ? OR {in_part})", ["train", _SPLIT_SELECTIONS[where], seed]
+    return f"(o.role = ? OR {in_part})", ["train", _FOLD_EXTRA_PART[where], seed]
 
 
 def _ids(con: duckdb.DuckDBPyConnection, query: str, params: list | dict) -> np.ndarray:

@@ -36,8 +36,8 @@ import pyarrow as pa
 
 from .errors import StoreError
 from .temporary import registered
+from .vocabulary import PARTS
 
-PARTS = ("p1", "p2", "test")
 CALIBRATION_SALT = 0xCA1  # second entropy word of the slice's generator (not the split's stream)
 CALIBRATION_ONE_IN = 3
 

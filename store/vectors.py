@@ -9,7 +9,7 @@ with the same function and gets the same message.
 >>> check_vectors(np.ones((2, 3), np.float32), 3, names=[10, 11])
 >>> check_vectors(np.zeros((1, 3), np.float32), 3, names=[12])  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-InvalidValueError: vectors: vectors of images [12] (1 in all) are all zero, ...
+store.errors.InvalidValueError: vectors: vectors of images [12] (1 in all) are all zero, ...
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def vector_problems(vectors: np.ndarray) -> dict[str, np.ndarray]:
                                           ("scale", bad & ~nonfinite & ~zero)) if mask.any()}
 
 
-def vector_message(what: str, kind: str, names: list, count: int) -> str:
+def vector_message(what: str, kind: str, names: list, count: int,
+                   outcome: str = "nothing was stored", fix: str | None = None) -> str:
     """One line: which images break the rule (the first few, and how many in all), how,
-    and the fix."""
-    problem, fix = PROBLEMS[kind]
-    return (f"{what}: vectors of images {names} ({count} in all) {problem}; nothing was "
-            f"stored. {fix}")
+    what became of the input and the fix (default: the kind's fix in ``PROBLEMS``)."""
+    problem, default_fix = PROBLEMS[kind]
+    return (f"{what}: vectors of images {names} ({count} in all) {problem}; {outcome}. "
+            f"{fix or default_fix}")
 
 
 def dimension_message(what: str, shape: tuple, dim: int) -> str:
@@ -66,11 +67,12 @@ def dimension_message(what: str, shape: tuple, dim: int) -> str:
             "or use a new space")
 
 
-def check_vectors(vectors: np.ndarray, dim: int, names: Names = None,
-                  what: str = "vectors") -> None:
+def check_vectors(vectors: np.ndarray, dim: int, names: Names = None, what: str = "vectors",
+                  outcome: str = "nothing was stored", fix: str | None = None) -> None:
     """Raise :class:`~store.InvalidValueError` unless ``vectors`` is (n, ``dim``) and every
     row keeps the rule. ``names``: what to call the rows in the message, a sequence (ids or
-    paths, one per row) or a function from row numbers to names; default: row numbers."""
+    paths, one per row) or a function from row numbers to names; default: row numbers.
+    ``outcome`` and ``fix`` end the message (a caller that stores nothing says so)."""
     shape = np.shape(vectors)
     if len(shape) != 2 or shape[1] != dim:
         raise InvalidValueError(dimension_message(what, shape, dim))
@@ -85,4 +87,4 @@ def check_vectors(vectors: np.ndarray, dim: int, names: Names = None,
         shown = list(names(rows))
     else:
         shown = np.asarray(names)[rows].tolist()
-    raise InvalidValueError(vector_message(what, kind, shown, int(mask.sum())))
+    raise InvalidValueError(vector_message(what, kind, shown, int(mask.sum()), outcome, fix))

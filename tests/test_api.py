@@ -104,6 +104,19 @@ def test_model_predict_checks_its_input(world):
             model.predict(np.ones((2, 15), np.float32))
         with pytest.raises(SporeprintError, match="NaN"):
             model.predict(np.full((1, 16), np.nan, np.float32))
+        # the store's own vector rule, with its words: the rows a store refuses
+        from store import InvalidValueError, check_vectors
+        for bad in (np.nan, np.inf, 0.0):
+            x = np.ones((3, 16), np.float32)
+            x[1] = 0.0 if bad == 0.0 else [1.0] * 15 + [bad]
+            with pytest.raises(InvalidValueError) as stored:
+                check_vectors(x, 16)
+            with pytest.raises(SporeprintError) as predicted:
+                model.predict(x)
+            problem = str(stored.value).split("; ")[0].split(": ", 1)[1]  # rows, count, reason
+            assert problem in str(predicted.value) and "nothing was scored" in str(predicted.value)
+        with pytest.raises(SporeprintError, match="dimension 15 .* has dimension 16"):
+            model.predict(np.ones((2, 15), np.float32))
         one = model.predict(np.ones((1, 16), np.float32))  # no metadata: encoded as missing
         assert one.num_rows == 1
 

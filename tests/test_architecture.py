@@ -103,3 +103,52 @@ def test_no_sql_on_the_store_tables_outside_store():
             assert not pattern.search(call.group(1)), \
                 f"{path.relative_to(ROOT)}: {call.group(1)[:80]}"
         assert "fs.con" not in text and "store.con" not in text, path.relative_to(ROOT)
+
+
+def _string_literals(path: Path) -> list[str]:
+    """Every string constant of a module, f-strings with their literal parts joined."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            out.append(node.value)
+        elif isinstance(node, ast.JoinedStr):
+            out.append("".join(v.value for v in node.values if isinstance(v, ast.Constant)))
+    return out
+
+
+def test_store_vocabularies_are_imported_not_spelled_out_in_the_application():
+    from store import ENCODER_INPUT_SCHEMA, PARTS, ROLES, SELECTIONS, SPLIT_SELECTIONS
+
+    fields = set(ENCODER_INPUT_SCHEMA.names)
+    vocabularies = {"ROLES": set(ROLES), "PARTS": set(PARTS), "SELECTIONS": set(SELECTIONS),
+                    "SPLIT_SELECTIONS": set(SPLIT_SELECTIONS),
+                    "ENCODER_INPUT_SCHEMA": fields, "ENCODER_INPUT_SCHEMA fields":
+                    fields - {"observation_id"}}
+    for path in (ROOT / "sporeprint").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Tuple | ast.List | ast.Set):
+                continue
+            if not node.elts or not all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                                        for e in node.elts):
+                continue
+            values = {e.value for e in node.elts}
+            for name, vocabulary in vocabularies.items():
+                assert values != vocabulary, (
+                    f"{path.relative_to(ROOT)}:{node.lineno} spells out store.{name}; "
+                    "import it from store")
+
+
+def test_one_newest_first_order_of_runs_and_the_application_asks_for_the_default_run():
+    orders = []
+    for path in (ROOT / "store").rglob("*.py"):
+        for text in _string_literals(path):
+            if re.search(r"\bFROM\s+runs\b", text, re.I):
+                assert "ORDER BY" not in text.upper(), \
+                    f"{path.relative_to(ROOT)} orders runs itself; use runs.NEWEST_FIRST"
+            if re.search(r"ORDER BY created_at DESC, run_id", text):
+                orders.append(path.relative_to(ROOT).as_posix())
+    assert orders == ["store/runs.py"]
+    picks = re.compile(r"(latest_runs|recent_runs)\([^)]*\(\s*[\"'](ensemble|train)[\"']\s*,\s*\)")
+    for path in (ROOT / "sporeprint").rglob("*.py"):
+        assert not picks.search(path.read_text()), \
+            f"{path.relative_to(ROOT)} picks the default run itself; call fs.default_run()"

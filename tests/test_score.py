@@ -158,6 +158,25 @@ def test_wrong_dimension_embeddings_fail_clearly_and_change_nothing(world, capsy
         assert fs.sql("SELECT count(*) FROM observations").column(0)[0].as_py() == n_obs
 
 
+def test_a_nan_vector_in_the_embeddings_leaves_the_whole_batch_out(world, capsys):
+    rows = _read_csv(world["batch_b"])
+    with FeatureStore(world["store"], read_only=True) as fs:
+        n_obs = fs.sql("SELECT count(*) FROM observations").column(0)[0].as_py()
+    vectors = np.random.default_rng(0).normal(size=(len(rows), 64)).astype(np.float32)
+    vectors[1, 5] = np.nan  # found by the store while ingesting, not by a pre-read
+    bad = world["root"] / "nan.parquet"
+    pq.write_table(pa.table({"image_path": [r["image_path"] for r in rows],
+                             "embedding": pa.array(list(vectors), pa.list_(pa.float32()))}), bad)
+    rc = main(["score", "--store", str(world["store"]), "--metadata", str(world["batch_b"]),
+               "--embeddings", str(bad), "--run", world["run"]])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"['{rows[1]['image_path']}'] (1 in all) contain NaN or inf" in err
+    assert _predictions(world["store"], "batch_b") == []
+    with FeatureStore(world["store"], read_only=True) as fs:  # metadata and vectors: one transaction
+        assert fs.sql("SELECT count(*) FROM observations").column(0)[0].as_py() == n_obs
+
+
 def test_unknown_run_and_evaluate_of_the_scored_batch(world, capsys):
     rc = main(["score", "--store", str(world["store"]), "--metadata", str(world["batch_a"]),
                "--images", str(world["images"]), "--run", "no-such-run"])
@@ -180,3 +199,32 @@ def test_top_columns_orders_largest_first_and_breaks_ties_by_column():
     rng = np.random.default_rng(0)
     big = rng.random((200, 50))
     np.testing.assert_array_equal(top_columns(big, 5), np.argsort(-big, axis=1)[:, :5])
+
+
+def test_score_serve_report_and_api_pick_the_same_default_run_on_a_timestamp_tie(tmp_path):
+    """Two ensembles made in the same instant: every path that picks "the latest run"
+    picks the one ``FeatureStore.default_run`` names (the larger run id)."""
+    import sporeprint
+    from sporeprint.commands.score import latest_run
+    from sporeprint.errors import SporeprintError
+    from sporeprint.report.build import _resolve_run
+    from sporeprint.serve.service import Service
+    from store import EmbeddingSpace
+
+    path = tmp_path / "s.duckdb"
+    with FeatureStore(path) as fs:
+        fs.ensure_space(EmbeddingSpace("tiny", model_id="m", dim=4))
+        for name in ("a", "b"):  # folds without saved heads: loading one names it
+            fs.record_run(f"fold-{name}", "train", "tiny", "mlp", 1, {}, {}, None)
+            fs.record_run(f"ens-{name}", "ensemble", "tiny", None, None,
+                          {"members": [f"fold-{name}"]}, {}, None)
+        fs.sql("UPDATE runs SET created_at = TIMESTAMP '2026-01-01 12:00:00'")
+    with FeatureStore(path, read_only=True) as fs:
+        assert fs.default_run() == "ens-b"
+        assert latest_run(fs) == ["ens-b"]  # sporeprint score --run latest
+        assert _resolve_run(fs, None)["run_id"] == "ens-b"  # sporeprint report
+    with sporeprint.open(path) as db, \
+            pytest.raises(SporeprintError, match="run 'fold-b' has no saved head"):
+        db.model()  # sporeprint.open(...).model()
+    with pytest.raises(SporeprintError, match="run 'fold-b' has no saved head"):
+        Service(path)  # sporeprint serve

@@ -227,3 +227,21 @@ def test_ingest_report_names_stored_and_rejected_observations(fs, tmp_path):
     assert report.observation_ids.dtype == np.int64
     repeat = fs.ingest_metadata(write_csv(tmp_path / "new.csv", rows + again), role="new")
     assert repeat.observation_ids.tolist() == [7000, 7002]  # stored before: still this role's
+
+
+def test_default_run_prefers_ensembles_and_breaks_timestamp_ties_by_run_id(fs):
+    assert fs.default_run() is None
+    fs.record_run("fold-b", "train", "tiny", "mlp", 1, {}, {}, None)
+    fs.record_run("fold-a", "train", "tiny", "mlp", 2, {}, {}, None)
+    fs.record_run("cal", "calibration", "tiny", None, None, {}, {}, None)
+    fs.sql("UPDATE runs SET created_at = TIMESTAMP '2026-01-01 12:00:00'")
+    assert fs.default_run() == "fold-b"  # same time: the larger run id
+    # every "newest first" list of the store agrees with it
+    assert fs.latest_runs(("train",), 2) == ["fold-b", "fold-a"]
+    assert fs.recent_runs(("train",), 2).column("run_id").to_pylist() == ["fold-b", "fold-a"]
+    fs.record_run("ens-a", "ensemble", "tiny", None, None, {"members": ["fold-a"]}, {}, None)
+    fs.record_run("ens-b", "ensemble", "tiny", None, None, {"members": ["fold-b"]}, {}, None)
+    fs.sql("UPDATE runs SET created_at = TIMESTAMP '2020-01-01' WHERE kind = 'ensemble'")
+    assert fs.default_run() == "ens-b"  # an ensemble, however old, before any fold run
+    fs.sql("UPDATE runs SET created_at = TIMESTAMP '2021-01-01' WHERE run_id = 'ens-a'")
+    assert fs.default_run() == "ens-a"  # newer wins over the run id

@@ -119,3 +119,71 @@ def test_ingest_embeddings_errors_change_nothing(fs, tmp_path):
         fs.ingest_embeddings(tmp_path / "ragged.parquet", "other")
     assert fs.get_space("other") is None
     assert len(fs.fetch_embeddings("pre")[0]) == 2
+
+
+BROKEN = {  # how one row is broken -> the words every path uses for it
+    "nan": (lambda v: v.__setitem__((1, 0), np.nan), "contain NaN or inf"),
+    "inf": (lambda v: v.__setitem__((1, 2), np.inf), "contain NaN or inf"),
+    "zero": (lambda v: v.__setitem__(1, 0.0), "are all zero"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BROKEN))
+@pytest.mark.parametrize("safe_sql", [False, True])  # DuckDB's Parquet reader / Arrow stream
+def test_one_vector_rule_for_numpy_adds_files_and_check_vectors(tmp_path, bad, safe_sql):
+    from store import InvalidValueError, check_vectors
+
+    path = tmp_path / "s.duckdb"
+    with FeatureStore(path) as s:
+        s.ingest_metadata(write_csv(tmp_path / "m.csv", make_rows(2)))
+        s.ensure_space(EmbeddingSpace("tiny", model_id="m", dim=3))
+    change, words = BROKEN[bad]
+    vectors = np.ones((4, 3), np.float32)
+    change(vectors)
+    with FeatureStore(path, safe_sql=safe_sql) as fs:
+        ids = image_ids(fs)
+        paths = fs.sql("SELECT image_path FROM images ORDER BY image_id").column(0).to_pylist()
+        with pytest.raises(InvalidValueError) as pure:
+            check_vectors(vectors, 3, names=ids, what="space 'tiny'")
+        with pytest.raises(StoreError) as added:
+            fs.add_embeddings("tiny", ids, vectors)
+        pq.write_table(pa.table({"image_path": paths,
+                                 "embedding": pa.array(list(vectors), pa.list_(pa.float32()))}),
+                       tmp_path / "e.parquet")
+        with pytest.raises(StoreError) as ingested:
+            fs.ingest_embeddings(tmp_path / "e.parquet", "tiny")
+        assert str(added.value) == str(pure.value)  # the very same check
+        expected = f"vectors of images [{paths[1]!r}] (1 in all) {words}"
+        assert expected in str(ingested.value)
+        assert str(ingested.value).split(": ", 1)[1] == str(pure.value).split(": ", 1)[1] \
+            .replace(f"[{ids[1]}]", f"[{paths[1]!r}]")  # same words, file keys for names
+        for bad_dim in (np.ones((4, 4), np.float32), np.ones(3, np.float32)):
+            with pytest.raises(InvalidValueError, match="but the space has dimension 3"):
+                check_vectors(bad_dim, 3)
+            with pytest.raises(StoreError, match="but the space has dimension 3"):
+                fs.add_embeddings("tiny", ids if bad_dim.ndim == 2 else ids[:3], bad_dim)
+        assert len(fs.fetch_embeddings("tiny")[0]) == 0
+
+
+def test_vector_rule_counts_bad_rows_of_the_whole_file_in_both_engines(tmp_path, monkeypatch):
+    import store.embedding_file
+
+    monkeypatch.setattr(store.embedding_file, "BATCH_BYTES", 1)  # 1024-row batches
+    path = tmp_path / "s.duckdb"
+    with FeatureStore(path) as s:
+        s.ingest_metadata(write_csv(tmp_path / "m.csv", make_rows(1500, images_per_obs=1)))
+    paths = [f"{1000 + k}-0.JPG" for k in range(1500)]
+    vectors = np.ones((1500, 3), np.float32)
+    vectors[[3, 1400]] = np.nan  # one in the first batch, one in the second
+    pq.write_table(pa.table({"image_path": paths,
+                             "embedding": pa.array(list(vectors), pa.list_(pa.float32()))}),
+                   tmp_path / "e.parquet")
+    messages = set()
+    for safe_sql in (False, True):
+        with FeatureStore(path, safe_sql=safe_sql) as fs:
+            with pytest.raises(StoreError) as err:
+                fs.ingest_embeddings(tmp_path / "e.parquet", "tiny")
+            messages.add(str(err.value))
+            assert fs.get_space("tiny") is None
+    assert len(messages) == 1
+    assert "['1003-0.JPG', '2400-0.JPG'] (2 in all) contain NaN or inf" in messages.pop()

@@ -4,10 +4,11 @@ later search can tell when the store changed and the index must be rebuilt."""
 
 from __future__ import annotations
 
+from store import SELECTIONS
+
 HELP = "build (or inspect) the FAISS look-alike index of an embedding space"
 
 KINDS = ["exact", "hnsw", "ivf_flat", "ivf_pq"]
-WHERES = ["all", "train", "val", "test", "new", "p1", "p2", "fold1", "fold2"]
 
 
 def add_arguments(parser) -> None:
@@ -20,7 +21,7 @@ def add_arguments(parser) -> None:
         p.add_argument("--kind", default="auto", choices=["auto", *KINDS],
                        help="auto: the kind planned for the selection's size (exact for small "
                             "stores, HNSW, IVF-PQ past millions)")
-        p.add_argument("--where", default="all", choices=WHERES,
+        p.add_argument("--where", default="all", choices=SELECTIONS,
                        help="which observations' images: a role, a split part, or a fold's "
                             "training set (default all)")
         p.add_argument("--dir", default=None, help="index directory (default beside the store)")

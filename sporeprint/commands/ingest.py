@@ -6,6 +6,8 @@ overwritten."""
 
 from __future__ import annotations
 
+from store import ROLES
+
 HELP = "ingest metadata CSV/Parquet or precomputed embeddings into a store"
 
 
@@ -15,7 +17,7 @@ def add_arguments(parser) -> None:
                              "creates a store besides simulate/demo)")
     parser.add_argument("--metadata", nargs="+", metavar="FILE", help="metadata CSV/Parquet file(s)")
     parser.add_argument("--images", metavar="DIR", help="folder holding the image files")
-    parser.add_argument("--role", choices=["train", "val", "test", "new"],
+    parser.add_argument("--role", choices=ROLES,
                         help="train for DF20, val for DF21, test/new for unlabelled batches "
                              "(required with --metadata: there is no default, so rows of unseen "
                              "species never enter training by accident)")

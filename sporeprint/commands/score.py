@@ -42,11 +42,11 @@ def add_arguments(parser) -> None:
 def latest_run(fs) -> list[str]:
     from sporeprint.errors import CommandError
 
-    latest = fs.latest_runs(("ensemble",), limit=1) or fs.latest_runs(("train",), limit=1)
-    if not latest:
+    run_id = fs.default_run()
+    if run_id is None:
         raise CommandError(f"store {fs.path} has no trained heads; run `sporeprint train` "
                            "first or pass --run")
-    return latest
+    return [run_id]
 
 
 def run(args) -> int:

@@ -8,10 +8,9 @@ exact index is built in memory for the search. The store is opened read-only."""
 
 from __future__ import annotations
 
-HELP = "look-alike search: the k most similar observations, with metadata filters"
+from store import PARTS, ROLES, SELECTIONS
 
-ROLES = ["train", "val", "test", "new"]
-PARTS = ["p1", "p2", "test"]
+HELP = "look-alike search: the k most similar observations, with metadata filters"
 
 
 def add_arguments(parser) -> None:
@@ -24,7 +23,7 @@ def add_arguments(parser) -> None:
                              "stores). A fresh saved index (sporeprint index build) is used; "
                              "otherwise an exact one is built in memory")
     parser.add_argument("--where", default="all",
-                        choices=["all", "train", "val", "test", "new", "p1", "p2", "fold1", "fold2"],
+                        choices=SELECTIONS,
                         help="selection the index covers")
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--observation", type=int, help="observation id in the store")

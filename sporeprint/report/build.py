@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from store import StoreError
+from store import ROLES, StoreError
 
 from . import figures
 from .neighbours import danger_frontier, project_2d
@@ -117,12 +117,9 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
 # ------------------------------------------------------------------ choosing inputs
 def _resolve_run(fs, run_id: str | None) -> dict | None:
     if run_id is None:
-        recent = query(fs, "recent_runs", ("ensemble",), 1)
-        if recent.num_rows == 0:
-            recent = query(fs, "recent_runs", ("train",), 1)
-        if recent.num_rows == 0:
+        run_id = fs.default_run()
+        if run_id is None:
             return None
-        run_id = recent.column("run_id")[0].as_py()
     rows = query(fs, "run_record", run_id).to_pylist()
     if not rows or rows[0]["kind"] not in ("ensemble", "train"):
         recent = query(fs, "recent_runs").column("run_id").to_pylist()
@@ -732,5 +729,4 @@ def truth_confusion(fs, batch: str, truth: str | Path) -> tuple[np.ndarray, int]
 
 
 def _ordered(roles) -> list[str]:
-    order = ["train", "val", "test", "new"]
-    return sorted(roles, key=lambda r: (order.index(r) if r in order else len(order), r))
+    return sorted(roles, key=lambda r: (ROLES.index(r) if r in ROLES else len(ROLES), r))

@@ -198,15 +198,16 @@ class ScoringModel:
         Returns the predictions table (``sporeprint.scoring.outputs``) sorted by id.
         """
         from sporeprint.scoring.outputs import predictions_table
+        from store import InvalidValueError, check_vectors
 
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != self.index.dim:
-            raise SporeprintError(f"vectors have shape {x.shape}; this model's space "
-                                  f"{self.space!r} needs (n, {self.index.dim})")
-        if not np.isfinite(x).all() or (np.abs(x).sum(1) == 0).any():
-            raise SporeprintError("vectors hold NaN, inf or all-zero rows; drop or re-embed them")
+        try:  # the store's rule for vectors, so a vector predict takes the store would take
+            check_vectors(x, self.index.dim, what=f"space {self.space!r}",
+                          outcome="nothing was scored", fix="Drop them or re-embed their images")
+        except InvalidValueError as exc:
+            raise SporeprintError(str(exc)) from exc
         obs = np.arange(len(x), dtype=np.int64) if observation_ids is None else \
             np.asarray(observation_ids, dtype=np.int64)
         if obs.shape != (len(x),):
@@ -219,7 +220,8 @@ class ScoringModel:
 
     def encode_metadata(self, metadata, n: int) -> np.ndarray | None:
         """Encode metadata rows with the store's encoder (the columns the heads saw)."""
-        from store.encoding import INPUT_COLUMNS, encode_table
+        from store import ENCODER_INPUT_SCHEMA
+        from store.encoding import encode_table
 
         if self.encoder is None:
             return None
@@ -230,18 +232,16 @@ class ScoringModel:
         if not isinstance(metadata, pa.Table):  # one dict per row; absent keys are missing
             rows = list(metadata)
             metadata = pa.table({name: pa.array([r.get(name) for r in rows])
-                                 for name in INPUT_COLUMNS if any(name in r for r in rows)}
+                                 for name in ENCODER_INPUT_SCHEMA.names
+                                 if any(name in r for r in rows)}
                                 or {"observation_id": pa.nulls(len(rows), pa.int64())})
         if metadata.num_rows != n:
             raise SporeprintError(f"metadata has {metadata.num_rows} rows for {n} vectors; "
                                   "pass one row per vector")
-        types = {"substrate": pa.string(), "meta_substrate": pa.string(), "habitat": pa.string(),
-                 "month": pa.int64(), "day": pa.int64(), "latitude": pa.float64(),
-                 "longitude": pa.float64(), "observation_id": pa.int64()}
         cols = {}
-        for name in INPUT_COLUMNS:
-            if name in metadata.column_names:
-                cols[name] = metadata[name].cast(types[name])
+        for f in ENCODER_INPUT_SCHEMA:
+            if f.name in metadata.column_names:
+                cols[f.name] = metadata[f.name].cast(f.type)
             else:
-                cols[name] = pa.nulls(n, types[name])
+                cols[f.name] = pa.nulls(n, f.type)
         return encode_table(pa.table(cols), self.encoder)

@@ -3,11 +3,13 @@
 ``score_batch``:
 
 1. check every input before anything is written (the rule, the metadata file, the
-   vectors: dimension, NaN/inf/all-zero rows, image paths the metadata names);
-2. ingest the metadata as role ``new``; rows the store rejects are reported, and an
-   observation none of whose rows was accepted (bad rows, or an id that is already
-   a training/validation observation) is answered from the training prior only,
-   with status ``rejected`` — never from photos stored under another role;
+   vector file's columns, dimension and image paths);
+2. ingest the metadata as role ``new`` (with a vector file, in one transaction with
+   its vectors, which the store checks: a NaN/inf/all-zero vector changes nothing);
+   rows the store rejects are reported, and an observation none of whose rows was
+   accepted (bad rows, or an id that is already a training/validation observation)
+   is answered from the training prior only, with status ``rejected`` — never from
+   photos stored under another role;
 3. get vectors in the runs' space: the precomputed Parquet, or the photos embedded
    with the space's own model;
 4. score with :class:`~sporeprint.scoring.model.ScoringModel` (ensemble averaged per
@@ -86,43 +88,27 @@ def _metadata_ids_and_paths(path: Path) -> tuple[np.ndarray, set[str]]:
 
 def check_embedding_file(path: str | Path, dim: int, space: str,
                          image_paths: set[str] | None = None, fs=None) -> None:
-    """Refuse, before anything is written, a vector file the store would reject or that
-    would break later searches: wrong dimension, NaN/inf or all-zero vectors, no rows,
-    image paths that neither the batch's metadata nor the store (``fs``) knows."""
+    """Refuse, before anything is written, a vector file that does not fit the runs: columns
+    the store cannot ingest, no rows, another dimension than the runs' space, image paths
+    that neither the batch's metadata nor the store (``fs``) knows. Reads the file's schema,
+    first vector and key column only: the vectors themselves are checked once, by the store
+    as it ingests them (``FeatureStore.ingest_batch``: one transaction with the batch's
+    metadata, so a bad vector leaves the batch out too)."""
+    from store import embedding_file_info
+
     path = Path(path)
     if not path.is_file():
         raise SporeprintError(f"embeddings file {path} does not exist")
-    try:
-        f = pq.ParquetFile(path)
-        names = f.schema_arrow.names
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SporeprintError(f"{path} is not a Parquet file with an 'embedding' column: "
-                              f"{exc}") from exc
-    if "embedding" not in names:
-        raise SporeprintError(f"{path} has columns {names}; expected image_path and embedding")
-    if f.metadata.num_rows == 0:
-        raise SporeprintError(f"{path} holds no vectors; embed the batch's photos first")
-    key = "image_path" if "image_path" in names else None
-    unknown_paths: list[str] = []  # named by neither the metadata nor (checked below) the store
-    for batch in f.iter_batches(batch_size=8192, columns=[c for c in (key, "embedding") if c]):
-        col = batch.column("embedding")
-        if col.null_count:
-            raise SporeprintError(f"{path} has rows with a null embedding; drop them")
-        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-        if (lengths != dim).any():
-            got = int(lengths[lengths != dim][0])
-            raise SporeprintError(
-                f"{path} holds {got}-d vectors but the runs' embedding space {space!r} is "
-                f"{dim}-d; embed the batch with that space's model or score with heads trained "
-                "on your vectors' space")
-        x = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-        bad = ~np.isfinite(x).all(1) | (np.abs(x).sum(1) == 0)
-        if bad.any():
-            where = batch.column(key).to_pylist()[int(np.flatnonzero(bad)[0])] if key else "a row"
-            raise SporeprintError(f"{path}: {int(bad.sum())} vectors hold NaN, inf or only "
-                                  f"zeros (first: {where}); re-embed those images")
-        if key and image_paths is not None:
-            unknown_paths += [p for p in batch.column(key).to_pylist() if p not in image_paths]
+    info = embedding_file_info(path)
+    if info.dim != dim:
+        raise SporeprintError(
+            f"{path} holds {info.dim}-d vectors but the runs' embedding space {space!r} is "
+            f"{dim}-d; embed the batch with that space's model or score with heads trained "
+            "on your vectors' space")
+    if info.key != "image_path" or image_paths is None:
+        return
+    keys = pq.read_table(path, columns=["image_path"]).column(0)
+    unknown_paths = [p for p in dict.fromkeys(keys.to_pylist()) if p not in image_paths]
     if unknown_paths and fs is not None:
         stored = set(fs.stored_image_paths(unknown_paths))
         unknown_paths = [p for p in unknown_paths if p not in stored]
@@ -171,7 +157,11 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     batch = batch or metadata.stem
     report = ScoreReport(batch=batch, run_key=model.run_key)
 
-    ingest = fs.ingest_metadata(metadata, role="new", images_dir=images_dir)
+    if embeddings is not None:  # one transaction: bad vectors leave the metadata out too
+        ingest, _ = fs.ingest_batch(metadata, embeddings, model.space, role="new",
+                                    images_dir=images_dir)
+    else:
+        ingest = fs.ingest_metadata(metadata, role="new", images_dir=images_dir)
     report.rows_read, report.rows_rejected = ingest.read, ingest.rejected
     accepted = np.sort(np.asarray(ingest.observation_ids, dtype=np.int64))
     rejected = np.setdiff1d(np.union1d(batch_ids,
@@ -180,9 +170,7 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     report.observations = len(np.union1d(accepted, rejected))
     report.rejected_observations = len(rejected)
 
-    if len(accepted) and embeddings is not None:
-        fs.ingest_embeddings(embeddings, model.space)
-    elif len(accepted) and images_dir is not None:
+    if len(accepted) and embeddings is None and images_dir is not None:
         embed = embed_images or (lambda fs_, model_: embed_locally(fs_, model_, workers))
         report.embedded, report.embedding_failures = embed(fs, model)
 

@@ -26,18 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from sporeprint.errors import SporeprintError
-from store import StoreError
+from store import ENCODER_INPUT_SCHEMA, PARTS, ROLES, StoreError
 
 log = logging.getLogger(__name__)
 
-ROLES = ("train", "val", "test", "new")
-PARTS = ("p1", "p2", "test")
 # Metadata fields a request may give, as the store's observation columns.
 METADATA_FIELDS = ("date", "month", "day", "latitude", "longitude", "substrate",
                    "meta_substrate", "habitat")
 # The observation columns the metadata encoder reads.
-ENCODER_FIELDS = ("substrate", "meta_substrate", "habitat", "month", "day", "latitude",
-                  "longitude")
+ENCODER_FIELDS = tuple(n for n in ENCODER_INPUT_SCHEMA.names if n != "observation_id")
 FILTER_FIELDS = ("role", "poisonous", "species", "genus", "family", "near", "radius_km",
                  "date_from", "date_to", "split")
 DEFAULT_ROLE = "train"  # look-alikes are training observations unless asked otherwise
@@ -206,8 +203,7 @@ class Service:
 
     # -- set-up -------------------------------------------------------------------------
     def _load_model(self, run: str | None):
-        if run is None and not (self.db.store.latest_runs(("ensemble",), limit=1)
-                                or self.db.store.latest_runs(("train",), limit=1)):
+        if run is None and self.db.store.default_run() is None:
             log.warning("the store has no trained heads: look-alike search only "
                         "(train with `sporeprint train` to identify photos)")
             return None

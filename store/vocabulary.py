@@ -1,0 +1,13 @@
+"""The store's words: the values a role, a split part and a selection may take.
+
+Plain tuples with no imports, so the CLI can offer them as choices without loading
+DuckDB. The application imports these (``from store import ROLES``) rather than
+spelling the lists out again.
+"""
+
+ROLES = ("train", "val", "test", "new")  # an observation's role, given at ingestion
+PARTS = ("p1", "p2", "test")  # the parts a split deals val-role observations into
+# selections that depend on the split seed: a part, or a fold's training set
+SPLIT_SELECTIONS = ("p1", "p2", "fold1", "fold2")
+# what an index or a training set may cover
+SELECTIONS = ("all", *ROLES, *SPLIT_SELECTIONS)
