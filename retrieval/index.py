@@ -53,7 +53,9 @@ from .manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     REBUILD,
+    file_digest,
     id_checksum,
+    ids_digest,
     one_line,
     read_manifest,
     write_manifest,
@@ -515,6 +517,8 @@ class VectorIndex:
             "dim": self.dim,
             "count": len(self),
             "id_checksum": id_checksum(self._ids),
+            "ids_digest": ids_digest(self._ids),
+            "index_digest": file_digest(directory / INDEX_FILE),
             "faiss_version": faiss.__version__,
             "extra": dict(extra or {}),
         }
@@ -566,6 +570,14 @@ class VectorIndex:
             raise RetrievalError(
                 f"{directory}: ids do not match the manifest (files from different builds?); {REBUILD}"
             )
+        if ids_digest(self._ids) != manifest["ids_digest"]:
+            raise RetrievalError(
+                f"{ids_path}: the ids are not in the order the index was built with (reordered "
+                f"or replaced; rows would answer with other images' ids); {REBUILD}")
+        if file_digest(index_path) != manifest["index_digest"]:
+            raise RetrievalError(
+                f"{index_path} is not the file the index was built with (its bytes changed "
+                f"since it was saved); {REBUILD}")
         self.manifest = manifest
         return self
 

@@ -1,4 +1,9 @@
-"""The id checksum and ``manifest.json`` written beside a saved index."""
+"""The id checksum, the digests and ``manifest.json`` written beside a saved index.
+
+``id_checksum`` (the set of ids) says whether an index covers a store selection;
+``ids_digest`` (the ids in row order) and ``index_digest`` (the FAISS file's bytes)
+say whether the files are the ones the build wrote: a reordered ``ids.npy`` keeps the
+checksum but not the digest, and loading refuses it."""
 
 from __future__ import annotations
 
@@ -28,6 +33,26 @@ def id_checksum(ids: np.ndarray) -> str:
     return f"sha256:{digest}:{arr.size}"
 
 
+def ids_digest(ids: np.ndarray) -> str:
+    """Order-sensitive digest of int64 ids: row ``i`` of a saved index is the vector of
+    ``ids[i]``, so reordered ids (same set, same checksum) change it.
+
+    >>> ids_digest(np.array([1, 2])) == ids_digest(np.array([2, 1]))
+    False
+    """
+    arr = np.ascontiguousarray(np.asarray(ids, dtype="<i8").ravel())
+    return f"sha256:{hashlib.sha256(arr.tobytes()).hexdigest()}"
+
+
+def file_digest(path: Path, chunk: int = 8 << 20) -> str:
+    """sha256 of a file's bytes (the FAISS file: its vectors, codes and graph, in order)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return f"sha256:{h.hexdigest()}"
+
+
 def write_manifest(directory: Path, manifest: dict) -> None:
     path = Path(directory) / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
@@ -38,7 +63,7 @@ def write_manifest(directory: Path, manifest: dict) -> None:
 REBUILD = "rebuild the index (sporeprint index build)"
 # Keys every saved manifest holds, with the type each must have.
 REQUIRED = {"format_version": int, "kind": str, "params": dict, "dim": int, "count": int,
-            "id_checksum": str}
+            "id_checksum": str, "ids_digest": str, "index_digest": str}
 
 
 def read_manifest(directory: Path) -> dict:

@@ -4,8 +4,9 @@ An index covers the images of one *selection* (``where``: a role, a split part o
 a fold's training set; see ``store.SELECTIONS``) that have a vector in one space.
 It is saved beside the store, in ``<store>.indexes/<space>-<kind>-<where>/``, with
 a manifest recording the store's identity (``store_id``), the split seed, and the
-checksum of its image ids. Loading checks all three against the store and refuses
-an index that is stale or was built from another store.
+checksum of its image ids. Loading checks all three against the store, compares a
+sample of the index's vectors with the store's vectors of the same ids, and refuses
+an index that is stale, was built from another store, or whose files were changed.
 
 Example:
     >>> with FeatureStore("fungi.duckdb") as fs:                     # doctest: +SKIP
@@ -103,7 +104,36 @@ def load_index(fs, space: str, kind: str = "exact", where: str = "all",
         raise StaleIndexError(
             f"index is stale: {directory} holds {m['count']} vectors but the store now has "
             f"{current.size} for that selection (or different ones); rebuild with: {rebuild}")
+    _check_sample(fs, index, space, directory, rebuild)
     return index
+
+
+SAMPLE_VECTORS = 64  # vectors of a loaded index compared with the store's
+
+
+def _check_sample(fs, index: VectorIndex, space: str, directory: Path, rebuild: str) -> None:
+    """Compare up to SAMPLE_VECTORS of the index's vectors, spread over its rows, with the
+    store's vectors of the same image ids: an index whose ids were shuffled, or whose
+    files come from another store, answers with the wrong images, and is refused."""
+    ids = index.ids
+    rows = np.unique(np.linspace(0, ids.size - 1, num=min(SAMPLE_VECTORS, ids.size)).astype(int))
+    found, stored = fs.fetch_embeddings(space, ids[rows])
+    if found.size < rows.size:
+        raise StaleIndexError(f"index is stale: {directory} holds image ids the store has no "
+                              f"vector for in space {space!r}; rebuild with: {rebuild}")
+    stored = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    held = index.reconstruct(found)
+    if index.kind == "ivf_pq" and not index.params.get("refine_factor"):
+        # PQ codes decode approximately: each must still be nearest its own image's vector
+        sims = held @ stored.T
+        wrong = np.diagonal(sims) < sims.max(axis=1) - 1e-6
+    else:
+        wrong = ~np.isclose(held, stored, atol=1e-5).all(axis=1)
+    if wrong.any():
+        raise StaleIndexError(
+            f"index {directory} does not hold the store's vectors for image ids "
+            f"{found[wrong][:5].tolist()} (its files were changed, or come from another "
+            f"store); rebuild with: {rebuild}")
 
 
 def planned_kind(fs, space: str, where: str = "all") -> tuple[str, str]:

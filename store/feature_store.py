@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import embedding_file, encoding, interchange, queries, runs, spaces, splits
+from . import embedding_file, encoding, interchange, queries, runs, spaces, splits, validation
 from .errors import StoreError, StoreLockedError
 from .filters import SearchFilters
 from .ingest import IngestReport, ingest_metadata
@@ -66,7 +66,7 @@ class FeatureStore(ReportQueries):
     """
 
     def __init__(self, path: str | Path, read_only: bool = False, create: bool = True,
-                 safe_sql: bool | None = None) -> None:
+                 safe_sql: bool | None = None, restore_species: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self.safe_sql = read_only if safe_sql is None else bool(safe_sql)
@@ -86,6 +86,7 @@ class FeatureStore(ReportQueries):
                              "database file?") from exc
         if not read_only:
             self._create_schema()
+        self._check_species(restore_species)
 
     # -- connection ---------------------------------------------------------------------
 
@@ -106,6 +107,32 @@ class FeatureStore(ReportQueries):
                 with registered(self.con, "_seed_species", seed):
                     self.con.execute("INSERT INTO species (class_id, poisonous) "
                                      "SELECT class_id, poisonous FROM _seed_species")
+
+    def _check_species(self, restore: bool) -> None:
+        """Refuse a store whose species table is not the official DF20 poisonous list;
+        ``restore`` (a writable store) makes it that list again first."""
+        path = str(self.path)
+        try:
+            if not self._read(lambda con: con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE database_name = "
+                    "current_database() AND table_name = 'species'").fetchall()[0][0]):
+                raise StoreError(f"{path!r} has no species table: not a sporeprint store; pass "
+                                 "a store made by `sporeprint ingest` or `sporeprint import`")
+            if restore:
+                self._writable()
+                changed = self._write(validation.restore_official_species)
+                if changed:
+                    log.warning("store %s: restored the official poisonous flags of class ids "
+                                "%s", path, changed[:20])
+            problem = self._read(validation.poison_list_problem)
+        except BaseException:
+            self.close()
+            raise
+        if problem:
+            self.close()
+            raise StoreError(f"store {path!r} {problem}, so its poison answers cannot be "
+                             "trusted; restore the official list with `sporeprint import "
+                             f"--store {path} --official-species`")
 
     def close(self) -> None:
         if self.con is not None:

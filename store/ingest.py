@@ -34,7 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import StoreError
-from .reference import NUM_CLASSES, substrate_groups
+from .reference import substrate_groups
 from .schema import (
     IMAGE_FIELDS,
     OBSERVATION_COLUMNS,
@@ -45,6 +45,7 @@ from .schema import (
     q,
 )
 from .temporary import registered
+from .validation import FINITE, value_reason
 from .vocabulary import ROLES
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def _stage_sql(found: dict[str, str]) -> str:
     inner = f"SELECT _row, to_json(struct_pack({raw_json})) AS raw, {raw_cols} FROM _src"
 
     ints = ("observation_id", "class_id", "year", "month", "day")
-    dbls = ("latitude", "longitude", "coord_uncert")
+    dbls = FINITE
     typed = []
     for c in ["observation_id", *OBSERVATION_FIELDS, *IMAGE_FIELDS]:
         if c == "role":
@@ -189,25 +190,20 @@ def _stage_sql(found: dict[str, str]) -> str:
         return (f"CASE WHEN r_{c} IS NOT NULL AND ({fn('r_' + c)}) IS NULL "
                 f"THEN 'unparseable {c} ''' || r_{c} || '''' END")
 
-    def out(c: str, lo: int, hi: int, kind: str = "int") -> str:
-        fn = _int if kind == "int" else _dbl
-        v = f"({fn('r_' + c)})"
-        return (f"CASE WHEN {v} < {lo} OR {v} > {hi} "
-                f"THEN '{c} ' || r_{c} || ' outside {lo}..{hi}' END")
+    def rule(c: str) -> str:  # the value rules import applies too (store/validation.py)
+        return value_reason(c, lambda c: f"({(_int if c in ints else _dbl)('r_' + c)})",
+                            lambda c: f"r_{c}")
 
     reasons = [
         "CASE WHEN r_observation_id IS NULL THEN 'missing observation id' END",
         bad("observation_id", "int"),
         "CASE WHEN r_image_path IS NULL THEN 'missing image_path' END",
-        bad("class_id", "int"),
-        (f"CASE WHEN ({_int('r_class_id')}) <> -1 AND NOT (({_int('r_class_id')}) BETWEEN 0 "
-         f"AND {NUM_CLASSES - 1}) THEN 'unknown class id ' || r_class_id || "
-         f"' (expected -1 or 0..{NUM_CLASSES - 1})' END"),
+        bad("class_id", "int"), rule("class_id"),
         bad("year", "int"),
-        bad("month", "int"), out("month", 1, 12),
-        bad("day", "int"), out("day", 1, 31),
-        bad("latitude", "dbl"), out("latitude", -90, 90, "dbl"),
-        bad("longitude", "dbl"), out("longitude", -180, 180, "dbl"),
+        bad("month", "int"), rule("month"),
+        bad("day", "int"), rule("day"),
+        bad("latitude", "dbl"), rule("latitude"),
+        bad("longitude", "dbl"), rule("longitude"),
         bad("coord_uncert", "dbl"),
     ]
     return (f"SELECT _row, raw, concat_ws('; ', {', '.join(reasons)}) AS reason, "

@@ -15,14 +15,15 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from . import validation
 from .errors import StoreError
-from .reference import poison_status
 from .schema import embedding_table_ddl, q
-from .spaces import EmbeddingSpace
+from .temporary import registered
+from .vectors import check_vectors
 
 log = logging.getLogger(__name__)
 
-AUTO_COLUMNS = ("ingested_at", "created_at", "recorded_at", "split_seed", "relative_path")
+AUTO_COLUMNS = validation.AUTO_COLUMNS
 
 
 def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -159,52 +160,6 @@ def open_parquet(path: str | Path) -> ds.Dataset:
                          "by export") from exc
 
 
-def import_parquet(con: duckdb.DuckDBPyConnection, table: str, path: str | Path,
-                   append: bool = False) -> int:
-    """Insert rows of a Parquet file or folder into ``table``; returns rows added.
-
-    Rows whose primary key is already present are skipped (tables without a key
-    skip rows identical to a stored one), so importing twice adds nothing; with
-    ``append`` every row is inserted as it is (restoring into an empty table). The
-    files are read with pyarrow, batch by batch."""
-    _check_table(con, table)
-    dataset = open_parquet(path)
-    cols = _columns(con, table)
-    names = dataset.schema.names
-    missing = [c for c in cols if c not in names and c not in AUTO_COLUMNS]
-    if missing:
-        raise StoreError(f"Parquet at {str(path)!r} lacks columns {missing} of table {table!r}; "
-                         "import files exported from the same table")
-    take = [c for c in cols if c in names]
-    select = ", ".join(q(c) for c in take)
-    has_key = con.execute(
-        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND "
-        "constraint_type = 'PRIMARY KEY' AND database_name = current_database()",
-        [table]).fetchall()[0][0] > 0
-    before = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0]
-    try:
-        for batch in dataset.to_batches(columns=take, batch_size=BATCH_ROWS):
-            con.register("_import_rows", pa.Table.from_batches([batch]))
-            try:
-                if append:
-                    con.execute(f"INSERT INTO {q(table)} ({select}) "
-                                f"SELECT {select} FROM _import_rows")
-                elif has_key:
-                    con.execute(f"INSERT OR IGNORE INTO {q(table)} ({select}) "
-                                f"SELECT {select} FROM _import_rows")
-                else:
-                    con.execute(f"INSERT INTO {q(table)} ({select}) SELECT {select} FROM "
-                                f"_import_rows EXCEPT SELECT {select} FROM {q(table)}")
-            finally:
-                con.unregister("_import_rows")
-    except (pa.ArrowException, OSError) as exc:
-        raise StoreError(f"cannot read {str(path)!r} ({exc}); pass files written by "
-                         "export") from exc
-    added = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0] - before
-    log.info("imported %d rows into %s from %s", added, table, path)
-    return added
-
-
 def write_predictions(con: duckdb.DuckDBPyConnection, run_key: str, batch: str,
                       table: pa.Table) -> int:
     """Delete the ``(run_key, batch)`` predictions and insert ``table``'s rows."""
@@ -278,20 +233,50 @@ def export_all(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> dict[str,
     return files
 
 
+# -- import: stage every row, check it, then write ------------------------------------
+#
+# Rows are first copied into TEMP tables (held by DuckDB in memory, never in the store
+# file), checked there against the rules ingest applies (store/validation.py), and only
+# then written; the first broken rule refuses the whole import, so a refused import
+# leaves the store file as it was.
+
+MAX_MANIFEST_BYTES = 16 << 20
+FIX = "Fix the file, or export the store again with `sporeprint export`"
+
+
+def import_parquet(con: duckdb.DuckDBPyConnection, table: str, path: str | Path) -> int:
+    """Add the rows of a Parquet file or folder to ``table``; returns rows added.
+
+    Every row is checked first, as ingest checks its rows (value ranges, the official
+    poisonous list, vectors, keys, references to stored rows); one broken rule refuses
+    the file. A row whose key is already stored with the same content is skipped (so
+    importing twice adds nothing); with other content it refuses the file (tables
+    without a key skip rows identical to a stored one)."""
+    _check_table(con, table)
+    if table in ("meta", "embedding_spaces"):
+        raise StoreError(f"table {table!r} cannot be merged from a file: it holds store "
+                         "settings; restore a whole export into a new store (`sporeprint "
+                         "import` without --table), or make spaces with `sporeprint embed` / "
+                         "`sporeprint ingest --embeddings`")
+    try:
+        stage, _ = _stage(con, table, Path(path))
+        validation.check_staged(con, {table: stage}, str(path), FIX)
+        added = _insert(con, table, stage, merge=True, path=str(path))
+    finally:
+        _drop_stages(con)
+    log.info("imported %d rows into %s from %s", added, table, path)
+    return added
+
+
 def import_all(con: duckdb.DuckDBPyConnection, in_dir: str | Path) -> dict[str, int]:
     """Load a folder written by :func:`export_all` into this (new, empty) store; returns
-    rows added per table. The store takes the exported store's id and current split."""
+    rows added per table. The store takes the exported store's id and current split.
+
+    Every table the manifest lists must be there with the rows it counts, and every row
+    must pass the checks of :func:`import_parquet`; otherwise nothing is imported. The
+    species table must be the official DF20 list."""
     src = Path(in_dir)
-    manifest_path = src / MANIFEST
-    if not manifest_path.is_file():
-        raise StoreError(f"{str(src)!r} has no {MANIFEST}; pass a folder written by "
-                         "`sporeprint export` (export_all)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        tables = manifest["tables"]
-    except (ValueError, KeyError) as exc:
-        raise StoreError(f"{str(manifest_path)!r} is not a sporeprint export manifest "
-                         f"({exc}); export the store again") from exc
+    tables = _read_manifest(src)
     used = con.execute("SELECT (SELECT count(*) FROM observations) + (SELECT count(*) FROM "
                        "images) + (SELECT count(*) FROM embedding_spaces) + (SELECT count(*) "
                        "FROM runs)").fetchall()[0][0]
@@ -299,61 +284,255 @@ def import_all(con: duckdb.DuckDBPyConnection, in_dir: str | Path) -> dict[str, 
         raise StoreError("import_all restores an export into a new, empty store, and this one "
                          "holds data; import into a new file, or merge single tables with "
                          "import_parquet")
-    added: dict[str, int] = {}
-    for table in EXPORT_TABLES:
-        if table not in tables:
-            continue
-        if table == "meta":
-            added[table] = _import_meta(con, src / "meta.parquet")
-            continue
-        if table == "species":
-            con.execute("DELETE FROM species")  # the exported list replaces the seeded one
-        path = src / table if table in PARTITIONS else src / f"{table}.parquet"
-        if not parquet_files(path):
-            added[table] = 0
-            continue
-        added[table] = import_parquet(con, table, path, append=True)
-        if table == "species":
-            _check_poison_list(con, path)
-        if table == "embedding_spaces":
-            for space, table_name, dim in con.execute(
-                    "SELECT space, table_name, dim FROM embedding_spaces ORDER BY 1").fetchall():
-                expected = EmbeddingSpace(space, model_id="-", dim=dim).table_name
-                if table_name != expected:
-                    raise StoreError(f"{str(path)!r} names table {table_name!r} for space "
-                                     f"{space!r}; expected {expected!r}. Export the store again")
-                con.execute(embedding_table_ddl(table_name, dim))
-                added[table_name] = import_parquet(con, table_name,
-                                                   src / f"{table_name}.parquet", append=True)
+    stages: dict[str, str] = {}
+    try:
+        for table in EXPORT_TABLES:
+            stages[table] = _stage_listed(con, src, table, tables)
+            if table == "embedding_spaces":
+                for space in validation.staged_spaces(con, stages[table], str(src)):
+                    con.execute(embedding_table_ddl(space.table_name, space.dim))
+                    stages[space.table_name] = _stage_listed(con, src, space.table_name, tables)
+        extra = sorted(set(tables) - set(stages))
+        if extra:
+            raise StoreError(f"{str(src / MANIFEST)!r} lists tables {extra} that are not in the "
+                             f"export's embedding_spaces.parquet nor this sporeprint's schema; "
+                             f"nothing was imported. {FIX}")
+        validation.check_staged(con, stages, str(src), FIX, whole=True)
+        added = {"meta": _insert_meta(con, stages["meta"])}
+        con.execute("DELETE FROM species")  # the exported list (checked: the official one)
+        for table, stage in stages.items():
+            if table != "meta":
+                added[table] = _insert(con, table, stage, merge=False, path=str(src))
+    finally:
+        _drop_stages(con)
+    validation.require_official_species(
+        con, f"the store imported from {str(src)!r}", "Nothing was imported; " + FIX)
     log.info("imported %s from %s", added, src)
     return added
 
 
-def _check_poison_list(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """The official poisonous list governs: an export that changes it is refused."""
-    official = pa.table({"class_id": pa.array(list(poison_status()), pa.int32()),
-                         "official": pa.array(list(poison_status().values()), pa.bool_())})
-    con.register("_official", official)
+def _read_manifest(src: Path) -> dict[str, dict]:
+    """``{table: {"files": [...], "rows": n}}`` of an export's checked manifest."""
+    path = src / MANIFEST
+    where = repr(str(path))
+    if not path.is_file():
+        raise StoreError(f"{str(src)!r} has no {MANIFEST}; pass a folder written by "
+                         "`sporeprint export` (export_all)")
+    bad = f"{where} is not a sporeprint export manifest"
     try:
-        differ = [r[0] for r in con.execute(
-            "SELECT coalesce(s.class_id, o.class_id) FROM species s FULL JOIN _official o "
-            "USING (class_id) WHERE s.poisonous IS DISTINCT FROM o.official ORDER BY 1"
-            ).fetchall()]
-    finally:
-        con.unregister("_official")
-    if differ:
-        raise StoreError(f"{str(path)!r} disagrees with the official poisonous list for class "
-                         f"ids {differ[:10]}{' ...' if len(differ) > 10 else ''}; nothing was "
-                         "imported. Export the store again from an unmodified store")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise StoreError(f"{bad} (over {MAX_MANIFEST_BYTES >> 20} MiB); export the store "
+                             "again")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError, OSError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else \
+            (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise StoreError(f"{bad} ({detail}); export the store again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "sporeprint-store-parquet":
+        raise StoreError(f"{bad} (no \"format\": \"sporeprint-store-parquet\"); export the "
+                         "store again")
+    tables = manifest.get("tables")
+    if not isinstance(tables, dict):
+        raise StoreError(f"{bad} (\"tables\" is a JSON {type(tables).__name__}, not an object "
+                         "of table entries); export the store again")
+    for name, entry in tables.items():
+        rows = entry.get("rows") if isinstance(entry, dict) else None
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            raise StoreError(f"{bad} (table {name!r}: \"rows\" should be a count, got "
+                             f"{_short(rows if isinstance(entry, dict) else entry)}); export "
+                             "the store again")
+    missing = [t for t in EXPORT_TABLES if t not in tables]
+    if missing:
+        raise StoreError(f"{bad}: it lists no {', '.join(missing)}; nothing was imported. "
+                         "Export the store again")
+    return tables
 
 
-def _import_meta(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _stage_listed(con: duckdb.DuckDBPyConnection, src: Path, table: str,
+                  tables: dict[str, dict]) -> str:
+    """Stage a table the manifest lists: its files must be there, with the rows counted."""
+    if table not in tables:
+        raise StoreError(f"{str(src / MANIFEST)!r} lists no {table!r}, but the export's "
+                         f"embedding_spaces.parquet names it; nothing was imported. {FIX}")
+    expected = tables[table]["rows"]
+    path = src / table if table in PARTITIONS else src / f"{table}.parquet"
+    if not parquet_files(path):
+        if table in PARTITIONS and expected == 0:  # no batch was scored: no folder
+            return _empty_stage(con, table)
+        raise StoreError(f"{str(path)!r} is missing, but {MANIFEST} lists table {table!r} "
+                         f"({expected} rows); nothing was imported. {FIX}")
+    stage, rows = _stage(con, table, path)
+    if rows != expected:
+        raise StoreError(f"{str(path)!r} holds {rows} rows of {table!r}, but {MANIFEST} "
+                         f"counts {expected}; nothing was imported. {FIX}")
+    return stage
+
+
+def _targets(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str, bool]]:
+    """``(column, DuckDB type, nullable)`` of a store table, in order."""
+    return con.execute(
+        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE "
+        "database_name = current_database() AND schema_name = 'main' AND table_name = ? "
+        "ORDER BY column_index", [table]).fetchall()
+
+
+def _stage_ddl(con: duckdb.DuckDBPyConnection, table: str, stage: str,
+               columns: list[str]) -> None:
+    types = {c: t for c, t, _ in _targets(con, table)}
+    # JSON is checked as text (json_valid), so a bad value is reported, not a cast error
+    cols = ", ".join(f"{q(c)} {'VARCHAR' if types[c] == 'JSON' else types[c]}"
+                     for c in columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {q(stage)} ({cols})")
+
+
+def _empty_stage(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    stage = validation.STAGE + table
+    _stage_ddl(con, table, stage, [c for c, _, _ in _targets(con, table)
+                                   if c not in AUTO_COLUMNS])
+    return stage
+
+
+def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> tuple[str, int]:
+    """Copy a Parquet file or folder into a TEMP table shaped like ``table``, checking
+    columns, types, nulls and (for vectors) values on the way; ``(temp table, rows)``."""
+    where = f"{str(path)!r} (table {table})"
+    dataset = open_parquet(path)
+    targets = _targets(con, table)
+    columns = [c for c, _, _ in targets]
+    names = dataset.schema.names
+    missing = [c for c in columns if c not in names and c not in AUTO_COLUMNS]
+    extra = [c for c in names if c not in columns]
+    if missing or extra:
+        what = (f"lacks columns {missing}" if missing else "") + \
+            (" and " if missing and extra else "") + (f"has columns {extra} that table "
+                                                      f"{table!r} does not" if extra else "")
+        raise StoreError(f"{where} {what}; nothing was imported. Import files exported from "
+                         "the same table by `sporeprint export`")
+    take = [c for c in columns if c in names]
+    want = _arrow_schema(con.sql(f"SELECT {', '.join(q(c) for c in take)} FROM {q(table)} "
+                                 "LIMIT 0").to_arrow_table().schema)
+    for c in take:
+        got, expected = dataset.schema.field(c).type, want.field(c).type
+        if not _compatible(got, expected):
+            raise StoreError(f"{where}: column {c} has type {got}, expected {expected}; "
+                             f"nothing was imported. {FIX}")
+    not_null = [c for c, _, nullable in targets if not nullable and c in take]
+    vectors = table.startswith("emb_") and "vector" in take
+    stage = validation.STAGE + table
+    _stage_ddl(con, table, stage, take)
+    select = ", ".join(q(c) for c in take)
+    rows = 0
+    try:
+        for batch in dataset.to_batches(columns=take, batch_size=BATCH_ROWS):
+            batch = _cast(batch, want, where)
+            for c in not_null:
+                if batch.column(c).null_count:
+                    raise StoreError(f"{where}: column {c} is null in {batch.column(c).null_count}"
+                                     f" rows, and {table} requires a value; nothing was "
+                                     f"imported. {FIX}")
+            if vectors and batch.num_rows:
+                _check_vector_batch(batch, want.field("vector").type.list_size, where)
+            with registered(con, "_import_rows", pa.Table.from_batches([batch])):
+                con.execute(f"INSERT INTO {q(stage)} ({select}) SELECT {select} "
+                            "FROM _import_rows")
+            rows += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise StoreError(f"cannot read {where} ({_first_line(exc)}); nothing was imported. "
+                         f"{FIX}") from exc
+    return stage, rows
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return "list of " + _kind(t.value_type)
+    return str(t)
+
+
+def _compatible(got: pa.DataType, expected: pa.DataType) -> bool:
+    """May a column of type ``got`` fill one of ``expected`` (a safe cast decides values)?"""
+    if pa.types.is_null(got):
+        return True
+    a, b = _kind(got), _kind(expected)
+    return a == b or (a, b) in (("integer", "number"), ("list of integer", "list of number"))
+
+
+def _cast(batch: pa.RecordBatch, want: pa.Schema, where: str) -> pa.RecordBatch:
+    """``batch`` in the store's column types; a value that does not fit refuses the file."""
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns):
+        target = want.field(name).type
+        try:
+            arrays.append(column if column.type == target else column.cast(target, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            size = (f" of dimension {target.list_size}"
+                    if pa.types.is_fixed_size_list(target) else "")
+            raise StoreError(f"{where}: column {name} holds values that do not fit {target}"
+                             f"{size} ({_first_line(exc)}); nothing was imported. {FIX}") \
+                from None
+    return pa.RecordBatch.from_arrays(arrays, schema=want)
+
+
+def _check_vector_batch(batch: pa.RecordBatch, dim: int, where: str) -> None:
+    """The checks ingest gives vectors (``spaces.check_vectors``), for one batch."""
+    column = batch.column("vector")
+    values = column.flatten()
+    if values.null_count:
+        raise StoreError(f"{where}: column vector has null elements; nothing was imported. "
+                         f"{FIX}")
+    matrix = values.to_numpy(zero_copy_only=False).astype("float32", copy=False)
+    ids = batch.column("image_id").to_numpy(zero_copy_only=False)
+    check_vectors(matrix.reshape(len(column), dim), dim, ids, f"{where}, column vector",
+                  outcome="nothing was imported")
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, stage: str, merge: bool,
+            path: str) -> int:
+    """Write a checked stage into its table; returns rows added. ``merge``: a row whose
+    key is stored is skipped when equal (``check_staged`` refused it otherwise)."""
+    cols = validation.staged_columns(con, stage)
+    select = ", ".join(q(c) for c in cols)
+    before = con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0]
+    if not merge:
+        con.execute(f"INSERT INTO {q(table)} ({select}) SELECT {select} FROM {q(stage)}")
+    elif validation.keys(con, table):
+        con.execute(f"INSERT OR IGNORE INTO {q(table)} ({select}) SELECT {select} "
+                    f"FROM {q(stage)}")
+    else:
+        con.execute(f"INSERT INTO {q(table)} ({select}) SELECT {select} FROM {q(stage)} "
+                    f"EXCEPT SELECT {select} FROM {q(table)}")
+    return con.execute(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0] - before
+
+
+def _insert_meta(con: duckdb.DuckDBPyConnection, stage: str) -> int:
     """Take the exported store id and current split seed; keep this store's schema version."""
-    rows = pq.read_table(path).to_pylist()
-    n = 0
-    for row in rows:
-        if row["key"] == "schema_version":
-            continue
-        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [row["key"], row["value"]])
-        n += 1
-    return n
+    rows = con.execute(f"SELECT key, value FROM {q(stage)} WHERE key <> 'schema_version'"
+                       ).fetchall()
+    for key, value in rows:
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+    return len(rows)
+
+
+def _drop_stages(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'temp' AND "
+                "starts_with(table_name, ?)", [validation.STAGE]).fetchall():
+            con.execute(f"DROP TABLE IF EXISTS {q(name)}")
+    except duckdb.Error:  # an aborted transaction: the caller's rollback drops them
+        pass
