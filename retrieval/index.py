@@ -474,6 +474,14 @@ class VectorIndex:
             raise RetrievalError(f"{missing.size} id(s) not in the index (e.g. {missing[:5].tolist()})")
         return self._reconstruct(ids)
 
+    def stored_form(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` as this index holds them: normalised, and for ivf_pq without
+        re-ranking encoded and decoded; what :meth:`reconstruct` returns for their ids."""
+        x = self._check_vectors(vectors, "vectors")
+        if self._native_ids and self.kind == "ivf_pq" and len(self):
+            return self._index.sa_decode(self._index.sa_encode(x))
+        return x
+
     # ----------------------------------------------------------------------- gpu
     def _on_gpu(self) -> bool:
         return self.use_gpu and gpu.supports_gpu(self._index)

@@ -121,14 +121,8 @@ def _check_sample(fs, index: VectorIndex, space: str, directory: Path, rebuild: 
     if found.size < rows.size:
         raise StaleIndexError(f"index is stale: {directory} holds image ids the store has no "
                               f"vector for in space {space!r}; rebuild with: {rebuild}")
-    stored = stored / np.linalg.norm(stored, axis=1, keepdims=True)
     held = index.reconstruct(found)
-    if index.kind == "ivf_pq" and not index.params.get("refine_factor"):
-        # PQ codes decode approximately: each must still be nearest its own image's vector
-        sims = held @ stored.T
-        wrong = np.diagonal(sims) < sims.max(axis=1) - 1e-6
-    else:
-        wrong = ~np.isclose(held, stored, atol=1e-5).all(axis=1)
+    wrong = ~np.isclose(held, index.stored_form(stored), atol=1e-5).all(axis=1)
     if wrong.any():
         raise StaleIndexError(
             f"index {directory} does not hold the store's vectors for image ids "

@@ -381,9 +381,9 @@ def _targets(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str,
         "ORDER BY column_index", [table]).fetchall()
 
 
-def _stage_ddl(con: duckdb.DuckDBPyConnection, table: str, stage: str,
-               columns: list[str]) -> None:
-    types = {c: t for c, t, _ in _targets(con, table)}
+def _stage_ddl(con: duckdb.DuckDBPyConnection, targets: list[tuple[str, str, bool]],
+               stage: str, columns: list[str]) -> None:
+    types = {c: t for c, t, _ in targets}
     # JSON is checked as text (json_valid), so a bad value is reported, not a cast error
     cols = ", ".join(f"{q(c)} {'VARCHAR' if types[c] == 'JSON' else types[c]}"
                      for c in columns)
@@ -392,8 +392,8 @@ def _stage_ddl(con: duckdb.DuckDBPyConnection, table: str, stage: str,
 
 def _empty_stage(con: duckdb.DuckDBPyConnection, table: str) -> str:
     stage = validation.STAGE + table
-    _stage_ddl(con, table, stage, [c for c, _, _ in _targets(con, table)
-                                   if c not in AUTO_COLUMNS])
+    targets = _targets(con, table)
+    _stage_ddl(con, targets, stage, [c for c, _, _ in targets if c not in AUTO_COLUMNS])
     return stage
 
 
@@ -424,7 +424,7 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> tuple[str,
     not_null = [c for c, _, nullable in targets if not nullable and c in take]
     vectors = table.startswith("emb_") and "vector" in take
     stage = validation.STAGE + table
-    _stage_ddl(con, table, stage, take)
+    _stage_ddl(con, targets, stage, take)
     select = ", ".join(q(c) for c in take)
     rows = 0
     try:
