@@ -414,11 +414,15 @@ def _stage(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> tuple[str,
         raise StoreError(f"{where} {what}; nothing was imported. Import files exported from "
                          "the same table by `sporeprint export`")
     take = [c for c in columns if c in names]
+    partitioning = getattr(dataset, "partitioning", None)
+    # hive partition values are read as text (a batch "007" stays "007"); the cast below
+    # parses them into the column's type
+    from_path = set(partitioning.schema.names) if partitioning is not None else set()
     want = _arrow_schema(con.sql(f"SELECT {', '.join(q(c) for c in take)} FROM {q(table)} "
                                  "LIMIT 0").to_arrow_table().schema)
     for c in take:
         got, expected = dataset.schema.field(c).type, want.field(c).type
-        if not _compatible(got, expected):
+        if not _compatible(got, expected) and not (c in from_path and _kind(got) == "string"):
             raise StoreError(f"{where}: column {c} has type {got}, expected {expected}; "
                              f"nothing was imported. {FIX}")
     not_null = [c for c, _, nullable in targets if not nullable and c in take]
@@ -475,7 +479,7 @@ def _compatible(got: pa.DataType, expected: pa.DataType) -> bool:
 def _cast(batch: pa.RecordBatch, want: pa.Schema, where: str) -> pa.RecordBatch:
     """``batch`` in the store's column types; a value that does not fit refuses the file."""
     arrays = []
-    for name, column in zip(batch.schema.names, batch.columns):
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
         target = want.field(name).type
         try:
             arrays.append(column if column.type == target else column.cast(target, safe=True))
