@@ -115,12 +115,14 @@ def build_store(path: Path, n: int, dim: int, seed: int = 0) -> None:
         p_poison = rng.beta(0.3, 8.0, n_new)
         risk = p_poison > 0.02
         pred_class[rng.random(n_new) < 0.3] = -1
+        kind = np.where(risk, "poison_risk", np.where(pred_class < 0, "unknown", "species"))
         reason = np.where(risk, "poison-risk: P(poisonous) > threshold",
                           np.where(pred_class < 0, "unknown: P(unknown) high", "argmax: p"))
         evidence = [list(rng.choice(ids["train"], 5)) for _ in range(n_new)]
         fs.write_predictions(",".join(members), "bench-batch", pa.table({
             "observation_id": ids["new"],
             "class_id": pa.array(np.where(risk, np.flatnonzero(poison)[0], pred_class), pa.int32()),
+            "kind": pa.array(kind.tolist()),
             "status": pa.array(["scored"] * n_new),
             "reason": pa.array(reason.tolist()),
             "poison_prob": p_poison,
@@ -133,6 +135,7 @@ def build_store(path: Path, n: int, dim: int, seed: int = 0) -> None:
                           rng.choice(N_CLASSES, len(val_ids), p=weights), val_truth)
         fs.write_predictions(",".join(members), "bench-val", pa.table({
             "observation_id": val_ids, "class_id": pa.array(answer, pa.int32()),
+            "kind": pa.array(["species"] * len(val_ids)),
             "status": pa.array(["scored"] * len(val_ids)),
             "reason": pa.array(["argmax: p"] * len(val_ids)),
             "poison_prob": rng.beta(0.3, 8.0, len(val_ids))}))

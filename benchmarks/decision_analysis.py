@@ -75,9 +75,9 @@ from stats import (  # noqa: E402
 from heads import HeadsError  # noqa: E402
 from heads.calibration import PoisonFusion  # noqa: E402
 from heads.classifier import Ensemble  # noqa: E402
-from heads.decision import Costs, decide_summary, summarise  # noqa: E402
+from heads.decision import Costs, answer_mix, decide_summary, summarise  # noqa: E402
 from heads.inference import aggregate_by_observation  # noqa: E402
-from sporeprint.decisions import COST_MATRICES, answer_mix  # noqa: E402
+from sporeprint.decisions import COST_MATRICES  # noqa: E402
 from sporeprint.scoring import ScoringModel  # noqa: E402
 from sporeprint.scoring import calibration as calib  # noqa: E402
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty  # noqa: E402
@@ -228,7 +228,11 @@ def run_seed(data, args, root: Path) -> dict:
     for label, (pe, ep) in COST_MATRICES.items():
         d = decide_summary(summ, Costs(poisonous_as_edible=pe, edible_as_poisonous=ep))
         out[f"cost {label}"] = d.class_id
-        out[f"mix {label}"] = answer_mix(d.class_id, data.poison, d.reason)
+        named = np.isin(d.class_id, data.poison)
+        mix = answer_mix(d.kind)
+        out[f"mix {label}"] = {"edible species": int(((d.class_id >= 0) & ~named).sum()),
+                               "poisonous species": int(named.sum()), "unknown": mix["unknown"],
+                               "raised for poison risk": mix["poison_risk"]}
     out["auroc_test"] = model.unknown_auroc(fs, test_ids)["auroc"]
     out["auroc_val"] = float(model.calibration.metrics.get("auroc", float("nan")))
     out["n_test"] = len(truth)

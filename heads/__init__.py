@@ -43,6 +43,8 @@ _EXPORTS = {
     "Costs": "heads.decision",
     "Decision": "heads.decision",
     "DecisionSummary": "heads.decision",
+    "KINDS": "heads.decision",
+    "answer_mix": "heads.decision",
     "decide": "heads.decision",
     "decide_summary": "heads.decision",
     "summarise": "heads.decision",

@@ -13,6 +13,18 @@ Three rules, compared in the README's decision analysis:
   whenever ``P > (1 + q_best_edible - q_best_poisonous) / 101`` — a poison
   probability of a percent or two is enough to refuse "edible" or "unknown".
 
+Every answer also has a *kind*, one of :data:`KINDS`, carried as data beside the
+class id (the ``reason`` is text for people, never parsed):
+
+- ``species``: a species named because it is the most probable answer;
+- ``poison_risk``: a poisonous species named although it is not the most probable
+  answer, because the poison mass crossed the break-even point;
+- ``unknown``: "a species never seen" (class ``-1``);
+- ``prior_only``: the answer of a row decided from a prior alone (the caller says
+  which, e.g. an observation with no usable photo), whatever it names.
+
+:func:`answer_mix` counts the kinds of a batch's answers.
+
 The ``track3`` rule needs four numbers per observation, the
 :class:`DecisionSummary` from :func:`summarise`: the best edible species and
 its probability, the best poisonous species and its probability, the poison
@@ -25,8 +37,8 @@ Example:
     >>> q = np.array([[0.90, 0.03, 0.07]])        # classes 10, 11 and "unknown"
     >>> d = decide(q[:, :2], q[:, 2], class_ids=np.array([10, 11]),
     ...            poisonous=np.array([False, True]), rule="track3")
-    >>> int(d.class_id[0]), d.reason[0].split(":")[0]
-    (11, 'poison-risk')
+    >>> int(d.class_id[0]), str(d.kind[0])
+    (11, 'poison_risk')
     >>> s = summarise(q[:, :2], q[:, 2], np.array([10, 11]), np.array([False, True]))
     >>> int(decide_summary(s, Costs(poisonous_as_edible=1.0)).class_id[0])  # a lenient survey
     10
@@ -42,17 +54,22 @@ import numpy as np
 from heads.metrics import COST_EDIBLE_AS_POISONOUS, COST_POISONOUS_AS_EDIBLE, UNKNOWN
 
 RULES = ("argmax", "argmax_unknown", "track3")
+# The kinds of answer, in the order answer mixes list them.
+KINDS = ("species", "poison_risk", "unknown", "prior_only")
+SPECIES, POISON_RISK, UNKNOWN_KIND, PRIOR_ONLY = KINDS
 
 
 @dataclass
 class Decision:
     """Per-row answers: ``class_id`` (-1 = unknown), the poison probability the
-    rule saw, the threshold it compared against, and a short human reason."""
+    rule saw, the threshold it compared against, a short human reason and the
+    answer's ``kind`` (one of :data:`KINDS`)."""
 
     class_id: np.ndarray  # (n,) int64
     poison_prob: np.ndarray  # (n,) float64
     poison_threshold: np.ndarray  # (n,) float64; nan for rules that ignore poison
     reason: list[str]
+    kind: np.ndarray  # (n,) str, one of KINDS
 
 
 @dataclass(frozen=True)
@@ -154,13 +171,27 @@ def summarise(species_probs: np.ndarray, unknown_prob: np.ndarray | None, class_
     return DecisionSummary(be_class, be_prob, bp_class, bp_prob, p_poison, q_unknown)
 
 
-def decide_summary(summary: DecisionSummary, costs: Costs | None = None) -> Decision:
+def _kinds(codes: np.ndarray, prior_only: np.ndarray | None) -> np.ndarray:
+    """Kind names of ``codes`` (indices into KINDS); rows in ``prior_only`` are prior-only."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if prior_only is not None:
+        mask = np.asarray(prior_only, dtype=bool)
+        if mask.shape != codes.shape:
+            raise ValueError(f"prior_only must have one entry per row ({len(codes)},), got "
+                             f"{mask.shape}")
+        codes = np.where(mask, KINDS.index(PRIOR_ONLY), codes)
+    return np.asarray(KINDS, dtype=object)[codes]
+
+
+def decide_summary(summary: DecisionSummary, costs: Costs | None = None,
+                   prior_only: np.ndarray | None = None) -> Decision:
     """The answer of least expected cost per row: the best edible species, "unknown"
     (which counts as edible) or the best poisonous species.
 
     An edible answer ``e`` costs ``w·(1 - q_e) + c_pe·P`` in expectation, the best
     poisonous ``p`` costs ``w·(1 - q_p) + c_ep·(1 - P)``; ties go to the edible answer,
-    and between an edible species and "unknown" to "unknown".
+    and between an edible species and "unknown" to "unknown". ``prior_only``: (n,) bool,
+    rows whose summary comes from a prior alone; their kind is ``prior_only``.
     """
     s = summary
     q_unknown = np.asarray(s.unknown_prob, dtype=np.float64)
@@ -173,17 +204,41 @@ def decide_summary(summary: DecisionSummary, costs: Costs | None = None) -> Deci
     choose_pois = p_poison > thr
     out = np.where(choose_pois, s.best_poisonous_class,
                    np.where(edible_is_unknown, UNKNOWN, s.best_edible_class)).astype(np.int64)
+    # a poisonous species that is not the most probable answer is a poison-risk answer
+    risk = choose_pois & (q_bp < q_be)
+    codes = np.where(risk, KINDS.index(POISON_RISK),
+                     np.where(~choose_pois & edible_is_unknown, KINDS.index(UNKNOWN_KIND),
+                              KINDS.index(SPECIES)))
     reasons = []
     for i in range(len(out)):
         if choose_pois[i]:
             reasons.append(
-                f"argmax: p={q_bp[i]:.3f} (poisonous)" if q_bp[i] >= q_be[i] else
-                f"poison-risk: P(poisonous)={p_poison[i]:.3f} > {thr[i]:.3f}")
+                f"poison-risk: P(poisonous)={p_poison[i]:.3f} > {thr[i]:.3f}" if risk[i] else
+                f"argmax: p={q_bp[i]:.3f} (poisonous)")
         elif edible_is_unknown[i]:
             reasons.append(f"unknown: P(unknown)={q_unknown[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
         else:
             reasons.append(f"argmax: p={q_be[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
-    return Decision(out, p_poison, thr, reasons)
+    return Decision(out, p_poison, thr, reasons, _kinds(codes, prior_only))
+
+
+def answer_mix(kind) -> dict[str, int]:
+    """Answers per kind, every kind of :data:`KINDS` in that order (0 where none).
+
+    ``kind``: the kinds of a batch's answers (a sequence, numpy or Arrow array).
+
+    >>> answer_mix(["species", "unknown", "species"])
+    {'species': 2, 'poison_risk': 0, 'unknown': 1, 'prior_only': 0}
+    """
+    values = kind.to_pylist() if hasattr(kind, "to_pylist") else \
+        np.asarray(kind, dtype=object).ravel().tolist()
+    counts = dict.fromkeys(KINDS, 0)
+    for v in values:
+        if v not in counts:
+            raise ValueError(f"answer kind {v!r} is not one of {', '.join(KINDS)}; decide the "
+                             "rows with heads.decision (or rescore an older batch)")
+        counts[v] += 1
+    return counts
 
 
 def decide(
@@ -194,6 +249,7 @@ def decide(
     rule: str = "track3",
     unknown_flag: np.ndarray | None = None,
     costs: Costs | None = None,
+    prior_only: np.ndarray | None = None,
 ) -> Decision:
     """Pick one class id per row.
 
@@ -207,6 +263,8 @@ def decide(
         rule: one of ``RULES``.
         unknown_flag: (n,) bool, the open-set detector's verdict (``argmax_unknown`` only).
         costs: the cost matrix of ``track3`` (default: Track 3's).
+        prior_only: (n,) bool, rows whose probabilities are a prior alone (no evidence of
+            their own, e.g. no usable photo): their answer's kind is ``prior_only``.
     """
     if rule not in RULES:
         raise ValueError(f"unknown decision rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -224,7 +282,8 @@ def decide(
 
     if rule == "argmax":
         return Decision(class_ids[best], p_poison, np.full(n, np.nan),
-                        [f"argmax: p={q[i, best[i]]:.3f}" for i in rows])
+                        [f"argmax: p={q[i, best[i]]:.3f}" for i in rows],
+                        _kinds(np.full(n, KINDS.index(SPECIES)), prior_only))
 
     if rule == "argmax_unknown":
         if unknown_flag is None:
@@ -233,8 +292,9 @@ def decide(
         out = np.where(flag, UNKNOWN, class_ids[best])
         reasons = ["unknown: open-set score above threshold" if flag[i]
                    else f"argmax: p={q[i, best[i]]:.3f}" for i in rows]
-        return Decision(out, p_poison, np.full(n, np.nan), reasons)
+        codes = np.where(flag, KINDS.index(UNKNOWN_KIND), KINDS.index(SPECIES))
+        return Decision(out, p_poison, np.full(n, np.nan), reasons, _kinds(codes, prior_only))
 
     # track3: the least expected cost among the best edible species, "unknown"
     # and the best poisonous species
-    return decide_summary(summarise(probs, q_unknown, class_ids, poisonous), costs)
+    return decide_summary(summarise(probs, q_unknown, class_ids, poisonous), costs, prior_only)

@@ -4,7 +4,9 @@ A Track 3-style decision needs only four numbers per observation (the best edibl
 and best poisonous species' probabilities, the poison mass, the probability of an
 unknown species) plus the two classes; scoring stores them with each prediction.
 So a forager's stricter 1000:1 matrix, or a survey's softer one, re-decides a batch
-without touching the heads, the index or the photos.
+without touching the heads, the index or the photos. Each row's answer kind is
+decided again with it; rows answered from the training prior alone stay
+``prior_only``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from heads.decision import Costs, DecisionSummary, decide_summary
+from heads.decision import PRIOR_ONLY, Costs, DecisionSummary, decide_summary
 from sporeprint.errors import SporeprintError
 
 # Cost matrices shown by the decision analysis: (poisonous called edible, edible called poisonous)
@@ -39,19 +41,20 @@ def summary_of(predictions: pa.Table) -> DecisionSummary:
 
 
 def redecide(predictions: pa.Table, costs: Costs) -> pa.Table:
-    """``observation_id, class_id, reason, changed`` under ``costs``."""
-    d = decide_summary(summary_of(predictions), costs)
+    """``observation_id, class_id, kind, reason, changed`` under ``costs``; the kind of
+    each answer is decided again, and rows stored as ``prior_only`` stay so."""
+    summary = summary_of(predictions)
+    if "kind" not in predictions.column_names or predictions.column("kind").null_count:
+        raise SporeprintError("these predictions have no answer kind (a store made by an older "
+                              "sporeprint); open the store once for writing (e.g. `sporeprint "
+                              "sql --store STORE --write \"SELECT 1\"`) to upgrade it")
+    prior = predictions.column("kind").to_numpy(zero_copy_only=False) == PRIOR_ONLY
+    d = decide_summary(summary, costs, prior_only=prior)
+    reasons = [f"training prior only; {r}" if p else r
+               for r, p in zip(d.reason, prior, strict=True)]
     before = predictions.column("class_id").to_numpy(zero_copy_only=False)
     return pa.table({"observation_id": predictions.column("observation_id"),
                      "class_id": pa.array(d.class_id, pa.int32()),
-                     "reason": pa.array(d.reason, pa.string()),
+                     "kind": pa.array(d.kind, pa.string()),
+                     "reason": pa.array(reasons, pa.string()),
                      "changed": pa.array(d.class_id != before)})
-
-
-def answer_mix(class_ids: np.ndarray, poisonous_ids: np.ndarray,
-               reasons: list[str]) -> dict[str, int]:
-    cls = np.asarray(class_ids)
-    return {"edible species": int(((cls >= 0) & ~np.isin(cls, poisonous_ids)).sum()),
-            "poisonous species": int(np.isin(cls, poisonous_ids).sum()),
-            "unknown": int((cls < 0).sum()),
-            "raised for poison risk": sum(r.startswith("poison-risk") for r in reasons)}

@@ -220,9 +220,9 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
 def cost_analysis(predictions, truth, poisonous_ids) -> str:
     """Track 1-3 and the answer mix of the stored decisions replayed under each of
     ``sporeprint.decisions.COST_MATRICES``."""
-    from heads.decision import Costs
+    from heads.decision import Costs, answer_mix
     from heads.metrics import fungiclef_scores
-    from sporeprint.decisions import COST_MATRICES, answer_mix, redecide
+    from sporeprint.decisions import COST_MATRICES, redecide
 
     t_ids = truth["observation_id"].to_numpy()
     t_cls = truth["class_id"].to_numpy()
@@ -235,9 +235,9 @@ def cost_analysis(predictions, truth, poisonous_ids) -> str:
         new = redecide(predictions, Costs(poisonous_as_edible=a, edible_as_poisonous=b))
         cls = new["class_id"].to_numpy()
         s = fungiclef_scores(y, cls, poisonous_ids)
-        mix = answer_mix(cls, poisonous_ids, new["reason"].to_pylist())
+        mix = answer_mix(new["kind"])
         rows.append(f"{name:<46} {s['track1']:>8.4f} {s['track2']:>8.4f} {s['track3']:>8.4f} "
-                    f"{mix['poisonous species']:>13d} {mix['unknown']:>8d}")
+                    f"{int(np.isin(cls, poisonous_ids).sum()):>13d} {mix['unknown']:>8d}")
     return "\n".join(rows)
 
 

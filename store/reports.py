@@ -12,6 +12,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
+from .errors import StoreError
 from .runs import newest_runs_sql
 from .schema import OBSERVATION_FIELDS, q
 
@@ -21,16 +22,19 @@ MISSING_FIELDS = ("year", "month", "day", "country_code", "locality", "latitude"
                   "coord_uncert", "substrate", "meta_substrate", "habitat", "level0_name",
                   "level1_name", "level2_name")
 
-# One answer per prediction row, from its status and reason columns.
-_ANSWER = """CASE
-    WHEN p.status IS DISTINCT FROM 'scored' OR p.reason LIKE 'no usable image%' THEN 'prior-only'
-    WHEN p.reason LIKE '%poison-risk%' THEN 'poison risk'
-    WHEN p.class_id IS NULL OR p.class_id < 0 THEN 'unknown'
-    ELSE 'species' END"""
-
 
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> pa.Table:
     return con.sql(sql, params=params).to_arrow_table()
+
+
+def _require_kind(con: duckdb.DuckDBPyConnection) -> None:
+    """A store of schema version 1 opened read-only has no ``predictions.kind`` yet."""
+    if not con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'predictions' "
+                       "AND column_name = 'kind' AND database_name = current_database()"
+                       ).fetchall()[0][0]:
+        raise StoreError("this store was made by an older sporeprint and its predictions have no "
+                         "kind column yet; open it once for writing (e.g. `sporeprint sql "
+                         "--store STORE --write \"SELECT 1\"`) to upgrade it")
 
 
 # --------------------------------------------------------------------------- data
@@ -176,26 +180,29 @@ FROM predictions p LEFT JOIN observations o USING (observation_id)
 GROUP BY ALL ORDER BY created_at DESC, p.batch""")
 
 
-def answer_mix(con: duckdb.DuckDBPyConnection, batch: str) -> pa.Table:
-    """``answer, observations`` of a batch: species / poison risk / unknown / prior-only."""
-    return _arrow(con, f"SELECT {_ANSWER} AS answer, count(*) AS observations FROM predictions p "
-                       "WHERE p.batch = ? GROUP BY 1 ORDER BY 2 DESC", [batch])
+def answer_kinds(con: duckdb.DuckDBPyConnection, batch: str) -> pa.Table:
+    """``observation_id, kind`` of every prediction of a batch (the answer mix counts them)."""
+    _require_kind(con)
+    return _arrow(con, "SELECT observation_id, kind FROM predictions WHERE batch = ? "
+                       "ORDER BY observation_id", [batch])
 
 
 def poison_probabilities(con: duckdb.DuckDBPyConnection, batch: str) -> pa.Table:
-    """``poison_prob, answer`` of every prediction of a batch."""
-    return _arrow(con, f"SELECT p.poison_prob, {_ANSWER} AS answer FROM predictions p "
-                       "WHERE p.batch = ? AND p.poison_prob IS NOT NULL", [batch])
+    """``poison_prob, kind`` of every prediction of a batch."""
+    _require_kind(con)
+    return _arrow(con, "SELECT poison_prob, kind FROM predictions "
+                       "WHERE batch = ? AND poison_prob IS NOT NULL", [batch])
 
 
 def poison_flagged(con: duckdb.DuckDBPyConnection, batch: str, limit: int = 20) -> pa.Table:
     """Observations of a batch raised for poison risk, highest poison probability first:
     ``observation_id, class_id, species, poison_prob, reason, evidence`` where evidence lists
     the evidence neighbours as ``"<observation id> <species> (poisonous|edible)"``."""
-    return _arrow(con, f"""
+    _require_kind(con)
+    return _arrow(con, """
 WITH flagged AS (
     SELECT p.observation_id, p.class_id, p.poison_prob, p.reason, p.evidence_observation_ids
-    FROM predictions p WHERE p.batch = $batch AND {_ANSWER} = 'poison risk'
+    FROM predictions p WHERE p.batch = $batch AND p.kind = 'poison_risk'
     ORDER BY p.poison_prob DESC, p.observation_id LIMIT $limit),
 ev AS (
     SELECT f.observation_id, e.k, e.evidence_id,
@@ -310,8 +317,8 @@ class ReportQueries:
     def prediction_batches(self) -> pa.Table:
         return self._read(prediction_batches)
 
-    def answer_mix(self, batch: str) -> pa.Table:
-        return self._read(answer_mix, batch)
+    def answer_kinds(self, batch: str) -> pa.Table:
+        return self._read(answer_kinds, batch)
 
     def poison_probabilities(self, batch: str) -> pa.Table:
         return self._read(poison_probabilities, batch)

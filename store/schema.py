@@ -7,7 +7,11 @@ column names below and validated embedding-space names.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# The kind of answer of each ``predictions`` row: the vocabulary of ``heads.decision.KINDS``
+# (the libraries do not import each other; tests/test_architecture.py checks they agree).
+PREDICTION_KINDS = ("species", "poison_risk", "unknown", "prior_only")
 
 # Observation-level columns: (name, SQL type). Every image row of one observation
 # must agree on all of them (otherwise the row is a conflict).
@@ -202,6 +206,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     batch VARCHAR NOT NULL,
     observation_id BIGINT NOT NULL,
     class_id INTEGER,
+    kind VARCHAR,
     status VARCHAR,
     reason VARCHAR,
     poison_prob DOUBLE,
@@ -214,7 +219,21 @@ CREATE TABLE IF NOT EXISTS predictions (
 )""",
 ]
 
-# Changes to tables of stores made by earlier versions; each statement is idempotent.
+# Version 1 stored no answer kind. Its rows get one, once, from what version 1 wrote:
+# status (prior-only answers are not 'scored') and the start of the reason text, which
+# version 1's decision rule began with "poison-risk" for a poison-risk answer. This is the
+# only place that reads reason text; everything else reads the kind column.
+_KIND_FROM_VERSION_1 = """
+UPDATE predictions SET kind = CASE
+    WHEN status IS DISTINCT FROM 'scored' OR reason LIKE 'no usable image%' THEN 'prior_only'
+    WHEN reason LIKE '%poison-risk%' THEN 'poison_risk'
+    WHEN class_id IS NULL OR class_id < 0 THEN 'unknown'
+    ELSE 'species' END
+WHERE kind IS NULL
+  AND (SELECT value FROM meta WHERE key = 'schema_version') = '1'"""
+
+# Changes to tables of stores made by earlier versions, run on every writable open; each
+# statement is idempotent (the version-1 ones end by recording version 2).
 MIGRATIONS: list[str] = [
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS split_seed INTEGER",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS relative_path VARCHAR",
@@ -223,6 +242,10 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS best_edible_prob DOUBLE",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS best_poisonous_class INTEGER",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS best_poisonous_prob DOUBLE",
+    # version 2: the answer's kind as a column
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS kind VARCHAR",
+    _KIND_FROM_VERSION_1,
+    "UPDATE meta SET value = '2' WHERE key = 'schema_version' AND value = '1'",
 ]
 
 

@@ -128,7 +128,10 @@ def test_decide_replays_the_stored_decisions_and_stricter_costs_flag_more(world,
     assert "answers changed from the stored ones: 0" in out  # same costs, same answers
 
     def poison_answers(text):
-        return int(text.split("poisonous species ")[1].split(",")[0])
+        return int(text.split("naming a poisonous species ")[1].split(",")[0])
+
+    def poison_risk(text):
+        return int(text.split("poison_risk ")[1].split(",")[0])
 
     assert main(["decide", "--store", store, "--batch", "test_2024",
                  "--cost-poisonous-as-edible", "1e6"]) == 0
@@ -138,5 +141,6 @@ def test_decide_replays_the_stored_decisions_and_stricter_costs_flag_more(world,
     soft = capsys.readouterr().out
     assert poison_answers(strict) >= poison_answers(out) >= poison_answers(soft)
     assert poison_answers(strict) > poison_answers(soft)
+    assert poison_risk(strict) >= poison_risk(out) >= poison_risk(soft)
     assert main(["decide", "--store", store, "--batch", "nope"]) == 2
     assert "no predictions for batch 'nope'" in capsys.readouterr().err

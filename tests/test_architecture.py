@@ -152,3 +152,51 @@ def test_one_newest_first_order_of_runs_and_the_application_asks_for_the_default
     for path in (ROOT / "sporeprint").rglob("*.py"):
         assert not picks.search(path.read_text()), \
             f"{path.relative_to(ROOT)} picks the default run itself; call fs.default_run()"
+
+
+# Telling answers apart by their reason text: the kind of answer is the ``kind`` column /
+# ``Decision.kind``; ``reason`` is text for people.
+REASON_MATCHING = re.compile("|".join([
+    r"reason\s+(NOT\s+)?I?LIKE\s+'[^']*(poison|unknown|argmax|prior|no usable|no accepted)",
+    r"starts_?with\([^\n]*[\"'](poison[- _]risk|unknown|argmax|prior)",
+    r"[\"']poison[- _]risk[^\"'\n]*[\"']\s+(not\s+)?in\b",
+    r"\breason\b[^\n]*\.split\(\s*[\"']:",
+    r"\.split\(\s*[\"']:[\"']\s*\)\s*\[0\][^\n]*\breason",
+]), re.I)
+# The one place allowed to read reason text: version-1 stores get their kinds from it once.
+MIGRATION = ("store/schema.py", "_KIND_FROM_VERSION_1")
+
+
+def _without_assignment(path: Path, name: str) -> str:
+    """The file's text without the lines of the module-level assignment to ``name``."""
+    text = path.read_text()
+    lines = text.splitlines()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name
+                                                for t in node.targets):
+            del lines[node.lineno - 1:node.end_lineno]
+            return "\n".join(lines)
+    raise AssertionError(f"{path.relative_to(ROOT)} has no {name}; update MIGRATION")
+
+
+def test_nothing_tells_answers_apart_by_their_reason_text():
+    found = []
+    for top in (*TOP, "benchmarks", "tests"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel == "tests/test_architecture.py":
+                continue
+            text = _without_assignment(path, MIGRATION[1]) if rel == MIGRATION[0] \
+                else path.read_text()
+            found += [f"{rel}: {m.group(0)}" for m in REASON_MATCHING.finditer(text)]
+    assert not found, "read the kind, not the reason: " + "; ".join(found)
+
+
+def test_the_store_and_the_decision_rule_share_one_vocabulary_of_kinds():
+    from heads.decision import KINDS
+    from store.schema import PREDICTION_KINDS
+
+    assert PREDICTION_KINDS == KINDS
+    migration = _without_assignment(ROOT / "store/schema.py", "PREDICTION_KINDS")
+    assert REASON_MATCHING.search((ROOT / "store/schema.py").read_text())  # the pattern works
+    assert all(f"'{k}'" in migration for k in KINDS)  # the migration writes these words

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from heads.decision import Costs, DecisionSummary, decide, decide_summary, summarise
+from heads.decision import (
+    KINDS,
+    Costs,
+    DecisionSummary,
+    answer_mix,
+    decide,
+    decide_summary,
+    summarise,
+)
 
 
 def _brute_force(q_known, q_unknown, class_ids, poisonous, costs):
@@ -116,3 +124,89 @@ def test_costs_are_checked():
         Costs(0, 0)
     with pytest.raises(ValueError, match="one entry per row"):
         summarise(np.ones((2, 1)), np.zeros(3), np.array([1]), np.array([False]))
+
+
+CLASS_IDS, POISONOUS = np.array([1, 2, 3]), np.array([False, True, False])
+
+
+def test_each_kind_of_answer_is_reached_and_carried_per_row():
+    probs = np.array([[0.995, 0.005, 0.0],  # edible species, poison mass below break-even
+                      [0.97, 0.03, 0.0],  # 3% poisonous: the poisonous species, not the argmax
+                      [0.10, 0.90, 0.0],  # a poisonous species that is the most probable
+                      [0.50, 0.00, 0.5]])  # mostly unknown, no poison mass
+    unknown = np.array([0.0, 0.0, 0.0, 0.9])
+    d = decide(probs, unknown, CLASS_IDS, POISONOUS, rule="track3")
+    assert d.class_id.tolist() == [1, 2, 2, -1]
+    assert d.kind.tolist() == ["species", "poison_risk", "species", "unknown"]
+    prior = decide(probs, unknown, CLASS_IDS, POISONOUS, rule="track3",
+                   prior_only=np.array([False, True, False, True]))
+    assert prior.class_id.tolist() == d.class_id.tolist()  # the same answers, marked prior-only
+    assert prior.kind.tolist() == ["species", "prior_only", "species", "prior_only"]
+    assert answer_mix(prior.kind) == {"species": 2, "poison_risk": 0, "unknown": 0,
+                                      "prior_only": 2}
+    assert set(KINDS) == {"species", "poison_risk", "unknown", "prior_only"}
+    # the other rules: argmax names a species; the open-set flag makes "unknown"
+    assert decide(probs, None, CLASS_IDS, POISONOUS, "argmax").kind.tolist() == ["species"] * 4
+    flag = np.array([False, True, False, True])
+    d = decide(probs, None, CLASS_IDS, POISONOUS, "argmax_unknown", unknown_flag=flag)
+    assert d.kind.tolist() == ["species", "unknown", "species", "unknown"]
+    with pytest.raises(ValueError, match="prior_only must have one entry per row"):
+        decide(probs, unknown, CLASS_IDS, POISONOUS, prior_only=np.array([True]))
+
+
+def test_answer_mix_counts_every_kind_and_refuses_other_words():
+    assert answer_mix([]) == dict.fromkeys(KINDS, 0)
+    assert list(answer_mix(["unknown"])) == list(KINDS)
+    with pytest.raises(ValueError, match="'poison-risk' is not one of species"):
+        answer_mix(["species", "poison-risk"])
+    with pytest.raises(ValueError, match="None"):
+        answer_mix(["species", None])
+
+
+def _check_kinds(d, s, prior):
+    """What each kind means, row by row, against the summary it was decided from."""
+    q_be = np.maximum(s.unknown_prob, s.best_edible_prob)
+    poisonous_answer = (d.class_id == s.best_poisonous_class) & (d.class_id >= 0) & \
+        (d.class_id != s.best_edible_class)
+    for i, k in enumerate(d.kind):
+        if prior[i]:
+            assert k == "prior_only"
+        elif k == "unknown":
+            assert d.class_id[i] == -1
+        elif k == "poison_risk":
+            assert poisonous_answer[i] and s.best_poisonous_prob[i] < q_be[i]
+        else:
+            assert k == "species" and d.class_id[i] >= 0
+            assert not poisonous_answer[i] or s.best_poisonous_prob[i] >= q_be[i]
+
+
+@pytest.mark.parametrize("costs", [Costs(1000, 1), Costs(10, 1), Costs(5, 2, 0.5)])
+def test_other_costs_change_the_kinds_consistently(costs):
+    rng = np.random.default_rng(7)
+    class_ids = np.arange(20)
+    poisonous = np.zeros(20, dtype=bool)
+    poisonous[[3, 7, 11]] = True
+    probs = rng.dirichlet(np.full(20, 0.1), size=3000)
+    unknown = rng.uniform(0, 0.9, 3000)
+    prior = rng.random(3000) < 0.05
+    s = summarise(probs, unknown, class_ids, poisonous)
+    default = decide_summary(s, prior_only=prior)
+    other = decide_summary(s, costs, prior_only=prior)
+    _check_kinds(default, s, prior)
+    _check_kinds(other, s, prior)
+    np.testing.assert_array_equal(other.kind, decide(probs, unknown, class_ids, poisonous,
+                                                     costs=costs, prior_only=prior).kind)
+    changed = other.kind != default.kind
+    assert changed.any()
+    before, after = answer_mix(default.kind), answer_mix(other.kind)
+    assert before["prior_only"] == after["prior_only"] == int(prior.sum())
+    stricter = costs.poisonous_as_edible / costs.edible_as_poisonous > 100
+    # a stricter matrix only turns edible and unknown answers into poison-risk ones
+    moved_to_risk = (default.kind != "poison_risk") & (other.kind == "poison_risk")
+    moved_from_risk = (default.kind == "poison_risk") & (other.kind != "poison_risk")
+    if stricter:
+        assert moved_to_risk.any() and not moved_from_risk.any()
+        assert after["poison_risk"] > before["poison_risk"]
+    else:
+        assert moved_from_risk.any() and not moved_to_risk.any()
+        assert after["poison_risk"] < before["poison_risk"]

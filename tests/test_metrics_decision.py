@@ -89,7 +89,7 @@ def test_track3_refuses_edible_and_unknown_when_poison_probability_exceeds_thres
     d = decide(np.array([[0.97, 0.03, 0.0]]), None, class_ids, poisonous, rule="track3")
     assert d.class_id[0] == 2
     assert d.poison_threshold[0] == pytest.approx((1 + 0.97 - 0.03) / 101)
-    assert d.reason[0].startswith("poison-risk")
+    assert d.kind[0] == "poison_risk"
     # 99.5% edible: poison mass 0.005 below threshold -> the edible species
     d = decide(np.array([[0.995, 0.005, 0.0]]), None, class_ids, poisonous, rule="track3")
     assert d.class_id[0] == 1
@@ -98,7 +98,7 @@ def test_track3_refuses_edible_and_unknown_when_poison_probability_exceeds_thres
     assert d.class_id[0] == 2
     # mostly unknown, no poison mass: "unknown"
     d = decide(np.array([[0.5, 0.0, 0.5]]), np.array([0.9]), class_ids, poisonous, rule="track3")
-    assert d.class_id[0] == -1 and d.reason[0].startswith("unknown")
+    assert d.class_id[0] == -1 and d.kind[0] == "unknown"
 
 
 def test_argmax_rules_and_errors():

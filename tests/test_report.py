@@ -20,7 +20,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from heads.decision import answer_mix
 from sporeprint.cli import main
+from sporeprint.report.figures import ANSWER_LABELS
 from store import FeatureStore, reports
 
 SECTIONS = {"data": 5, "map": 1, "run": 1, "heldout": 4, "batch": 2, "frontier": 1,
@@ -140,6 +142,12 @@ def test_report_has_every_section_with_images(demo, capsys):
     assert page.sections["frontier"]["tables"] == 1  # closest cross pairs
     text = demo["report"].read_text(encoding="utf-8")
     assert f"run: {demo['run']}" in text and "batch: heldout" in text
+    with FeatureStore(demo["store"], read_only=True) as fs:  # the answer mix the page shows
+        stored = {r["kind"]: r["n"] for r in fs.sql(
+            "SELECT kind, count(*) AS n FROM predictions WHERE batch = 'heldout' GROUP BY 1"
+        ).to_pylist()}
+    shown = ", ".join(f"{ANSWER_LABELS[k]} {stored.get(k, 0):,}" for k in ANSWER_LABELS)
+    assert f"answers: {shown}." in text
     assert "calibration:" in text and "(poisonous)" in text  # evidence neighbours' toxicity
 
 
@@ -147,13 +155,15 @@ def test_report_queries_agree_with_the_store(demo):
     with FeatureStore(demo["store"], read_only=True) as fs:
         con = fs.con
         n_pred = con.sql("SELECT count(*) FROM predictions WHERE batch = 'heldout'").fetchall()[0][0]
-        mix = reports.answer_mix(con, "heldout")
-        assert sum(mix.column("observations").to_pylist()) == n_pred
-        assert set(mix.column("answer").to_pylist()) <= {"species", "poison risk", "unknown",
-                                                          "prior-only"}
-        risk = sum(r["observations"] for r in mix.to_pylist() if r["answer"] == "poison risk")
+        mix = answer_mix(reports.answer_kinds(con, "heldout").column("kind"))
+        stored = dict(con.sql("SELECT kind, count(*) FROM predictions WHERE batch = 'heldout' "
+                              "GROUP BY 1").fetchall())
+        assert {k: n for k, n in mix.items() if n} == stored
+        assert sum(mix.values()) == n_pred
+        hist = answer_mix(reports.poison_probabilities(con, "heldout").column("kind"))
+        assert hist == mix  # the histogram is coloured by the same kinds
         flagged = reports.poison_flagged(con, "heldout", limit=10**6)
-        assert flagged.num_rows == risk > 0
+        assert flagged.num_rows == mix["poison_risk"] > 0
         assert all(r["evidence"] for r in flagged.to_pylist())
         probs = flagged.column("poison_prob").to_numpy()
         assert np.all(np.diff(probs) <= 0)

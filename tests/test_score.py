@@ -48,6 +48,32 @@ def _predictions(store, batch):
                       [batch]).to_pylist()
 
 
+def _check_answer_kinds(store, batch, rows, printed, full_parquet):
+    """Each stored row has a kind; the printed answer mix, the report's query and the full
+    output file agree with the predictions table's kind column."""
+    from heads.decision import KINDS, answer_mix
+
+    kinds = [r["kind"] for r in rows]
+    assert set(kinds) <= set(KINDS)
+    for r in rows:
+        assert (r["kind"] == "prior_only") == (r["status"] != "scored")
+        if r["kind"] == "unknown":
+            assert r["class_id"] == -1
+    mix = answer_mix(kinds)
+    printed_mix = dict(item.rsplit(" ", 1) for item in
+                       printed.split("  answers: ")[1].splitlines()[0].split(", "))
+    assert {k: int(v) for k, v in printed_mix.items()} == mix
+    with FeatureStore(store, read_only=True) as fs:
+        assert answer_mix(fs.answer_kinds(batch).column("kind")) == mix
+        flagged = fs.poison_flagged(batch, limit=10**6).column("observation_id").to_pylist()
+        assert sorted(flagged) == sorted(r["observation_id"] for r in rows
+                                         if r["kind"] == "poison_risk")
+    full = pq.read_table(full_parquet)
+    assert dict(zip(full["observation_id"].to_pylist(), full["kind"].to_pylist(),
+                    strict=True)) == {r["observation_id"]: r["kind"] for r in rows}
+    return mix
+
+
 def test_every_observation_gets_exactly_one_prediction_and_rescoring_replaces(world, capsys):
     out = world["root"] / "a" / "pred.csv"
     args = ["score", "--store", str(world["store"]), "--metadata", str(world["batch_a"]),
@@ -70,6 +96,9 @@ def test_every_observation_gets_exactly_one_prediction_and_rescoring_replaces(wo
     for col in ("poison_prob", "unknown_score", "top5_class_ids", "top5_probs",
                 "evidence_observation_ids", "reason"):
         assert col in full.column_names
+    mix = _check_answer_kinds(world["store"], "batch_a", rows, printed,
+                              out.with_name("pred.full.parquet"))
+    assert mix["prior_only"] == 0 and sum(mix.values()) == len(batch_obs)
     r0 = rows[0]
     assert len(r0["top5_class_ids"]) == 5 and len(r0["evidence_observation_ids"]) == 5
     assert r0["top5_probs"] == sorted(r0["top5_probs"], reverse=True)
@@ -79,9 +108,9 @@ def test_every_observation_gets_exactly_one_prediction_and_rescoring_replaces(wo
                        "(SELECT unnest(?::BIGINT[]))", [r0["evidence_observation_ids"]])
     assert roles.column(0).to_pylist() == ["train"]
 
-    # Poison safety: no answer is edible/unknown while P(poisonous) is above its threshold.
+    # Poison safety: a poison-risk answer names a species on the poisonous list.
     for r in rows:
-        if "poison-risk" in r["reason"]:
+        if r["kind"] == "poison_risk":
             with FeatureStore(world["store"], read_only=True) as fs:
                 pois = fs.sql("SELECT poisonous FROM species WHERE class_id = ?", [r["class_id"]])
             assert pois.column(0)[0].as_py() is True
@@ -131,6 +160,9 @@ def test_broken_images_missing_metadata_and_bad_rows_are_accounted_for(world, ca
     assert preds[bad_row]["status"] == "rejected"
     assert preds[blank_meta]["status"] == "scored"
     assert preds[broken]["status"] in ("scored", "no_usable_image")
+    mix = _check_answer_kinds(world["store"], "batch_b_broken", list(preds.values()), printed,
+                              out.with_name("pred.full.parquet"))
+    assert mix["prior_only"] >= 2  # the observation without photos and the rejected one
     assert f"observations {len(obs)}:" in printed and "no accepted row 1" in printed
     assert len(_read_csv(out)) == len(obs)
     with FeatureStore(world["store"], read_only=True) as fs:
@@ -188,6 +220,10 @@ def test_unknown_run_and_evaluate_of_the_scored_batch(world, capsys):
                  "--format", "json", "--missing-as-unknown"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert 0.0 <= s["track1"] <= 1.0 and s["track3"] >= s["track1"]
+    # the full CSV (kind, reason, ... beside the two official columns) scores the same
+    assert main(["evaluate", "--predictions", str(out.with_name("pred.full.csv")), "--truth",
+                 str(world["truth"]), "--format", "json", "--missing-as-unknown"]) == 0
+    assert json.loads(capsys.readouterr().out) == s
 
 
 def test_top_columns_orders_largest_first_and_breaks_ties_by_column():

@@ -1,8 +1,10 @@
 """Re-decide a scored batch under another cost matrix, from the four numbers stored
 with each prediction (best edible and best poisonous species' probabilities, poison
-mass, P(unknown)): nothing is recomputed. Prints the answer mix, how many answers
-change and, where the store has labels for the batch, the official scores. Writes a
-submission CSV with --out; the stored predictions are left as they are."""
+mass, P(unknown)): nothing is recomputed. Prints the answer mix (answers per kind:
+species, poison_risk, unknown, prior_only — each kind decided again under the new
+costs), how many answers name a poisonous species, how many answers change and,
+where the store has labels for the batch, the official scores. Writes a submission
+CSV with --out; the stored predictions are left as they are."""
 
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ def run(args) -> int:
     import numpy as np
     import pyarrow.csv as pacsv
 
-    from heads.decision import Costs
+    from heads.decision import Costs, answer_mix
     from heads.metrics import fungiclef_scores
-    from sporeprint.decisions import answer_mix, redecide
+    from sporeprint.decisions import redecide
     from sporeprint.errors import CommandError
     from store import FeatureStore
 
@@ -43,11 +45,14 @@ def run(args) -> int:
         poison = fs.poisonous_class_ids()
     new = redecide(preds, costs)
     cls = new.column("class_id").to_numpy()
-    mix = answer_mix(cls, poison, new.column("reason").to_pylist())
+    mix = answer_mix(new.column("kind"))
+    named_poisonous = int(np.isin(cls, poison).sum())
     print(f"batch {args.batch!r}: {new.num_rows} observations re-decided with costs "
           f"poisonous-as-edible {costs.poisonous_as_edible:g}, edible-as-poisonous "
           f"{costs.edible_as_poisonous:g}, other errors {costs.wrong_answer:g}")
     print("  answers: " + ", ".join(f"{k} {v}" for k, v in mix.items()))
+    print(f"  naming a poisonous species {named_poisonous}, an edible species "
+          f"{int((cls >= 0).sum()) - named_poisonous}")
     print(f"  answers changed from the stored ones: {int(np.sum(new.column('changed')))}")
     truth = preds.column("true_class_id").to_numpy(zero_copy_only=False)
     labelled = ~np.isnan(truth.astype(np.float64))

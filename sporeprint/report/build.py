@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
+from heads.decision import answer_mix
 from store import ROLES, StoreError
 
 from . import figures
@@ -594,11 +595,12 @@ def _batch_section(fs, batch: str | None) -> Section:
     if batch is None:
         return s.absent("No scored batch in the predictions table: score one with "
                         "`sporeprint score`, then pass --batch.")
-    mix = query(fs, "answer_mix", batch).to_pylist()
-    total = sum(r["observations"] for r in mix)
-    s.blocks.append(Note(f"Batch {batch!r}: {total:,} observations."))
+    mix = answer_mix(query(fs, "answer_kinds", batch).column("kind"))
+    s.blocks.append(Note(f"Batch {batch!r}: {sum(mix.values()):,} observations; answers: " +
+                         ", ".join(f"{figures.ANSWER_LABELS[k]} {n:,}" for k, n in mix.items())
+                         + "."))
     s.blocks.append(Figure(
-        figures.answer_mix([r["answer"] for r in mix], [r["observations"] for r in mix]),
+        figures.answer_mix(mix),
         "answer mix",
         "What the decision rule answered per observation: a species; a poison-risk answer (a "
         "poisonous species named because P(poisonous) crossed the rule's threshold although it "
@@ -610,9 +612,9 @@ def _batch_section(fs, batch: str | None) -> Section:
     pp = query(fs, "poison_probabilities", batch)
     if pp.num_rows:
         probs = pp.column("poison_prob").to_numpy(zero_copy_only=False).astype(float)
-        answers = np.array(pp.column("answer").to_pylist(), dtype=object)
+        kinds = np.array(pp.column("kind").to_pylist(), dtype=object)
         s.blocks.append(Figure(
-            figures.poison_histogram(probs, answers), "poison-probability histogram",
+            figures.poison_histogram(probs, kinds), "poison-probability histogram",
             "Calibrated P(poisonous) per observation on a log scale, coloured by the answer "
             "given.",
             "The Track 3 rule raises poison risk at a probability of only a percent or two; the "

@@ -16,8 +16,11 @@ UNKNOWN = "#f9a825"
 ROLE_COLOURS = {"train": "#1565c0", "val": "#2e7d32", "test": "#6a1b9a", "new": "#ef6c00"}
 TOXICITY_COLOURS = {"poisonous": POISON, "edible": EDIBLE, "unknown species": UNKNOWN,
                     "unlabelled": "#cfd8dc"}
-ANSWER_COLOURS = {"species": "#1565c0", "poison risk": POISON, "unknown": UNKNOWN,
-                  "prior-only": "#9e9e9e"}
+# Keyed by the answer kind (heads.decision.KINDS), with the words the figures show.
+ANSWER_COLOURS = {"species": "#1565c0", "poison_risk": POISON, "unknown": UNKNOWN,
+                  "prior_only": "#9e9e9e"}
+ANSWER_LABELS = {"species": "species", "poison_risk": "poison risk", "unknown": "unknown",
+                 "prior_only": "prior-only"}
 
 
 def _png(fig) -> bytes:
@@ -141,10 +144,12 @@ def run_metrics(rows: list[str], values: dict[str, list[float]]) -> bytes:
     return _png(fig)
 
 
-def answer_mix(answers: list[str], counts: list[int]) -> bytes:
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(answers)))
-    colours = [ANSWER_COLOURS.get(a, "#999") for a in answers]
-    ax.barh(answers[::-1], counts[::-1], color=colours[::-1])
+def answer_mix(mix: dict[str, int]) -> bytes:
+    """Observations per answer kind (``heads.decision.answer_mix``), one bar each."""
+    kinds, counts = list(mix), list(mix.values())
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(kinds)))
+    colours = [ANSWER_COLOURS.get(k, "#999") for k in kinds]
+    ax.barh([ANSWER_LABELS.get(k, k) for k in kinds][::-1], counts[::-1], color=colours[::-1])
     total = max(sum(counts), 1)
     for y, c in enumerate(counts[::-1]):
         ax.text(c, y, f" {c} ({c / total:.0%})", va="center", fontsize=8)
@@ -153,14 +158,14 @@ def answer_mix(answers: list[str], counts: list[int]) -> bytes:
     return _png(fig)
 
 
-def poison_histogram(probs: np.ndarray, answers: np.ndarray) -> bytes:
-    """Histogram of P(poisonous) on a log x axis, stacked by answer."""
+def poison_histogram(probs: np.ndarray, kinds: np.ndarray) -> bytes:
+    """Histogram of P(poisonous) on a log x axis, stacked by answer kind."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
     p = np.clip(probs, 1e-4, 1.0)
     bins = np.logspace(-4, 0, 41)
-    groups = [a for a in ANSWER_COLOURS if (answers == a).any()]
-    ax.hist([p[answers == a] for a in groups], bins=bins, stacked=True,
-            color=[ANSWER_COLOURS[a] for a in groups], label=groups)
+    groups = [k for k in ANSWER_COLOURS if (kinds == k).any()]
+    ax.hist([p[kinds == k] for k in groups], bins=bins, stacked=True,
+            color=[ANSWER_COLOURS[k] for k in groups], label=[ANSWER_LABELS[k] for k in groups])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("P(poisonous) (log scale; values below 1e-4 drawn at 1e-4)")

@@ -47,6 +47,7 @@ class Decided:
     unknown_flag: np.ndarray
     poison_prob: np.ndarray
     reason: list[str]
+    kind: np.ndarray  # one of heads.decision.KINDS per observation
     evidence: np.ndarray | None = None  # (n, N_EVIDENCE) training observation ids, -1 = none
     summary: DecisionSummary | None = None  # the four numbers `sporeprint decide` replays
 
@@ -146,7 +147,7 @@ class ScoringModel:
         d = decide_summary(summary) if rule == "track3" else decide(
             probs, None, self.classes, self.poisonous, rule=rule, unknown_flag=flag)
         return Decided(scores.observation_ids, d.class_id, probs, self.classes, self.poisonous,
-                       p_unknown, s, flag, d.poison_prob, d.reason, evidence, summary)
+                       p_unknown, s, flag, d.poison_prob, d.reason, d.kind, evidence, summary)
 
     def unknown_auroc(self, fs, observation_ids: np.ndarray) -> dict[str, float]:
         """How well the unknown score separates unseen species on labelled stored
@@ -179,10 +180,11 @@ class ScoringModel:
         prior = np.tile(self.prior_counts / self.prior_counts.sum(), (n, 1))
         probs = cal.prior.apply(prior, self.poisonous)
         pu = np.full(n, cal.unknown_rate)
-        d = decide(probs, pu, self.classes, self.poisonous, rule="track3")
+        d = decide(probs, pu, self.classes, self.poisonous, rule="track3",
+                   prior_only=np.ones(n, bool))
         return Decided(np.asarray(observation_ids, np.int64), d.class_id, probs, self.classes,
                        self.poisonous, pu, np.full(n, np.nan), np.zeros(n, bool), d.poison_prob,
-                       [f"{why}: training prior only; {r}" for r in d.reason],
+                       [f"{why}: training prior only; {r}" for r in d.reason], d.kind,
                        np.full((n, N_EVIDENCE), -1, np.int64),
                        summarise(probs, pu, self.classes, self.poisonous))
 

@@ -1,9 +1,10 @@
 """The predictions table and the files written for a scored batch.
 
 Columns of the table (and of the store's ``predictions`` rows): observation_id,
-class_id (-1 = unknown species), status (scored / no_usable_image / rejected),
-reason, poison_prob, unknown_score, unknown_prob, top5_class_ids, top5_probs,
-evidence_observation_ids, and the decision summary that ``sporeprint decide`` replays
+class_id (-1 = unknown species), kind (the kind of answer, one of
+``heads.decision.KINDS``: species / poison_risk / unknown / prior_only), status
+(scored / no_usable_image / rejected), reason (text for people), poison_prob,
+unknown_score, unknown_prob, top5_class_ids, top5_probs, evidence_observation_ids, and the decision summary that ``sporeprint decide`` replays
 under other costs: best_edible_class, best_edible_prob, best_poisonous_class,
 best_poisonous_prob (joint probabilities: already scaled by 1 - unknown_prob).
 """
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from heads.decision import answer_mix
 from sporeprint.errors import SporeprintError
 
 TOP = 5
@@ -64,6 +66,7 @@ def predictions_table(parts: list) -> pa.Table:
         tables.append(pa.table({
             "observation_id": pa.array(d.observation_ids, pa.int64()),
             "class_id": pa.array(d.class_id, pa.int32()),
+            "kind": pa.array(d.kind, pa.string()),
             "status": pa.array([status] * n, pa.string()),
             "reason": pa.array(d.reason, pa.string()),
             "poison_prob": pa.array(d.poison_prob, pa.float64()),
@@ -90,12 +93,8 @@ def _summary_columns(summary, n: int) -> dict[str, pa.Array]:
 
 
 def answer_counts(table: pa.Table) -> dict[str, int]:
-    cls = table.column("class_id").to_numpy()
-    risk = pc.starts_with(table.column("reason"), "poison-risk").to_numpy(
-        zero_copy_only=False)
-    prior = pc.not_equal(table.column("status"), "scored").to_numpy(zero_copy_only=False)
-    return {"species": int(np.sum(cls >= 0)), "unknown": int(np.sum(cls < 0)),
-            "raised for poison risk": int(risk.sum()), "prior-only": int(prior.sum())}
+    """The answer mix of a predictions table (:func:`heads.decision.answer_mix`)."""
+    return answer_mix(table.column("kind"))
 
 
 def write_outputs(table: pa.Table, out: str | Path,

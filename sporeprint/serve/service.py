@@ -370,14 +370,11 @@ class Service:
 
     def _answer(self, row: dict) -> dict:
         cid = int(row["class_id"])
-        reason = row["reason"]
-        kind = "poison-risk" if reason.startswith("poison-risk") else \
-            "unknown" if cid < 0 else "species"
         sp = self.species.get(cid, {}) if cid >= 0 else {}
-        return {"kind": kind, "class_id": cid, "species": sp.get("species"),
+        return {"kind": row["kind"], "class_id": cid, "species": sp.get("species"),
                 "genus": sp.get("genus"), "poisonous": sp.get("poisonous") if cid >= 0 else None,
                 "poison_prob": row["poison_prob"], "unknown_prob": row["unknown_prob"],
-                "unknown_score": _json_value(row["unknown_score"]), "reason": reason}
+                "unknown_score": _json_value(row["unknown_score"]), "reason": row["reason"]}
 
     def _species_entry(self, class_id: int, prob: float) -> dict:
         sp = self.species.get(int(class_id), {})
