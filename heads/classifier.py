@@ -1,8 +1,7 @@
-"""scikit-learn style classifiers over embeddings + metadata, ensembles, and persistence.
+"""scikit-learn style classifiers over embeddings + metadata, and ensembles of them.
 
-A saved classifier is a directory with ``model.safetensors`` (weights) and
-``config.json`` (head and training settings, embedding space and dimension,
-metadata column names, class ids, poisonous flags, metrics). No pickle.
+``Classifier.save`` / ``Classifier.load`` write and read a directory of
+``model.safetensors`` + ``config.json`` (:mod:`heads.checkpoint`, which checks it).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -16,34 +15,21 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from heads.checkpoint import FORMAT, load_head, save_head  # noqa: F401 (FORMAT: re-exported)
 from heads.errors import HeadsError, NotFittedError
 from heads.inference import predict_outputs, sigmoid, softmax
-from heads.modules import (
-    CONFIGS,
-    HeadConfig,
-    build_head,
-    config_from_dict,
-    make_config,
-    metadata_groups,
-)
-from heads.train import HeadData, TrainConfig, TrainResult, resolve_device, train_head
+from heads.metrics import UNKNOWN
+from heads.modules import CONFIGS, HeadConfig, make_config, metadata_groups
+from heads.train import HeadData, TrainConfig, TrainResult, train_head
 
 log = logging.getLogger(__name__)
-
-FORMAT = "sporeprint.heads/1"
-UNKNOWN = -1
 
 
 class EvalSet(NamedTuple):
@@ -196,23 +182,9 @@ class Classifier:
     def save(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` into directory ``path``."""
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        save_file(state, str(path / "model.safetensors"), metadata={"format": FORMAT})
-        meta = {
-            "format": FORMAT,
-            "head": self.config_.to_dict(),
-            "train": asdict(self.train_config_),
-            "space": self.space,
-            "dim": int(self.n_features_in_),
-            "feature_names": list(self.feature_names) if self.feature_names is not None else None,
-            "classes": [int(c) for c in self.classes_],
-            "poisonous": [bool(p) for p in self.poisonous_],
-            "metrics": _jsonable(getattr(self, "metrics_", None)),
-        }
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
-        return path
+        return save_head(path, self.model_, self.config_, self.train_config_, self.space,
+                         self.feature_names, self.classes_, self.poisonous_,
+                         getattr(self, "metrics_", None))
 
     @classmethod
     def load(cls, path: str | Path, space: str | None = None, dim: int | None = None,
@@ -222,37 +194,10 @@ class Classifier:
 
         A damaged directory (bad ``config.json``, unreadable or mismatched weights)
         raises :class:`HeadsError` with one line naming the file."""
-        path = Path(path)
-        cfg_file, weights = path / "config.json", path / "model.safetensors"
-        if not cfg_file.is_file() or not weights.is_file():
-            raise HeadsError(f"{path} is not a saved head (needs config.json and model.safetensors); "
-                             "train one with `sporeprint train`")
-        meta, head_cfg, tc = _read_config(cfg_file)
-        if space is not None and meta["space"] != space:
-            raise HeadsError(f"head at {path} was trained on embedding space {meta['space']!r}, "
-                             f"not {space!r}; train a head for {space!r} or use its space")
-        if dim is not None and meta["dim"] != dim:
-            raise HeadsError(f"head at {path} expects {meta['dim']}-d embeddings, got {dim}-d; "
-                             "use the embedding model it was trained with")
-        if feature_names is not None and meta["feature_names"] is not None \
-                and list(feature_names) != meta["feature_names"]:
-            raise HeadsError(f"head at {path} was trained with other metadata columns "
-                             f"({len(meta['feature_names'])} vs {len(feature_names)}); "
-                             "re-encode with the same encoder or retrain")
-        try:
-            model = build_head(head_cfg)
-        except (HeadsError, ValueError, TypeError, RuntimeError) as exc:
-            raise HeadsError(f"{cfg_file}: the head it describes cannot be built "
-                             f"({str(exc).splitlines()[0]}); {_REPAIR}") from None
-        model.load_state_dict(_read_weights(weights, model.state_dict()))
-        model.to(resolve_device(device))
-        clf = cls(head_cfg.kind, None, tc, meta["space"], meta["feature_names"])
-        classes = np.asarray(meta["classes"], dtype=np.int64)
-        poisonous = np.asarray(meta["poisonous"], dtype=bool)
-        if head_cfg.unknown_output:
-            classes, poisonous = classes[:-1], poisonous[:-1]
-        clf._set_fitted(model, head_cfg, tc, classes, poisonous)
-        clf.metrics_ = meta.get("metrics")
+        saved = load_head(path, space, dim, feature_names, device)
+        clf = cls(saved.head.kind, None, saved.train, saved.space, saved.feature_names)
+        clf._set_fitted(saved.model, saved.head, saved.train, saved.classes, saved.poisonous)
+        clf.metrics_ = saved.metrics
         clf.result_ = None
         return clf
 
@@ -322,124 +267,3 @@ class Ensemble:
 
     def predict(self, embeddings: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
         return self.classes_[self.predict_proba(embeddings, metadata).argmax(axis=1)]
-
-
-def _jsonable(d: dict | None) -> dict | None:
-    if d is None:
-        return None
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-            for k, v in d.items() if isinstance(v, (int, float, str, bool))}
-
-
-# -- reading a saved head: every defect becomes one line naming the file ----------
-_CONFIG_KEYS = {"format": str, "head": dict, "train": dict, "space": (str, type(None)),
-                "dim": int, "feature_names": (list, type(None)), "classes": list,
-                "poisonous": list}
-_REPAIR = "retrain it with `sporeprint train` or restore the saved head"
-
-
-def _type_ok(value: Any, annotation: str) -> bool:
-    """Whether a JSON value fits a config field annotated ``annotation`` (a string)."""
-    if annotation == "bool":
-        return isinstance(value, bool)
-    if annotation == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation == "str":
-        return isinstance(value, str)
-    if annotation.startswith("dict"):
-        return isinstance(value, dict)
-    return True
-
-
-def _check_fields(cfg_file: Path, section: str, values: dict, cls: type) -> None:
-    for f in fields(cls):
-        if f.name in values and not _type_ok(values[f.name], str(f.type)):
-            raise HeadsError(f"{cfg_file}: {section}.{f.name} is {values[f.name]!r}, expected "
-                             f"{f.type}; {_REPAIR}")
-
-
-def _read_config(cfg_file: Path) -> tuple[dict, HeadConfig, TrainConfig]:
-    """Parse and check a saved head's ``config.json``."""
-    try:
-        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeadsError(f"{cfg_file} cannot be read as JSON ({str(exc).splitlines()[0]}); "
-                         f"{_REPAIR}") from None
-    if not isinstance(meta, dict):
-        raise HeadsError(f"{cfg_file} holds a JSON {type(meta).__name__}, not a saved head's "
-                         f"settings; {_REPAIR}")
-    if meta.get("format") != FORMAT:
-        raise HeadsError(f"{cfg_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    missing = [k for k in _CONFIG_KEYS if k not in meta]
-    if missing:
-        raise HeadsError(f"{cfg_file} lacks {', '.join(missing)}; {_REPAIR}")
-    for key, kind in _CONFIG_KEYS.items():
-        if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
-            raise HeadsError(f"{cfg_file}: {key} is {meta[key]!r}, of the wrong type; {_REPAIR}")
-    for key, ok in (("classes", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-                    ("poisonous", lambda v: isinstance(v, bool)),
-                    ("feature_names", lambda v: isinstance(v, str))):
-        if meta[key] is not None and not all(ok(v) for v in meta[key]):
-            raise HeadsError(f"{cfg_file}: {key} has an entry of the wrong type; {_REPAIR}")
-    head = meta["head"]
-    kind = head.get("kind")
-    if kind not in CONFIGS:
-        raise HeadsError(f"{cfg_file}: head.kind is {kind!r}, expected one of "
-                         f"{', '.join(CONFIGS)}; {_REPAIR}")
-    _check_fields(cfg_file, "head", head, CONFIGS[kind])
-    _check_fields(cfg_file, "train", meta["train"], TrainConfig)
-    try:
-        head_cfg = config_from_dict(head)
-        head_cfg.validate()
-        tc = TrainConfig(**{f.name: meta["train"][f.name] for f in fields(TrainConfig)
-                            if f.name in meta["train"]})
-    except (HeadsError, TypeError) as exc:
-        raise HeadsError(f"{cfg_file}: {str(exc).splitlines()[0]}; {_REPAIR}") from None
-    n_out = head_cfg.num_outputs
-    problems = []
-    if meta["dim"] != head_cfg.embed_dim:
-        problems.append(f"dim {meta['dim']} but head.embed_dim {head_cfg.embed_dim}")
-    if len(meta["classes"]) != n_out:
-        problems.append(f"{len(meta['classes'])} classes but the head has {n_out} outputs")
-    if len(meta["poisonous"]) != len(meta["classes"]):
-        problems.append(f"{len(meta['poisonous'])} poisonous flags for {len(meta['classes'])} classes")
-    known = meta["classes"][:-1] if head_cfg.unknown_output else meta["classes"]
-    if (np.diff(np.asarray(known, dtype=np.int64)) <= 0).any() or any(c < 0 for c in known):
-        problems.append("class ids are not sorted, unique and >= 0")
-    if head_cfg.unknown_output and meta["classes"] and meta["classes"][-1] != UNKNOWN:
-        problems.append("the unknown output's class id is not -1")
-    if meta["feature_names"] is not None and len(meta["feature_names"]) != head_cfg.meta_dim:
-        problems.append(f"{len(meta['feature_names'])} feature names but head.meta_dim "
-                        f"{head_cfg.meta_dim}")
-    if problems:
-        raise HeadsError(f"{cfg_file} is inconsistent: {'; '.join(problems)}; {_REPAIR}")
-    return meta, head_cfg, tc
-
-
-def _read_weights(weights: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Read ``model.safetensors`` and check its tensors against the head it should fill."""
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise HeadsError(f"{weights} is not a readable safetensors file "
-                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                         f"{_REPAIR}") from None
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        parts = [f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")] if missing else []
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:3])}" + (" ..." if len(extra) > 3 else ""))
-        raise HeadsError(f"{weights} does not match the head in config.json ({'; '.join(parts)}); "
-                         f"{_REPAIR}")
-    for name, tensor in expected.items():
-        got = state[name]
-        if tuple(got.shape) != tuple(tensor.shape):
-            raise HeadsError(f"{weights}: tensor {name} has shape {tuple(got.shape)}, the head in "
-                             f"config.json needs {tuple(tensor.shape)}; {_REPAIR}")
-        if got.is_floating_point() != tensor.is_floating_point():
-            raise HeadsError(f"{weights}: tensor {name} has dtype {got.dtype}, expected "
-                             f"{tensor.dtype}; {_REPAIR}")
-    return state

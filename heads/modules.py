@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
@@ -67,6 +68,36 @@ def metadata_groups(column_names: Sequence[str]) -> dict[str, list[int]]:
     return {k: v for k, v in groups.items() if v}
 
 
+# -- checks of one setting, used by the configs' validate() -------------------------
+def check_int(name: str, value: Any, low: int | None = None) -> None:
+    """Refuse a setting that is not a whole number (``low`` or more)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or (low is not None and value < low):
+        raise HeadsError(f"{name}={value!r} must be a whole number"
+                         + (f" >= {low}" if low is not None else ""))
+
+
+def check_number(name: str, value: Any, low: float | None = None,
+                 below: float | None = None) -> None:
+    """Refuse a setting that is not a finite number in ``[low, below)``."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and value == value \
+        and abs(value) != float("inf")
+    if not ok or (low is not None and value < low) or (below is not None and value >= below):
+        bounds = " and ".join(([f">= {low}"] if low is not None else [])
+                              + ([f"< {below}"] if below is not None else []))
+        raise HeadsError(f"{name}={value!r} must be a number" + (f" {bounds}" if bounds else ""))
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise HeadsError(f"{name}={value!r} must be true or false")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise HeadsError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
 class HeadOutput(NamedTuple):
     species: torch.Tensor  # (B, C) or (B, C + 1) with the unknown column last
     poison: torch.Tensor  # (B,) poisonous logit
@@ -97,21 +128,28 @@ class HeadConfig:
         return {"kind": self.kind, **asdict(self)}
 
     def validate(self) -> None:
-        if self.embed_dim <= 0:
-            raise HeadsError(f"embed_dim must be positive, got {self.embed_dim}")
+        """Refuse settings of the wrong type or range (one line naming the setting)."""
+        check_int("embed_dim", self.embed_dim, 1)
+        check_int("num_classes", self.num_classes)
         if self.num_classes < 1:
             raise HeadsError(
                 f"num_classes must be at least 1, got {self.num_classes}; "
                 "check that the training labels are not all unknown (-1)"
             )
-        if self.meta_dim < 0:
-            raise HeadsError(f"meta_dim must be >= 0, got {self.meta_dim}")
+        for name in ("meta_dim", "num_genus", "num_family"):
+            check_int(name, getattr(self, name), 0)
+        check_bool("unknown_output", self.unknown_output)
+        check_bool("input_norm", self.input_norm)
 
 
 @dataclass
 class LinearConfig(HeadConfig):
     dropout: float = 0.0
     kind: ClassVar[str] = "linear"
+
+    def validate(self) -> None:
+        super().validate()
+        check_number("dropout", self.dropout, 0.0, 1.0)
 
 
 @dataclass
@@ -121,6 +159,13 @@ class MLPConfig(HeadConfig):
     norm: str = "layer"  # "layer" | "batch" | "none"
     dropout: float = 0.2
     kind: ClassVar[str] = "mlp"
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("hidden", self.hidden, 1)
+        check_int("depth", self.depth, 1)
+        check_choice("norm", self.norm, ("layer", "batch", "none"))
+        check_number("dropout", self.dropout, 0.0, 1.0)
 
 
 @dataclass
@@ -133,6 +178,22 @@ class FusionConfig(HeadConfig):
     ffn_mult: int = 2
     dropout: float = 0.1
     kind: ClassVar[str] = "fusion"
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("width", self.width, 0)
+        for name in ("layers", "heads", "ffn_mult"):
+            check_int(name, getattr(self, name), 1)
+        check_number("dropout", self.dropout, 0.0, 1.0)
+        if not isinstance(self.groups, dict):
+            raise HeadsError(f"groups={self.groups!r} must map group names to column lists")
+        for name, cols in self.groups.items():
+            if not isinstance(name, str) or not isinstance(cols, (list, tuple)) or not cols or not all(
+                    isinstance(c, numbers.Integral) and not isinstance(c, bool)
+                    and 0 <= c < self.meta_dim for c in cols):
+                raise HeadsError(
+                    f"metadata group {name!r} has columns {cols!r}, not a list of columns in "
+                    f"0..{self.meta_dim - 1}; build groups with metadata_groups(feature_names)")
 
 
 CONFIGS: dict[str, type[HeadConfig]] = {c.kind: c for c in (LinearConfig, MLPConfig, FusionConfig)}

@@ -25,7 +25,16 @@ from heads.errors import HeadsError
 from heads.inference import aggregate_by_observation, softmax
 from heads.losses import POISON_MODES, SPECIES_LOSSES, HeadLoss, species_loss
 from heads.metrics import fungiclef_scores, poisonous_recall, topk_accuracy
-from heads.modules import HeadConfig, HeadOutput, MLPConfig, build_head  # noqa: F401 (doctest)
+from heads.modules import (  # noqa: F401 (MLPConfig: doctest)
+    HeadConfig,
+    HeadOutput,
+    MLPConfig,
+    build_head,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +119,22 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        for name, value, choices in (("loss", self.loss, SPECIES_LOSSES),
-                                     ("poison_mode", self.poison_mode, POISON_MODES),
-                                     ("sampler", self.sampler, SAMPLERS),
-                                     ("seesaw_counts", self.seesaw_counts, SEESAW_COUNTS),
-                                     ("scheduler", self.scheduler, SCHEDULERS),
-                                     ("monitor", self.monitor, tuple(MONITORS))):
-            if value not in choices:
-                raise HeadsError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise HeadsError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        """Refuse settings of the wrong type or range (one line naming the setting)."""
+        for name, choices in (("loss", SPECIES_LOSSES), ("poison_mode", POISON_MODES),
+                              ("sampler", SAMPLERS), ("seesaw_counts", SEESAW_COUNTS),
+                              ("scheduler", SCHEDULERS), ("monitor", tuple(MONITORS))):
+            check_choice(name, getattr(self, name), choices)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("restart_epochs", 1),
+                          ("patience", 0), ("keep", 1), ("eval_batch_size", 1), ("seed", None)):
+            check_int(name, getattr(self, name), low)
+        check_number("lr", self.lr, 0.0)
+        for name in ("weight_decay", "poison_weight", "taxonomy_weight", "val_prior", "min_lr",
+                     "grad_clip"):
+            check_number(name, getattr(self, name), 0.0)
+        check_bool("amp", self.amp)
+        check_bool("progress", self.progress)
+        if not isinstance(self.device, str):
+            raise HeadsError(f"device={self.device!r} must be a name: auto, cpu, cuda or cuda:N")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """A damaged saved head gives one line naming the file, never a traceback."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -10,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from heads.classifier import Classifier
 from heads.errors import HeadsError
+from heads.modules import FusionConfig, LinearConfig, MLPConfig
 from heads.train import TrainConfig
 
 FEATURES = ["month_sin", "month_cos", "habitat_bog"]
@@ -95,6 +97,12 @@ CASES = {
     "negative hidden": ("config.json", lambda d: _edit_config(d, lambda m: m["head"].update(hidden=-4))),
     "train epochs a string": ("config.json",
                               lambda d: _edit_config(d, lambda m: m["train"].update(epochs="2"))),
+    "dropout above 1": ("config.json", lambda d: _edit_config(d, lambda m: m["head"].update(dropout=2))),
+    "unknown_output a string": ("config.json", lambda d: _edit_config(
+        d, lambda m: m["head"].update(unknown_output="yes"))),
+    "train amp an int": ("config.json", lambda d: _edit_config(d, lambda m: m["train"].update(amp=1))),
+    "train loss unknown": ("config.json",
+                           lambda d: _edit_config(d, lambda m: m["train"].update(loss="nope"))),
     "class id a string": ("config.json",
                           lambda d: _edit_config(d, lambda m: m.update(classes=["0", "10", "20"]))),
     "poisonous flags as ints": ("config.json",
@@ -122,3 +130,27 @@ def test_corrupt_head_raises_one_line_naming_the_file(case, saved, tmp_path):
     assert str(d / file_name) in message
     err = info.value  # no chained library exception under it
     assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+@pytest.mark.parametrize("config, setting", [
+    (lambda: MLPConfig(embed_dim=8, num_classes=3, hidden="8"), "hidden='8'"),
+    (lambda: MLPConfig(embed_dim=8, num_classes=3, norm="group"), "norm='group'"),
+    (lambda: LinearConfig(embed_dim=0, num_classes=3), "embed_dim=0"),
+    (lambda: LinearConfig(embed_dim=8, num_classes=3, input_norm=1), "input_norm=1"),
+    (lambda: FusionConfig(embed_dim=8, num_classes=3, meta_dim=2, groups={"date": [2]}),
+     "'date'"),
+    (lambda: FusionConfig(embed_dim=8, num_classes=3, layers=0), "layers=0"),
+    (lambda: TrainConfig(lr=float("nan")), "lr=nan"),
+    (lambda: TrainConfig(patience=-1), "patience=-1"),
+    (lambda: TrainConfig(device=0), "device=0"),
+])
+def test_each_config_dataclass_validates_its_own_settings(config, setting):
+    with pytest.raises(HeadsError, match=re.escape(setting)):
+        config().validate()
+
+
+def test_valid_configs_pass_their_own_validate():
+    for cfg in (LinearConfig(embed_dim=8, num_classes=1), MLPConfig(embed_dim=8, num_classes=2),
+                FusionConfig(embed_dim=8, num_classes=2, meta_dim=2, groups={"date": [0, 1]}),
+                TrainConfig(), TrainConfig(lr=np.float64(1e-3), seed=np.int64(3))):
+        cfg.validate()
