@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heads.config import POISON_MODES, SPECIES_LOSSES
 from heads.errors import HeadsError
 from heads.modules import HeadOutput
-
-SPECIES_LOSSES = ("ce", "weighted_ce", "focal", "seesaw")
-POISON_MODES = ("logit", "mass")
 
 
 def inverse_frequency_weights(counts: Sequence[int] | np.ndarray) -> torch.Tensor:

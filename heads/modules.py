@@ -25,12 +25,20 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from heads.config import (  # noqa: F401 (the head configs live with the training settings)
+    CONFIGS,
+    FusionConfig,
+    HeadConfig,
+    LinearConfig,
+    MLPConfig,
+    config_from_dict,
+    make_config,
+)
 from heads.errors import HeadsError
 
 # Feature-name prefixes of the store's metadata encoder (``substrate=<value>``,
@@ -68,154 +76,11 @@ def metadata_groups(column_names: Sequence[str]) -> dict[str, list[int]]:
     return {k: v for k, v in groups.items() if v}
 
 
-# -- checks of one setting, used by the configs' validate() -------------------------
-def check_int(name: str, value: Any, low: int | None = None) -> None:
-    """Refuse a setting that is not a whole number (``low`` or more)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or (low is not None and value < low):
-        raise HeadsError(f"{name}={value!r} must be a whole number"
-                         + (f" >= {low}" if low is not None else ""))
-
-
-def check_number(name: str, value: Any, low: float | None = None,
-                 below: float | None = None) -> None:
-    """Refuse a setting that is not a finite number in ``[low, below)``."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and value == value \
-        and abs(value) != float("inf")
-    if not ok or (low is not None and value < low) or (below is not None and value >= below):
-        bounds = " and ".join(([f">= {low}"] if low is not None else [])
-                              + ([f"< {below}"] if below is not None else []))
-        raise HeadsError(f"{name}={value!r} must be a number" + (f" {bounds}" if bounds else ""))
-
-
-def check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise HeadsError(f"{name}={value!r} must be true or false")
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise HeadsError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
-
-
 class HeadOutput(NamedTuple):
     species: torch.Tensor  # (B, C) or (B, C + 1) with the unknown column last
     poison: torch.Tensor  # (B,) poisonous logit
     genus: torch.Tensor | None = None  # (B, G)
     family: torch.Tensor | None = None  # (B, F)
-
-
-@dataclass
-class HeadConfig:
-    """Fields shared by every head; subclasses add their own."""
-
-    embed_dim: int
-    num_classes: int
-    meta_dim: int = 0
-    unknown_output: bool = False
-    num_genus: int = 0
-    num_family: int = 0
-    # LayerNorm on the image embedding before it meets the metadata columns: unit-norm
-    # vectors have components ~1/sqrt(d), which one-hot metadata would otherwise drown.
-    input_norm: bool = True
-    kind: ClassVar[str] = ""
-
-    @property
-    def num_outputs(self) -> int:
-        return self.num_classes + int(self.unknown_output)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}
-
-    def validate(self) -> None:
-        """Refuse settings of the wrong type or range (one line naming the setting)."""
-        check_int("embed_dim", self.embed_dim, 1)
-        check_int("num_classes", self.num_classes)
-        if self.num_classes < 1:
-            raise HeadsError(
-                f"num_classes must be at least 1, got {self.num_classes}; "
-                "check that the training labels are not all unknown (-1)"
-            )
-        for name in ("meta_dim", "num_genus", "num_family"):
-            check_int(name, getattr(self, name), 0)
-        check_bool("unknown_output", self.unknown_output)
-        check_bool("input_norm", self.input_norm)
-
-
-@dataclass
-class LinearConfig(HeadConfig):
-    dropout: float = 0.0
-    kind: ClassVar[str] = "linear"
-
-    def validate(self) -> None:
-        super().validate()
-        check_number("dropout", self.dropout, 0.0, 1.0)
-
-
-@dataclass
-class MLPConfig(HeadConfig):
-    hidden: int = 4096
-    depth: int = 1  # hidden blocks
-    norm: str = "layer"  # "layer" | "batch" | "none"
-    dropout: float = 0.2
-    kind: ClassVar[str] = "mlp"
-
-    def validate(self) -> None:
-        super().validate()
-        check_int("hidden", self.hidden, 1)
-        check_int("depth", self.depth, 1)
-        check_choice("norm", self.norm, ("layer", "batch", "none"))
-        check_number("dropout", self.dropout, 0.0, 1.0)
-
-
-@dataclass
-class FusionConfig(HeadConfig):
-    # group name -> metadata column indices; see metadata_groups()
-    groups: dict[str, list[int]] = field(default_factory=dict)
-    width: int = 0  # token width; 0 = the embedding width
-    layers: int = 1
-    heads: int = 8
-    ffn_mult: int = 2
-    dropout: float = 0.1
-    kind: ClassVar[str] = "fusion"
-
-    def validate(self) -> None:
-        super().validate()
-        check_int("width", self.width, 0)
-        for name in ("layers", "heads", "ffn_mult"):
-            check_int(name, getattr(self, name), 1)
-        check_number("dropout", self.dropout, 0.0, 1.0)
-        if not isinstance(self.groups, dict):
-            raise HeadsError(f"groups={self.groups!r} must map group names to column lists")
-        for name, cols in self.groups.items():
-            if not isinstance(name, str) or not isinstance(cols, (list, tuple)) or not cols or not all(
-                    isinstance(c, numbers.Integral) and not isinstance(c, bool)
-                    and 0 <= c < self.meta_dim for c in cols):
-                raise HeadsError(
-                    f"metadata group {name!r} has columns {cols!r}, not a list of columns in "
-                    f"0..{self.meta_dim - 1}; build groups with metadata_groups(feature_names)")
-
-
-CONFIGS: dict[str, type[HeadConfig]] = {c.kind: c for c in (LinearConfig, MLPConfig, FusionConfig)}
-
-
-def config_from_dict(d: dict[str, Any]) -> HeadConfig:
-    """Rebuild a head config saved with :meth:`HeadConfig.to_dict`."""
-    d = dict(d)
-    d.setdefault("input_norm", False)  # heads saved before the setting existed had none
-    return make_config(d.pop("kind", None), **d)
-
-
-def make_config(kind: str, **kwargs: Any) -> HeadConfig:
-    """``make_config("mlp", embed_dim=1024, num_classes=1604, hidden=512)``."""
-    if kind not in CONFIGS:
-        raise HeadsError(f"unknown head kind {kind!r}; expected one of {sorted(CONFIGS)}")
-    cls = CONFIGS[kind]
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(kwargs) - names)
-    if unknown:
-        raise HeadsError(f"unknown {kind} head settings {unknown}; valid ones are {sorted(names)}")
-    return cls(**kwargs)
 
 
 class _Outputs(nn.Module):

@@ -21,30 +21,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from heads.config import (  # noqa: F401 (TrainConfig and its choices are imported from here)
+    MONITORS,
+    SAMPLERS,
+    SCHEDULERS,
+    SEESAW_COUNTS,
+    TrainConfig,
+)
 from heads.errors import HeadsError
 from heads.inference import aggregate_by_observation, softmax
-from heads.losses import POISON_MODES, SPECIES_LOSSES, HeadLoss, species_loss
+from heads.losses import HeadLoss, species_loss
 from heads.metrics import fungiclef_scores, poisonous_recall, topk_accuracy
-from heads.modules import (  # noqa: F401 (MLPConfig: doctest)
-    HeadConfig,
-    HeadOutput,
-    MLPConfig,
-    build_head,
-    check_bool,
-    check_choice,
-    check_int,
-    check_number,
-)
+from heads.modules import HeadConfig, HeadOutput, MLPConfig, build_head  # noqa: F401 (doctest)
 
 log = logging.getLogger(__name__)
-
-SAMPLERS = ("shuffle", "balanced", "val_matched")
-SEESAW_COUNTS = ("accumulate", "fixed")
-SCHEDULERS = ("cosine", "plateau", "none")
-# metric -> True when higher is better
-MONITORS = {"loss": False, "accuracy": True, "macro_f1": True, "top3": True,
-            "track1": False, "track2": False, "track3": False}
-
 
 @dataclass
 class HeadData:
@@ -86,55 +76,6 @@ class HeadData:
 
     def __len__(self) -> int:
         return len(self.embeddings)
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; saved with every trained head."""
-
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    loss: str = "seesaw"  # ce | weighted_ce | focal | seesaw
-    # seesaw class counts: "accumulate" the labels of the training batches (what the loss
-    # sees, after the sampler), or keep the training set's "fixed" counts
-    seesaw_counts: str = "accumulate"
-    poison_weight: float = 0.1  # alpha
-    poison_mode: str = "logit"  # logit | mass
-    taxonomy_weight: float = 0.0  # beta
-    sampler: str = "shuffle"  # shuffle | balanced | val_matched
-    val_prior: float = 0.5  # val_matched: pseudo-count for classes absent from validation
-    scheduler: str = "cosine"  # cosine (warm restarts) | plateau | none
-    restart_epochs: int = 10  # cosine: epochs per cycle (the learning rate changes per epoch)
-    min_lr: float = 0.0
-    monitor: str = "loss"
-    patience: int = 5  # early stopping after this many epochs without improvement; 0 = off
-    keep: int = 2  # best checkpoints kept in memory
-    grad_clip: float = 0.0
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on CUDA
-    eval_batch_size: int = 8192
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Refuse settings of the wrong type or range (one line naming the setting)."""
-        for name, choices in (("loss", SPECIES_LOSSES), ("poison_mode", POISON_MODES),
-                              ("sampler", SAMPLERS), ("seesaw_counts", SEESAW_COUNTS),
-                              ("scheduler", SCHEDULERS), ("monitor", tuple(MONITORS))):
-            check_choice(name, getattr(self, name), choices)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("restart_epochs", 1),
-                          ("patience", 0), ("keep", 1), ("eval_batch_size", 1), ("seed", None)):
-            check_int(name, getattr(self, name), low)
-        check_number("lr", self.lr, 0.0)
-        for name in ("weight_decay", "poison_weight", "taxonomy_weight", "val_prior", "min_lr",
-                     "grad_clip"):
-            check_number(name, getattr(self, name), 0.0)
-        check_bool("amp", self.amp)
-        check_bool("progress", self.progress)
-        if not isinstance(self.device, str):
-            raise HeadsError(f"device={self.device!r} must be a name: auto, cpu, cuda or cuda:N")
 
 
 @dataclass

@@ -31,6 +31,7 @@ COMMANDS = [
     "index",
     "search",
     "train",
+    "calibrate",
     "score",
     "decide",
     "evaluate",

@@ -104,6 +104,7 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
     from sporeprint.indexing import build_index
     from sporeprint.lookalikes import find_lookalikes, observation_query
     from sporeprint.scoring import ScoringModel, compare_rules, score_batch
+    from sporeprint.scoring.calibration import fit_and_record
     from sporeprint.simulator.images import SpeciesLook, write_images
     from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
     from sporeprint.training import train_folds
@@ -161,11 +162,12 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
 
         step(f"training a two-fold MLP ensemble ({epochs} epochs per fold)")
         runs = train_folds(fs, SPACE, head="mlp", folds=[1, 2],
-                           config=TrainConfig(epochs=epochs, seed=seed, lr=1e-3),
-                           head_params={"hidden": 1024})
+                           config=TrainConfig(epochs=epochs, seed=seed))
         ensemble_run = runs[-1].run_id
         for r in runs[:-1]:
             print(f"  {r.run_id}: validation accuracy {r.metrics.get('accuracy', float('nan')):.3f}")
+        cal = fit_and_record(fs, [ensemble_run])  # as `sporeprint train` ends
+        print(f"  calibrated the ensemble: {cal.summary()}")
 
         step("scoring the held-out batch (new observations, precomputed vectors)")
         out_csv = directory / "predictions.csv"

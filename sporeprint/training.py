@@ -6,14 +6,18 @@ heads train on all of it and are calibrated per head, out-of-fold; with
 ``calibration="holdout"`` the store's calibration slice (``store/splits.py``: one in
 three of the p1 and p2 observations, species-stratified) is taken out of both, so
 the deployed ensemble can be calibrated on its own predictions there (see
-``sporeprint.scoring.calibration``). The choice is recorded in each run's config. Rows are images; embeddings come from the
-store's embedding space, metadata from the encoded observation features. The
-class list of a head = the class ids seen in its training rows; validation
-rows of other classes (and ``-1``) count as unknown.
+``sporeprint.scoring.calibration``). The choice is recorded in each run's config;
+``sporeprint train`` then fits the trained runs' calibration
+(``sporeprint.scoring.calibration.fit_and_record``). Rows are images
+(``sporeprint.rows``); embeddings come from the store's embedding space, metadata
+from the encoded observation features. The class list of a head = the class ids
+seen in its training rows; validation rows of other classes (and ``-1``) count as
+unknown.
 
 Example:
     >>> with FeatureStore("fungi.duckdb") as fs:                       # doctest: +SKIP
     ...     runs = train_folds(fs, "dinov2_l", head="mlp", folds=[1, 2])
+    ...     fit_and_record(fs, [runs[-1].run_id])  # the ensemble's calibration
 """
 
 from __future__ import annotations
@@ -31,26 +35,17 @@ from heads.inference import aggregate_by_observation
 from heads.metrics import first_per_observation, fungiclef_scores
 from heads.train import TrainConfig
 from sporeprint.errors import SporeprintError
+from sporeprint.rows import Rows, encode_missing, load_rows
+from sporeprint.scoring.calibration import slice_digest
+from sporeprint.scoring.settings import (
+    CALIBRATION_MODES,
+    DEFAULT_CALIBRATION,
+    DEFAULT_POISON_SHIFT,
+)
 from store import StoreError
 from store.splits import CALIBRATION_ONE_IN  # the slice: one in three of p1 and p2
 
 log = logging.getLogger(__name__)
-
-CALIBRATION_MODES = ("holdout", "oof")
-# oof: on the measurement in docs/results.md ("Calibrating what is deployed") the slice
-# costs more (training data) than calibrating the ensemble itself gains
-DEFAULT_CALIBRATION = "oof"
-# the PoisonPrior shift of the calibrated probabilities: on, it lowers the Track 3 rule's
-# Track 3 (docs/results.md, "The poison prior shift")
-DEFAULT_POISON_SHIFT = True
-
-
-def slice_digest(observation_ids: np.ndarray) -> str:
-    """A short fingerprint of a calibration slice (its sorted observation ids)."""
-    import hashlib
-
-    ids = np.sort(np.asarray(observation_ids, dtype=np.int64))
-    return f"{len(ids)}:" + hashlib.sha256(ids.tobytes()).hexdigest()[:16]
 
 
 def calibration_settings(mode: str = DEFAULT_CALIBRATION,
@@ -61,20 +56,6 @@ def calibration_settings(mode: str = DEFAULT_CALIBRATION,
                               f"{', '.join(CALIBRATION_MODES)}")
     return {"mode": mode, "one_in": CALIBRATION_ONE_IN if mode == "holdout" else None,
             "poison_shift": bool(poison_shift)}
-
-
-@dataclass
-class Rows:
-    """Image rows of one selection of observations."""
-
-    image_ids: np.ndarray
-    observation_ids: np.ndarray
-    class_ids: np.ndarray  # -1 unknown
-    embeddings: np.ndarray
-    metadata: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
 
 
 @dataclass
@@ -95,46 +76,14 @@ def poisonous_ids(fs) -> np.ndarray:
     return fs.poisonous_class_ids()
 
 
-def load_rows(fs, space: str, observation_ids: np.ndarray,
-              labelled_only: bool = True) -> tuple[Rows, list[str]]:
-    """Embeddings + metadata + labels of the images of ``observation_ids``
-    (labelled or ``-1``; unlabelled observations are skipped unless
-    ``labelled_only=False``, when their class is ``-1`` too)."""
-    fs.require_space(space)
-    table = fs.observation_images(np.asarray(observation_ids, dtype=np.int64),
-                                  labelled_only=labelled_only)
-    image_ids = table.column("image_id").to_numpy().astype(np.int64)
-    ids, vectors = fs.fetch_embeddings(space, image_ids)
-    if len(ids) < len(image_ids):
-        log.warning("%d of %d images have no %r embedding and are left out",
-                    len(image_ids) - len(ids), len(image_ids), space)
-    pos = np.searchsorted(image_ids, ids)
-    obs = table.column("observation_id").to_numpy().astype(np.int64)[pos]
-    cls = table.column("class_id").to_numpy().astype(np.int64)[pos]
-    meta, names = _features(fs, obs)
-    return Rows(ids, obs, cls, vectors, meta), names
-
-
-def _features(fs, observation_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Encoded metadata per row; encodes observations that have no features yet."""
-    uniq = np.unique(observation_ids)
-    f_ids, matrix, names = fs.fetch_features(uniq)
-    if len(f_ids) < len(uniq):
-        missing = np.setdiff1d(uniq, f_ids)
-        log.info("encoding metadata of %d observations", len(missing))
-        fs.encode_observations(missing)
-        f_ids, matrix, names = fs.fetch_features(uniq)
-    order = np.argsort(f_ids)
-    pos = np.searchsorted(f_ids[order], observation_ids)
-    return matrix[order][pos], names
-
-
 def fold_rows(fs, space: str, fold: int, seed: int | None = None,
               calibration_slice: int | None = None) -> tuple[Rows, Rows, Rows, list[str]]:
     """(train, val, test) rows of ``fold`` (of the store's current split, or ``seed``'s)
     and the metadata column names; ``calibration_slice=one_in`` leaves the calibration
-    slice out of train and val."""
+    slice out of train and val. Encodes the metadata of the fold's observations that
+    have no features yet (calibration reads the same observations after training)."""
     parts = fs.fold_observations(fold, seed=seed, calibration_slice=calibration_slice)
+    encode_missing(fs, np.concatenate([np.asarray(v, np.int64) for v in parts.values()]))
     train, names = load_rows(fs, space, parts["train"])
     val, _ = load_rows(fs, space, parts["val"])
     test, _ = load_rows(fs, space, parts["test"])

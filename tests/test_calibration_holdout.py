@@ -1,5 +1,5 @@
 """Calibrating what is deployed: the calibration slice, the ensemble's temperature fitted
-on it, the single-head out-of-fold mode kept, old runs still loading."""
+on it, the single-head out-of-fold mode kept, old runs refused until recalibrated."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from conftest import split_store
 from heads.calibration import TemperatureScaler
 from heads.train import TrainConfig
 from sporeprint.errors import SporeprintError
+from sporeprint.rows import load_rows
 from sporeprint.scoring import ScoringModel
 from sporeprint.scoring import calibration as calib
+from sporeprint.scoring.calibration import slice_digest
 from sporeprint.scoring.observations import observation_scores
-from sporeprint.training import load_rows, slice_digest, train_folds
+from sporeprint.scoring.settings import DEFAULT_CALIBRATION, DEFAULT_POISON_SHIFT
+from sporeprint.training import train_folds
 from store import StoreError
 from store.splits import calibration_mask
 
@@ -32,6 +35,7 @@ def trained(tmp_path_factory):
         runs[mode] = train_folds(fs, "sim", head="mlp", head_params={"hidden": 32}, config=cfg,
                                  out_dir=root / f"runs-{mode}", split_seed=SEED,
                                  calibration=mode)
+        calib.fit_and_record(fs, [runs[mode][-1].run_id])  # as `sporeprint train` ends
         time.sleep(1.1)  # run ids carry a one-second stamp
     yield fs, runs
     fs.close()
@@ -82,7 +86,7 @@ def test_slice_is_deterministic_and_stratified(trained):
 
 def test_deployed_temperature_is_fitted_on_the_ensemble_over_the_slice(trained):
     fs, runs = trained
-    model = ScoringModel.load(fs, [runs["holdout"][-1].run_id], recalibrate=True)
+    model = ScoringModel.load(fs, [runs["holdout"][-1].run_id])
     cal = model.calibration
     assert cal.mode == "holdout"
     rows, _ = load_rows(fs, "sim", fs.calibration_observations())
@@ -116,7 +120,7 @@ def test_poison_shift_setting(trained):
     assert back.poison_shift is False and back.prior.bias_ == 0.0
 
 
-def test_old_runs_load_as_out_of_fold_and_refuse_holdout(trained):
+def test_old_runs_are_refused_until_recalibrated_then_load_as_out_of_fold(trained):
     fs, runs = trained
     ens = runs["oof"][-1]
     for r in runs["oof"]:  # strip the setting: what a run recorded before it existed holds
@@ -124,15 +128,20 @@ def test_old_runs_load_as_out_of_fold_and_refuse_holdout(trained):
         config = {k: v for k, v in rec["config"].items() if k != "calibration"}
         fs.record_run(r.run_id, rec["kind"], rec["space"], rec["head"], rec["fold"], config,
                       rec["metrics"], rec["path"], split_seed=rec["split_seed"])
-    # an old-format calibration record of these heads is refitted, not trusted
-    members = calib.run_key([calib.Member(r.run_id, r.fold, None) for r in runs["oof"][:2]])
+    # an old-format calibration record of these heads is refused, not trusted nor refitted
+    cal_id = calib.record_id([r.run_id for r in runs["oof"][:2]])
     old = {"format": 2, "temperature": {}, "platt": {}, "detector": {}, "poison_prior": {},
            "unknown_rate": 0.3, "split_seed": SEED, "metrics": {}}
-    fs.record_run(f"calibration:{members}", "calibration", "sim", None, None, {}, old, None,
-                  split_seed=SEED)
+    fs.record_run(cal_id, "calibration", "sim", None, None, {}, old, None, split_seed=SEED)
+    with pytest.raises(SporeprintError, match="older format") as err:
+        ScoringModel.load(fs, [ens.run_id])
+    assert f"sporeprint calibrate --store {fs.path} --run {ens.run_id}" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert fs.get_run(cal_id)["metrics"]["format"] == 2  # loading wrote nothing
+    calib.fit_and_record(fs, [ens.run_id])
     model = ScoringModel.load(fs, [ens.run_id])
     assert model.calibration.mode == "oof" and model.calibration.format == calib.FORMAT
-    assert fs.get_run(f"calibration:{members}")["metrics"]["format"] == calib.FORMAT
+    assert fs.get_run(cal_id)["metrics"]["format"] == calib.FORMAT
     with pytest.raises(SporeprintError, match="sporeprint train --calibration holdout"):
         calib.calibrate(fs, model.members, model.ensemble, model.poisonous, model.index, "sim",
                         mode="holdout")
@@ -149,7 +158,8 @@ def test_train_cli_options():
                               "--no-poison-shift"])
     assert args.calibration == "oof" and args.poison_shift is False
     args = parser.parse_args(["--store", "s", "--space", "x"])
-    assert args.calibration is None and args.poison_shift is None  # the measured defaults
+    assert args.calibration == DEFAULT_CALIBRATION  # the measured defaults
+    assert args.poison_shift is DEFAULT_POISON_SHIFT
     with pytest.raises(SystemExit):
         parser.parse_args(["--store", "s", "--space", "x", "--calibration", "ensemble"])
 

@@ -9,6 +9,7 @@ from conftest import split_store
 from heads.train import TrainConfig
 from sporeprint.errors import SporeprintError
 from sporeprint.scoring import ScoringModel
+from sporeprint.scoring.calibration import fit_and_record
 from sporeprint.training import train_folds
 
 
@@ -19,6 +20,7 @@ def scored(tmp_path_factory):
     runs = train_folds(fs, "sim", head="mlp", head_params={"hidden": 32},
                        config=TrainConfig(epochs=2, lr=3e-3, progress=False),
                        out_dir=root / "runs", split_seed=1)
+    fit_and_record(fs, [runs[-1].run_id])
     yield fs, ScoringModel.load(fs, [runs[-1].run_id])
     fs.close()
 

@@ -11,7 +11,7 @@ from test_store_helpers import make_rows, write_csv
 
 from sporeprint.distributed.embedding import ingest_shard
 from sporeprint.distributed.scoring import observation_table, table_rows
-from sporeprint.training import Rows
+from sporeprint.rows import Rows
 from store import EmbeddingSpace, FeatureStore, StoreError
 
 

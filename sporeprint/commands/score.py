@@ -28,8 +28,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rule", choices=["track3", "argmax_unknown", "argmax"], default="track3",
                         help="decision rule (default: track3, the poison-safe expected-cost rule)")
     parser.add_argument("--workers", type=int, help="image decoding processes (default: auto)")
-    parser.add_argument("--recalibrate", action="store_true",
-                        help="refit the temperature and unknown threshold on the validation parts")
     parser.add_argument("--submission-header", default="observation_id",
                         choices=["observation_id", "observationID", "ObservationId"],
                         help="id column name of the submission CSV: observation_id (FungiCLEF "
@@ -62,14 +60,14 @@ def run(args) -> int:
 
             report = score_batch_ray(fs, args.metadata, run_ids, images_dir=args.images,
                                      embeddings=args.embeddings, out=args.out, batch=args.batch,
-                                     rule=args.rule, recalibrate=args.recalibrate,
+                                     rule=args.rule,
                                      submission_header=args.submission_header,
                                      options=ray_options(args, args.ray_batch_size))
             print("\n".join(report.lines()))
             return 0
         report = score_batch(fs, args.metadata, run_ids, images_dir=args.images,
                              embeddings=args.embeddings, out=args.out, batch=args.batch,
-                             rule=args.rule, workers=args.workers, recalibrate=args.recalibrate,
+                             rule=args.rule, workers=args.workers,
                              submission_header=args.submission_header)
     print("\n".join(report.lines()))
     return 0

@@ -23,10 +23,10 @@ import pyarrow as pa
 
 from sporeprint.distributed.cluster import RayOptions, connect, model_actors
 from sporeprint.errors import SporeprintError
+from sporeprint.rows import Rows
 from sporeprint.scoring.model import ScoringModel
 from sporeprint.scoring.outputs import predictions_table
 from sporeprint.scoring.pipeline import ScoreReport, score_batch
-from sporeprint.training import Rows
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def decide_on_ray(ray, model: ScoringModel, rows: Rows, rule: str,
 def score_batch_ray(fs, metadata: str | Path, run_ids: list[str],
                     images_dir: str | Path | None = None,
                     embeddings: str | Path | None = None, out: str | Path | None = None,
-                    batch: str | None = None, rule: str = "track3", recalibrate: bool = False,
+                    batch: str | None = None, rule: str = "track3",
                     model: ScoringModel | None = None, submission_header: str = "observation_id",
                     options: RayOptions | None = None) -> ScoreReport:
     """:func:`sporeprint.scoring.score_batch` with the scoring (and, with ``images_dir``,
@@ -156,6 +156,6 @@ def score_batch_ray(fs, metadata: str | Path, run_ids: list[str],
         return decide_on_ray(ray, model_, rows, rule_, options)
 
     return score_batch(fs, metadata, run_ids, images_dir=images_dir, embeddings=embeddings,
-                       out=out, batch=batch, rule=rule, recalibrate=recalibrate, model=model,
+                       out=out, batch=batch, rule=rule, model=model,
                        submission_header=submission_header, embed_images=embed,
                        decide_rows=decide)

@@ -333,7 +333,9 @@ def _run_section(fs, run: dict | None) -> Section:
                                "observations"], table))
     else:
         s.absent(f"Run {run['run_id']} has no Track metrics recorded.")
-    cal_id = "calibration:" + ",".join(sorted(members))
+    from sporeprint.scoring.calibration import record_id
+
+    cal_id = record_id(members)
     cal = query(fs, "run_record", cal_id).to_pylist()
     if cal:
         c = json.loads(cal[0]["metrics"] or "{}")
@@ -353,8 +355,9 @@ def _run_section(fs, run: dict | None) -> Section:
                              "val track1 open set vs never unknown shows what answering 'unknown' "
                              "saves; auroc is how well the unknown score separates unseen species."))
     else:
-        s.absent(f"No calibration record {cal_id!r}: it is written the first time the run "
-                 "scores a batch (`sporeprint score`).")
+        s.absent(f"No calibration record {cal_id!r}: `sporeprint train` records it for the "
+                 f"runs it trains; fit it with `sporeprint calibrate --store {fs.path} --run "
+                 f"{run['run_id']}`.")
     return s
 
 
@@ -379,13 +382,15 @@ def _heldout_section(fs, run: dict | None, o: ReportOptions) -> Section:
     s = Section("heldout", "Held-out decisions: rules, calibration, unknown detector")
     if run is None:
         return s.absent("No trained run: the held-out figures need a run's heads and "
-                        "calibration (`sporeprint train`, then `sporeprint score`).")
+                        "calibration (`sporeprint train`).")
     members = run["config"].get("members", []) if run["kind"] == "ensemble" else [run["run_id"]]
-    cal_id = "calibration:" + ",".join(sorted(members))
+    from sporeprint.scoring.calibration import record_id
+
+    cal_id = record_id(members)
     if query(fs, "run_record", cal_id).num_rows == 0:
         return s.absent(f"No held-out figures: run {run['run_id']} has no calibration record "
-                        f"{cal_id!r} yet (it is written the first time the run scores a batch "
-                        "with `sporeprint score`).")
+                        f"{cal_id!r}; fit it with `sporeprint calibrate --store {fs.path} "
+                        f"--run {run['run_id']}`.")
     sample = query(fs, "held_out_sample", o.heldout_points, o.seed)
     if sample.num_rows == 0:
         return s.absent("No held-out figures: the store has no labelled observations in the "
@@ -393,7 +398,7 @@ def _heldout_section(fs, run: dict | None, o: ReportOptions) -> Section:
     ids = sample.column("observation_id").to_numpy()
     truth = sample.column("class_id").to_numpy()
     from sporeprint.indexing import index_dir
-    from sporeprint.scoring.model import SAVED_INDEX_KINDS
+    from sporeprint.scoring.index import SAVED_INDEX_KINDS
 
     saved = any((index_dir(fs.path, run["space"], kind, "train") / "manifest.json").is_file()
                 for kind in SAVED_INDEX_KINDS)

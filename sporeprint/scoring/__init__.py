@@ -1,20 +1,34 @@
 """Batch scoring: runs -> loaded model -> calibrated, poison-safe decisions -> outputs.
 
-``runs`` (which heads), ``calibration`` (fitted once per set of heads),
-``observations`` (per-observation inputs), ``model`` (:class:`ScoringModel`),
+``runs`` (which heads), ``calibration`` (fitted by training, read by scoring),
+``settings`` (the calibration settings a run records), ``index`` (the training-image
+index), ``observations`` (per-observation inputs), ``model`` (:class:`ScoringModel`),
 ``pipeline`` (:func:`score_batch`), ``outputs`` (the predictions table and files).
+
+Names are re-exported lazily, so that the CLI can read ``settings`` without torch.
 """
 
-from sporeprint.scoring.calibration import Calibration
-from sporeprint.scoring.model import Decided, ScoringModel
-from sporeprint.scoring.outputs import SUBMISSION_HEADERS, predictions_table, write_outputs
-from sporeprint.scoring.pipeline import (
-           ScoreReport,
-           check_embedding_file,
-           compare_rules,
-           score_batch,
-)
+from __future__ import annotations
 
-__all__ = ["SUBMISSION_HEADERS", "Calibration", "Decided", "ScoreReport", "ScoringModel",
-           "check_embedding_file", "compare_rules", "predictions_table", "score_batch",
-           "write_outputs"]
+import importlib
+
+_EXPORTS = {
+    "Calibration": "sporeprint.scoring.calibration",
+    "Decided": "sporeprint.scoring.model",
+    "ScoringModel": "sporeprint.scoring.model",
+    "SUBMISSION_HEADERS": "sporeprint.scoring.outputs",
+    "predictions_table": "sporeprint.scoring.outputs",
+    "write_outputs": "sporeprint.scoring.outputs",
+    "ScoreReport": "sporeprint.scoring.pipeline",
+    "check_embedding_file": "sporeprint.scoring.pipeline",
+    "compare_rules": "sporeprint.scoring.pipeline",
+    "score_batch": "sporeprint.scoring.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sporeprint.scoring' has no attribute {name!r}")

@@ -1,5 +1,7 @@
 """Calibration of a set of trained heads, fitted once on validation observations.
 
+Fitted by ``sporeprint train`` at the end of training (and refitted by ``sporeprint
+calibrate``) with :func:`fit_and_record`; scoring only reads the record (:func:`load`).
 Two modes, recorded by ``sporeprint train`` in each run's config
 (``config["calibration"]``, see ``sporeprint.training.calibration_settings``):
 
@@ -41,14 +43,30 @@ from heads.calibration import PlattScaler, PoisonPrior, TemperatureScaler
 from heads.classifier import Ensemble
 from retrieval import OpenSetDetector, VectorIndex
 from sporeprint.errors import SporeprintError
+from sporeprint.rows import load_rows
+from sporeprint.scoring.index import training_index
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
-from sporeprint.scoring.runs import Member, run_key, split_seed_of
-from sporeprint.training import CALIBRATION_MODES, DEFAULT_POISON_SHIFT, load_rows, slice_digest
+from sporeprint.scoring.runs import Member, load_members, run_key, split_seed_of
+from sporeprint.scoring.settings import CALIBRATION_MODES, DEFAULT_POISON_SHIFT
 
 log = logging.getLogger(__name__)
 
 KIND = "calibration"
-FORMAT = 3  # 3: mode and poison_shift; older records are refitted on load
+FORMAT = 3  # 3: mode and poison_shift; older records are refused until refitted
+
+
+def slice_digest(observation_ids: np.ndarray) -> str:
+    """A short fingerprint of a calibration slice (its sorted observation ids)."""
+    import hashlib
+
+    ids = np.sort(np.asarray(observation_ids, dtype=np.int64))
+    return f"{len(ids)}:" + hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+
+
+def record_id(runs) -> str:
+    """The ``runs`` row id of the calibration of these heads (members or run ids of
+    the fold heads, as :func:`~sporeprint.scoring.runs.run_key` takes them)."""
+    return f"{KIND}:{run_key(runs)}"
 
 
 @dataclass
@@ -87,12 +105,21 @@ class Calibration:
             return self.fitted_prior
         return PoisonPrior.from_state({**self.poison_prior, "bias": 0.0})
 
+    def summary(self) -> str:
+        """One line: the mode and the fitted states' headline numbers."""
+        return (f"mode {self.mode}, temperature {self.temperature_scaler.temperature_:.3f}, "
+                f"poison shift {self.fitted_prior.bias_:+.2f}"
+                f"{'' if self.poison_shift else ' (not applied)'}, unknown threshold "
+                f"{self.detector['threshold']:.4f}, AUROC "
+                f"{self.metrics.get('auroc', float('nan')):.3f} on "
+                f"{self.metrics.get('n_val_observations', 0)} observations")
+
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration | None:
-        """None for a record of another format (it is refitted)."""
+        """None for a record of another format (``sporeprint calibrate`` refits it)."""
         if d.get("format") != FORMAT:
             return None
         return cls(**{k: d[k] for k in ("temperature", "platt", "detector", "poison_prior",
@@ -247,25 +274,44 @@ def fit_states(log_probs: np.ndarray, queries: np.ndarray, y: np.ndarray, classe
     )
 
 
-def load_or_fit(fs, members: list[Member], ensemble: Ensemble, poisonous: np.ndarray,
-                index: VectorIndex, space: str, refit: bool = False) -> Calibration:
-    """The stored calibration of these heads, fitted (and stored when writable) if absent."""
-    cal_id = f"{KIND}:{run_key(members)}"
-    if not refit:
-        run = fs.get_run(cal_id)
-        cal = Calibration.from_dict(run["metrics"]) if run else None
-        if cal is not None and cal.split_seed == split_seed_of(members):
-            return cal
-        if run and cal is None:
-            log.info("calibration record %r is of an older format; refitting it", cal_id)
-    cal = calibrate(fs, members, ensemble, poisonous, index, space)
-    if not fs.read_only:
-        fs.record_run(cal_id, KIND, space, None, None,
-                      {"members": [m.run_id for m in members]}, cal.to_dict(), None,
-                      split_seed=cal.split_seed)
-    log.info("calibrated (%s): temperature %.3f, poison shift %+.2f (%s), unknown threshold "
-             "%.4f, AUROC %.3f on the %d observations it was fitted on", cal.mode,
-             cal.temperature_scaler.temperature_, cal.fitted_prior.bias_,
-             "applied" if cal.poison_shift else "not applied", cal.detector["threshold"],
-             cal.metrics.get("auroc", float("nan")), cal.metrics.get("n_val_observations", 0))
+def load(fs, members: list[Member], run_ids: list[str] | None = None) -> Calibration:
+    """The stored calibration of these heads; reads only. Refuses, naming the command
+    that fits it, when there is none, or it is of an older format or another split.
+    ``run_ids``: the runs as the caller named them (for the command in the message)."""
+    cal_id = record_id(members)
+    run = fs.get_run(cal_id)
+    cal = Calibration.from_dict(run["metrics"]) if run else None
+    if cal is not None and cal.split_seed == split_seed_of(members):
+        return cal
+    why = ("has no calibration record" if run is None else
+           "has a calibration record of an older format" if cal is None else
+           f"has a calibration record of split seed {cal.split_seed}, not "
+           f"{split_seed_of(members)}")
+    named = " ".join(run_ids or [m.run_id for m in members])
+    raise SporeprintError(f"run {named} {why}; fit it with `sporeprint calibrate --store "
+                          f"{fs.path} --run {named}`")
+
+
+def fit_and_record(fs, run_ids: list[str], mode: str | None = None,
+                   poison_shift: bool | None = None) -> Calibration:
+    """Fit the calibration of the heads of ``run_ids`` (an ensemble run or fold heads)
+    and store it as their ``calibration`` run, replacing an older one; ``mode`` and
+    ``poison_shift`` default to the runs' recorded settings. Needs a writable store:
+    ``sporeprint train`` calls it for the runs it trained, ``sporeprint calibrate``
+    for runs named on its command line.
+
+    >>> fit_and_record(fs, ["dinov2_l-mlp-ensemble-..."]).metrics["auroc"]  # doctest: +SKIP
+    """
+    if fs.read_only:
+        raise SporeprintError(f"store {fs.path} is open read-only; calibrating writes its "
+                              "runs table: open it writable")
+    space, members = load_members(fs, run_ids)
+    ensemble = Ensemble([m.classifier for m in members])
+    poisonous = np.isin(known_classes(ensemble), fs.poisonous_class_ids())
+    cal = calibrate(fs, members, ensemble, poisonous, training_index(fs, space), space,
+                    mode=mode, poison_shift=poison_shift)
+    fs.record_run(record_id(members), KIND, space, None, None,
+                  {"members": [m.run_id for m in members]}, cal.to_dict(), None,
+                  split_seed=cal.split_seed)
+    log.info("calibrated %s: %s", record_id(members), cal.summary())
     return cal

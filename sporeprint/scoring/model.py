@@ -15,22 +15,18 @@ import pyarrow as pa
 
 from heads.classifier import Ensemble
 from heads.decision import RULES, DecisionSummary, decide, decide_summary, summarise
-from retrieval import RetrievalError, VectorIndex
+from retrieval import VectorIndex
 from sporeprint.errors import SporeprintError
 from sporeprint.lookalikes import TrainingNeighbours
+from sporeprint.rows import Rows, load_rows
 from sporeprint.scoring import calibration as calib
+from sporeprint.scoring.index import training_index
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
 from sporeprint.scoring.runs import Member, load_members, run_key
-from sporeprint.training import Rows, load_rows
 
 log = logging.getLogger(__name__)
 
 N_EVIDENCE = 5
-# Saved training-image indexes tried first (fastest first); exact in memory otherwise.
-SAVED_INDEX_KINDS = ("ivf_flat", "hnsw", "ivf_pq", "exact")
-# The unknown score needs the distance to the 10th neighbour, not an exact top list:
-# scoring probes 1/64 of an IVF index's lists (at least 8).
-SCORING_NPROBE_SHARE, SCORING_MIN_NPROBE = 64, 8
 
 
 @dataclass
@@ -50,28 +46,6 @@ class Decided:
     kind: np.ndarray  # one of heads.decision.KINDS per observation
     evidence: np.ndarray | None = None  # (n, N_EVIDENCE) training observation ids, -1 = none
     summary: DecisionSummary | None = None  # the four numbers `sporeprint decide` replays
-
-
-def training_index(fs, space: str) -> VectorIndex:
-    """The index of the training images: a fresh saved one (`sporeprint index build
-    --where train`), else an exact one built in memory."""
-    from sporeprint.indexing import index_dir, load_index
-
-    for kind in SAVED_INDEX_KINDS:
-        if (index_dir(fs.path, space, kind, "train") / "manifest.json").is_file():
-            try:
-                index = load_index(fs, space, kind, "train")
-            except RetrievalError as exc:  # stale or foreign: say so, fall through
-                log.warning("%s", exc)
-                continue
-            if kind.startswith("ivf"):
-                index.set_search_params(nprobe=max(
-                    SCORING_MIN_NPROBE, int(index.params["nlist"]) // SCORING_NPROBE_SHARE))
-            log.info("using the saved %s index of training images (%d vectors)", kind, len(index))
-            return index
-    from sporeprint.indexing import memory_index
-
-    return memory_index(fs, space, "train")
 
 
 class ScoringModel:
@@ -96,14 +70,15 @@ class ScoringModel:
         self.encoder = encoder
 
     @classmethod
-    def load(cls, fs, run_ids: list[str], recalibrate: bool = False) -> ScoringModel:
+    def load(cls, fs, run_ids: list[str]) -> ScoringModel:
+        """The runs' heads, training index and stored calibration; reads only. Runs
+        without a calibration record are refused with the command that fits one
+        (``sporeprint calibrate``; ``sporeprint train`` records it for what it trains)."""
         space, members = load_members(fs, run_ids)
+        cal = calib.load(fs, members, run_ids)
         index = training_index(fs, space)
-        ensemble = Ensemble([m.classifier for m in members])
-        classes = calib.known_classes(ensemble)
+        classes = calib.known_classes(Ensemble([m.classifier for m in members]))
         official = fs.poisonous_class_ids()
-        cal = calib.load_or_fit(fs, members, ensemble, np.isin(classes, official), index, space,
-                                refit=recalibrate)
         counts = fs.training_image_counts(classes) + 1.0
         try:
             encoder = fs.encoder()

@@ -5,11 +5,11 @@
 1. check every input before anything is written (the rule, the metadata file, the
    vector file's columns, dimension and image paths);
 2. ingest the metadata as role ``new`` (with a vector file, in one transaction with
-   its vectors, which the store checks: a NaN/inf/all-zero vector changes nothing);
-   rows the store rejects are reported, and an observation none of whose rows was
-   accepted (bad rows, or an id that is already a training/validation observation)
-   is answered from the training prior only, with status ``rejected`` — never from
-   photos stored under another role;
+   its vectors, which the store checks: a NaN/inf/all-zero vector changes nothing)
+   and encode its features; rows the store rejects are reported, and an observation
+   none of whose rows was accepted (bad rows, or an id that is already a
+   training/validation observation) is answered from the training prior only, with
+   status ``rejected`` — never from photos stored under another role;
 3. get vectors in the runs' space: the precomputed Parquet, or the photos embedded
    with the space's own model;
 4. score with :class:`~sporeprint.scoring.model.ScoringModel` (ensemble averaged per
@@ -31,10 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sporeprint.errors import SporeprintError
+from sporeprint.rows import load_rows
 from sporeprint.scoring.model import ScoringModel
 from sporeprint.scoring.observations import observation_scores
 from sporeprint.scoring.outputs import answer_counts, predictions_table, write_outputs
-from sporeprint.training import load_rows
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,7 @@ def decide_locally(model: ScoringModel, rows, rule: str) -> pa.Table:
 def score_batch(fs, metadata: str | Path, run_ids: list[str],
                 images_dir: str | Path | None = None, embeddings: str | Path | None = None,
                 out: str | Path | None = None, batch: str | None = None, rule: str = "track3",
-                workers: int | None = None, recalibrate: bool = False,
-                model: ScoringModel | None = None,
+                workers: int | None = None, model: ScoringModel | None = None,
                 submission_header: str = "observation_id",
                 embed_images=None, decide_rows=None) -> ScoreReport:
     """Score every observation of ``metadata``; see the module docstring. ``model``
@@ -151,7 +150,7 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
         raise SporeprintError(f"unknown decision rule {rule!r}; choose one of {', '.join(RULES)}")
     metadata = Path(metadata)
     batch_ids, batch_paths = _metadata_ids_and_paths(metadata)
-    model = model or ScoringModel.load(fs, run_ids, recalibrate=recalibrate)
+    model = model or ScoringModel.load(fs, run_ids)
     if embeddings is not None:
         check_embedding_file(embeddings, model.index.dim, model.space, batch_paths, fs)
     batch = batch or metadata.stem
@@ -174,6 +173,8 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
         embed = embed_images or (lambda fs_, model_: embed_locally(fs_, model_, workers))
         report.embedded, report.embedding_failures = embed(fs, model)
 
+    if len(accepted) and model.encoder is not None:  # the batch's metadata as just ingested
+        fs.encode_observations(accepted)
     tables = []
     rows = load_rows(fs, model.space, accepted, labelled_only=False)[0] if len(accepted) \
         else None

@@ -84,8 +84,10 @@ def check_poison_flags(member: Member, official: np.ndarray) -> None:
             f"on {wrong.size} classes ({shown}); retrain it on this store")
 
 
-def run_key(members: list[Member]) -> str:
-    return ",".join(sorted(m.run_id for m in members))
+def run_key(members: list[Member] | list[str]) -> str:
+    """The fold heads' run ids, sorted and comma-joined: the key of their calibration
+    record and of their predictions. Takes members or the fold heads' run ids."""
+    return ",".join(sorted(m if isinstance(m, str) else m.run_id for m in members))
 
 
 def split_seed_of(members: list[Member]) -> int | None:

@@ -1,0 +1,44 @@
+"""Fit the calibration of trained heads and record it in the store's runs table:
+the temperature, the unknown-species detector and its threshold, P(unknown) and
+the poison prior shift, on the validation observations the runs' calibration
+mode names (docs/scoring.md). `sporeprint train` already does this for the runs
+it trains; run it for runs trained before training did, or after the labels of
+the validation observations changed. Scoring only reads the record."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "(re)fit and record the calibration of trained heads"
+EXAMPLE = """example:
+  sporeprint calibrate --store fungi.duckdb --run dinov2_l-mlp-ensemble-20250101-120000-s0"""
+
+
+def add_arguments(parser) -> None:
+    parser.epilog = EXAMPLE
+    parser.add_argument("--store", required=True, default=argparse.SUPPRESS,
+                        help="the store (DuckDB file), opened writable")
+    parser.add_argument("--run", nargs="+", metavar="RUN", default=argparse.SUPPRESS,
+                        help="run id(s): an ensemble run or fold heads, scored together (default: "
+                             "the most recently trained ensemble, else head; what `sporeprint "
+                             "score` uses)")
+
+
+def run(args) -> int:
+    from sporeprint.errors import CommandError
+    from sporeprint.scoring.calibration import fit_and_record, record_id
+    from sporeprint.scoring.runs import resolve_runs
+    from store import FeatureStore
+
+    with FeatureStore(args.store, create=False) as fs:
+        run_ids = [r.strip() for arg in getattr(args, "run", []) for r in arg.split(",")
+                   if r.strip()]
+        if not run_ids:
+            run_ids = fs.latest_runs(("ensemble",), limit=1) or fs.latest_runs(("train",), limit=1)
+        if not run_ids:
+            raise CommandError(f"store {args.store} has no trained heads; run `sporeprint train` "
+                               "first")
+        cal = fit_and_record(fs, run_ids)
+        key = record_id([r["run_id"] for r in resolve_runs(fs, run_ids)])
+    print(f"{key}\t{cal.summary()}")
+    return 0
