@@ -200,3 +200,17 @@ def test_the_store_and_the_decision_rule_share_one_vocabulary_of_kinds():
     migration = _without_assignment(ROOT / "store/schema.py", "PREDICTION_KINDS")
     assert REASON_MATCHING.search((ROOT / "store/schema.py").read_text())  # the pattern works
     assert all(f"'{k}'" in migration for k in KINDS)  # the migration writes these words
+
+
+def test_scoring_never_reaches_training():
+    """Scoring reads what training wrote (heads, calibration records, rows); it never
+    imports the training code, directly or through another module."""
+    graph = _module_graph()
+    for start in sorted(m for m in graph if m.split(".")[:2] == ["sporeprint", "scoring"]):
+        seen, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            for dep in graph[node] - seen:
+                assert dep != "sporeprint.training", f"{start} reaches sporeprint.training"
+                seen.add(dep)
+                todo.append(dep)
