@@ -10,6 +10,7 @@ from conftest import make_simulated_store
 
 from heads.classifier import Classifier
 from sporeprint.cli import main
+from sporeprint.scoring.calibration import record_id
 from sporeprint.training import fold_rows
 from store import FeatureStore
 
@@ -26,7 +27,9 @@ def test_train_all_folds_records_runs(store_path, capsys):
                "--batch-size", "64", "--sampler", "val_matched"])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3  # fold 1, fold 2, ensemble
+    assert len(lines) == 4  # fold 1, fold 2, ensemble, the ensemble's calibration
+    ensemble = lines[2].split("\t")[0]
+    assert lines[3].startswith(f"calibrated {ensemble}\tmode oof, temperature ")
     with FeatureStore(store_path, read_only=True) as fs:
         runs = fs.sql("SELECT run_id, kind, fold, config, metrics, path FROM runs ORDER BY run_id")
         rows = runs.to_pylist()
@@ -54,6 +57,8 @@ def test_train_all_folds_records_runs(store_path, capsys):
             np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
         ens = json.loads(next(r for r in rows if r["kind"] == "ensemble")["metrics"])
         assert "test_track3" in ens
+        cal = next(r for r in rows if r["kind"] == "calibration")
+        assert cal["run_id"] == record_id([r["run_id"] for r in train_rows])
 
 
 def test_train_bad_space_is_a_clear_error(store_path, capsys):
@@ -62,3 +67,25 @@ def test_train_bad_space_is_a_clear_error(store_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "'nope'" in err and "sim" in err
+
+
+def test_cli_defaults_are_the_python_defaults_and_every_option_is_explained():
+    from heads.config import MLPConfig, TrainConfig
+    from sporeprint.cli import build_parser
+
+    parser = build_parser()[1]["train"]
+    args = parser.parse_args(["--store", "s", "--space", "x"])
+    tc = TrainConfig()
+    for name in ("epochs", "batch_size", "lr", "loss", "poison_weight", "poison_mode",
+                 "sampler", "scheduler", "patience", "seed", "device"):
+        assert getattr(args, name) == getattr(tc, name), name
+    assert args.hidden == MLPConfig.hidden and tc.lr == 1e-3
+    for action in parser._actions:
+        assert action.help, action.option_strings
+    text = parser.format_help()
+    assert "default: None" not in text and text.count("(default: 0.001)") == 1
+    assert text.rstrip().splitlines()[-1].strip().startswith("sporeprint train --store ")
+    calibrate = build_parser()[1]["calibrate"]
+    assert all(a.help for a in calibrate._actions)
+    assert calibrate.format_help().rstrip().splitlines()[-1].strip().startswith(
+        "sporeprint calibrate --store ")
