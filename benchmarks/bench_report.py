@@ -34,6 +34,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from sporeprint.report import ReportOptions, build_report  # noqa: E402
+from sporeprint.scoring.calibration import record_id  # noqa: E402
 from store import EmbeddingSpace, FeatureStore, reports  # noqa: E402
 from store.reference import poison_status  # noqa: E402
 
@@ -106,7 +107,7 @@ def build_store(path: Path, n: int, dim: int, seed: int = 0) -> None:
                       {"members": members}, {"test_track1": 0.29, "test_track2": 0.18,
                                              "test_track3": 0.47, "test_macro_f1": 41.0,
                                              "test_n": n_val // 3}, None)
-        fs.record_run("calibration:" + ",".join(members), "calibration", "bench", None, None,
+        fs.record_run(record_id(members), "calibration", "bench", None, None,
                       {"members": members}, {"temperature": 1.3, "poison_bias": -1.0,
                                              "detector_threshold": 0.2, "unknown_rate": 0.33,
                                              "metrics": {"auroc": 0.8, "nll_before": 2.0,

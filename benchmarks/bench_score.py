@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heads.train import TrainConfig  # noqa: E402
 from sporeprint.indexing import build_index  # noqa: E402
+from sporeprint.rows import load_rows  # noqa: E402
 from sporeprint.scoring import ScoringModel, score_batch  # noqa: E402
+from sporeprint.scoring.calibration import fit_and_record  # noqa: E402
 from sporeprint.scoring.model import N_EVIDENCE  # noqa: E402
 from sporeprint.scoring.observations import observation_scores  # noqa: E402
 from sporeprint.scoring.outputs import predictions_table  # noqa: E402
@@ -44,7 +46,7 @@ from sporeprint.simulator.simulate import (  # noqa: E402
     simulate,
     write_simulation,
 )
-from sporeprint.training import load_rows, train_folds  # noqa: E402
+from sporeprint.training import train_folds  # noqa: E402
 from store import FeatureStore  # noqa: E402
 
 
@@ -103,7 +105,7 @@ def main() -> None:
             runs = train_folds(fs, "sim", "mlp", [1, 2], head_params={"hidden": args.hidden},
                                config=TrainConfig(epochs=1, progress=False))
             build_index(fs, "sim", "ivf_flat", "train")
-            ScoringModel.load(fs, [runs[-1].run_id])  # fit and cache the calibration once
+            fit_and_record(fs, [runs[-1].run_id])  # as `sporeprint train` ends
             vectors = dict(zip(sim.image_paths.tolist(), sim.vectors, strict=True))
             csv_path, pq_path = make_batch(sim.test_public(), vectors, args.observations, tmp)
 

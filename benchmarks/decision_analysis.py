@@ -78,10 +78,12 @@ from heads.classifier import Ensemble  # noqa: E402
 from heads.decision import Costs, answer_mix, decide_summary, summarise  # noqa: E402
 from heads.inference import aggregate_by_observation  # noqa: E402
 from sporeprint.decisions import COST_MATRICES  # noqa: E402
+from sporeprint.rows import load_rows  # noqa: E402
 from sporeprint.scoring import ScoringModel  # noqa: E402
 from sporeprint.scoring import calibration as calib  # noqa: E402
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty  # noqa: E402
-from sporeprint.training import DEFAULT_CALIBRATION, DEFAULT_POISON_SHIFT, load_rows, train_folds  # noqa: E402
+from sporeprint.scoring.settings import DEFAULT_CALIBRATION, DEFAULT_POISON_SHIFT  # noqa: E402
+from sporeprint.training import train_folds  # noqa: E402
 
 PLAIN, CAL, UNK, T3, FUSED = ("plain argmax (raw ensemble)", "calibrated argmax",
                               "argmax + calibrated unknown", "Track 3 rule (default)",
@@ -156,6 +158,7 @@ def train_model(data, args, root: Path, mode: str) -> ScoringModel:
                        head_params={"hidden": args.hidden}, config=cfg,
                        out_dir=root / f"runs{data.seed}-{mode}", split_seed=data.seed,
                        calibration=mode, poison_shift=DEFAULT_POISON_SHIFT)
+    calib.fit_and_record(data.store, [runs[-1].run_id])  # as `sporeprint train` ends
     time.sleep(max(0.0, 1.05 - (time.time() - t0)))  # run ids carry a one-second stamp
     return ScoringModel.load(data.store, [runs[-1].run_id])
 

@@ -23,6 +23,7 @@ import pytest
 from heads.decision import answer_mix
 from sporeprint.cli import main
 from sporeprint.report.figures import ANSWER_LABELS
+from sporeprint.scoring.calibration import record_id
 from store import FeatureStore, reports
 
 SECTIONS = {"data": 5, "map": 1, "run": 1, "heldout": 4, "batch": 2, "frontier": 1,
@@ -213,7 +214,7 @@ def test_report_refuses_unknown_run_batch_and_store(demo, tmp_path, capsys):
     assert main(["report", "--store", store, "--batch", "nope", "--out", str(tmp_path / "b.html")]) == 2
     err = capsys.readouterr().err
     assert "batch 'nope'" in err and "heldout" in err
-    cal = "calibration:" + ",".join(sorted(_members(demo)))
+    cal = record_id(_members(demo))
     assert main(["report", "--store", store, "--run", cal, "--out", str(tmp_path / "c.html")]) == 2
     assert "not an ensemble or fold run" in capsys.readouterr().err
     assert main(["report", "--store", store, "--space", "nope", "--out", str(tmp_path / "e.html")]) == 2

@@ -63,7 +63,7 @@ def slice_digest(observation_ids: np.ndarray) -> str:
     return f"{len(ids)}:" + hashlib.sha256(ids.tobytes()).hexdigest()[:16]
 
 
-def record_id(runs) -> str:
+def record_id(runs: list[Member] | list[str]) -> str:
     """The ``runs`` row id of the calibration of these heads (members or run ids of
     the fold heads, as :func:`~sporeprint.scoring.runs.run_key` takes them)."""
     return f"{KIND}:{run_key(runs)}"
@@ -287,9 +287,10 @@ def load(fs, members: list[Member], run_ids: list[str] | None = None) -> Calibra
            "has a calibration record of an older format" if cal is None else
            f"has a calibration record of split seed {cal.split_seed}, not "
            f"{split_seed_of(members)}")
-    named = " ".join(run_ids or [m.run_id for m in members])
-    raise SporeprintError(f"run {named} {why}; fit it with `sporeprint calibrate --store "
-                          f"{fs.path} --run {named}`")
+    names = list(run_ids or [m.run_id for m in members])
+    named = " ".join(names)
+    raise SporeprintError(f"{'runs' if len(names) > 1 else 'run'} {named} {why}; fit it with "
+                          f"`sporeprint calibrate --store {fs.path} --run {named}`")
 
 
 def fit_and_record(fs, run_ids: list[str], mode: str | None = None,
