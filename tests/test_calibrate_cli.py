@@ -115,3 +115,6 @@ def test_runs_without_a_record_are_refused_until_calibrated(world, capsys):
             np.unique(fs.fold_observations(1)["val"]))
         with pytest.raises(SporeprintError, match="read-only"):
             fit_and_record(fs, [run_id])
+    # with no --run: the default run (the newest ensemble), what `sporeprint score` uses
+    assert main(["calibrate", "--store", str(store)]) == 0
+    assert capsys.readouterr().out.startswith(record_id(world["members"]) + "\t")

@@ -34,10 +34,11 @@ def run(args) -> int:
         run_ids = [r.strip() for arg in getattr(args, "run", []) for r in arg.split(",")
                    if r.strip()]
         if not run_ids:
-            run_ids = fs.latest_runs(("ensemble",), limit=1) or fs.latest_runs(("train",), limit=1)
-        if not run_ids:
-            raise CommandError(f"store {args.store} has no trained heads; run `sporeprint train` "
-                               "first")
+            default = fs.default_run()
+            if default is None:
+                raise CommandError(f"store {args.store} has no trained heads; run `sporeprint "
+                                   "train` first")
+            run_ids = [default]
         cal = fit_and_record(fs, run_ids)
         key = record_id([r["run_id"] for r in resolve_runs(fs, run_ids)])
     print(f"{key}\t{cal.summary()}")
