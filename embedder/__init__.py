@@ -8,19 +8,30 @@ decoding.
 (1, 1024)
 """
 
-from .errors import EmbedderError, ImageDecodeError, ModelUnavailableError
-from .images import DEFAULT_MAX_PIXELS, load_rgb
-from .model import (
-    POOLINGS,
-    EmbeddedBatch,
-    ImageEmbedder,
-    default_space_name,
-    default_workers,
-    is_offline,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ImageEmbedder", "EmbeddedBatch", "load_rgb", "EmbedderError", "ImageDecodeError",
-    "ModelUnavailableError", "default_space_name", "default_workers", "is_offline",
-    "DEFAULT_MAX_PIXELS", "POOLINGS",
-]
+import importlib
+
+# Re-exported lazily: ``from embedder.errors import EmbedderError`` (which the CLI does for
+# every command) must not load torch.
+_EXPORTS = {
+    "EmbedderError": "embedder.errors",
+    "ImageDecodeError": "embedder.errors",
+    "ModelUnavailableError": "embedder.errors",
+    "DEFAULT_MAX_PIXELS": "embedder.images",
+    "load_rgb": "embedder.images",
+    "POOLINGS": "embedder.model",
+    "EmbeddedBatch": "embedder.model",
+    "ImageEmbedder": "embedder.model",
+    "default_space_name": "embedder.model",
+    "default_workers": "embedder.model",
+    "is_offline": "embedder.model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'embedder' has no attribute {name!r}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from .errors import InvalidVectorsError, NotFittedError, RetrievalError
 from .index import VectorIndex
@@ -170,6 +169,8 @@ class OpenSetDetector:
         unknown = _check_1d(is_unknown, scores.size, "is_unknown").astype(bool)
         if unknown.all() or not unknown.any():
             raise RetrievalError("evaluate needs both known and unknown rows in is_unknown")
+        from sklearn.metrics import roc_auc_score, roc_curve  # slow import: kept off search
+
         fpr, tpr, _ = roc_curve(~unknown, -scores)  # positive = known, higher = more known
         return {
             "auroc": float(roc_auc_score(unknown, scores)),
