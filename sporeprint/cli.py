@@ -1,7 +1,8 @@
 """The ``sporeprint`` command.
 
 Each subcommand lives in ``sporeprint/commands/<name>.py`` and defines
-``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+``HELP`` (one line), ``EXAMPLE`` (command lines that end its ``--help``),
+``add_arguments(parser)`` and ``run(args) -> int``.
 Command modules import heavy libraries (torch, faiss) inside ``run`` so that
 ``sporeprint --help`` stays instant. Errors a user can fix (see
 :func:`sporeprint.errors.user_error_types`) print one line and exit 2; anything
@@ -14,6 +15,7 @@ import argparse
 import importlib
 import keyword
 import logging
+import re
 import sys
 
 from sporeprint import __version__
@@ -40,8 +42,24 @@ COMMANDS = [
 ]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default and keeps the command descriptions' line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' and examples' line breaks and shows each option's default
+    once: appended as ``(default: X)`` unless the option is required, is a flag, has no
+    default, or its help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.required or not action.option_strings or default in (None, False)
+                or default is argparse.SUPPRESS or re.search(r"\bdefault\b", text)):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def example_epilog(example: str) -> str:
+    """The ``example:`` block that ends a command's help: one command line per line."""
+    lines = [line.strip() for line in example.strip().splitlines()]
+    return "example" + ("s" if len(lines) > 1 else "") + ":\n" + "\n".join(f"  {x}" for x in lines)
 
 
 def _module_name(name: str) -> str:
@@ -59,6 +77,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         description="Which fungus is in the photo, and could it poison someone? "
         "A DuckDB feature store of image embeddings, FAISS look-alike search and "
         "trained classifier heads. Start with `sporeprint demo`.",
+        epilog=example_epilog("sporeprint demo --dir demo-run\nsporeprint search --help"),
     )
     parser.add_argument("--version", action="version", version=f"sporeprint {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -71,7 +90,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
             if exc.name != f"sporeprint.commands.{_module_name(name)}":
                 raise
             continue
+        example = getattr(module, "EXAMPLE", None)
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                           epilog=example_epilog(example) if example else None,
                            allow_abbrev=False, formatter_class=HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -105,4 +126,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
+__all__ = ["COMMANDS", "CommandError", "HelpFormatter", "build_parser", "example_epilog", "main"]

@@ -9,6 +9,7 @@ CSV with --out; the stored predictions are left as they are."""
 from __future__ import annotations
 
 HELP = "replay a scored batch's decisions under another cost matrix"
+EXAMPLE = "sporeprint decide --store demo-run/fungi.duckdb --batch heldout --cost-poisonous-as-edible 1000"
 
 
 def add_arguments(parser) -> None:

@@ -7,13 +7,14 @@ report. Needs no downloads. The store is kept for further queries."""
 from __future__ import annotations
 
 HELP = "run the end-to-end demo on simulated data (start here)"
+EXAMPLE = "sporeprint demo --dir demo-run --scale small"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--dir", default="demo-run", help="working directory (default: demo-run)")
     parser.add_argument("--scale", choices=["small", "medium", "full"], default="small",
                         help="small: a few thousand observations, a few minutes on 2 cores")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="simulation and training seed")
     parser.add_argument("--epochs", type=int, help="epochs per fold (default depends on scale)")
     parser.add_argument("--photos", type=int,
                         help="held-out observations that get real JPEGs (default depends on scale)")

@@ -9,6 +9,7 @@ twice. Unreadable images are recorded in `embedding_failures` with their reason.
 from __future__ import annotations
 
 HELP = "embed the store's images with DINOv2 (or another transformers backbone)"
+EXAMPLE = "sporeprint embed --store fungi.duckdb --model facebook/dinov2-large --space dinov2_l"
 
 
 def add_arguments(parser) -> None:
@@ -20,7 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pooling", default="cls", choices=["cls", "cls+mean"],
                         help="CLS token (default), or CLS + mean of patch tokens")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the model runs; auto: cuda when torch sees a GPU, else cpu")
     parser.add_argument("--dtype", default="auto",
                         choices=["auto", "float32", "bfloat16", "float16"],
                         help="auto: bfloat16 on a GPU that has it, else float32")

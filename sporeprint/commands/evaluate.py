@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 
 HELP = "score predictions against truth (accuracy, macro F1, Tracks 1-4)"
+EXAMPLE = "sporeprint evaluate --predictions pred.csv --truth sim/test_2024_truth.csv"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--predictions", required=True, help="CSV with observation id and class_id")
     parser.add_argument("--truth", required=True, help="CSV with observation id and true class_id")
-    parser.add_argument("--format", choices=["table", "json"], default="table")
+    parser.add_argument("--format", choices=["table", "json"], default="table",
+                        help="a text table, or JSON of every score")
     parser.add_argument("--missing-as-unknown", action="store_true",
                         help="count truth observations without a prediction as 'unknown' "
                              "instead of failing")

@@ -9,6 +9,7 @@ read-only."""
 from __future__ import annotations
 
 HELP = "export the store (or one table) to Parquet"
+EXAMPLE = "sporeprint export --store fungi.duckdb --out export/"
 
 
 def add_arguments(parser) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HELP = "import Parquet (a whole export, or one table) into a store"
+EXAMPLE = "sporeprint import --store copy.duckdb --path export/"
 
 
 def add_arguments(parser) -> None:

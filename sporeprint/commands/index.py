@@ -7,15 +7,32 @@ from __future__ import annotations
 from store import SELECTIONS
 
 HELP = "build (or inspect) the FAISS look-alike index of an embedding space"
+EXAMPLE = (
+    "sporeprint index build --store fungi.duckdb --space sim --kind hnsw\n"
+    "sporeprint index info --store fungi.duckdb --space sim --kind hnsw"
+)
+ACTIONS = {
+    "build": ("build and save an index",
+              "Build a FAISS index of --space over the --where selection and save it with a "
+              "manifest\nof its image ids (in STORE.indexes/SPACE-KIND-WHERE/ unless --dir). "
+              "`sporeprint search`\nuses it while it is fresh; build again after the store "
+              "changes.",
+              "sporeprint index build --store fungi.duckdb --space sim --kind hnsw --where train"),
+    "info": ("show a saved index's manifest and whether it is stale",
+             "Print the manifest of the saved index of --space, --kind and --where (its kind,\n"
+             "parameters, image count and checksum) and say whether it is up to date with the\n"
+             "store; a stale or missing index is an error naming the `index build` to run.",
+             "sporeprint index info --store fungi.duckdb --space sim --kind hnsw --where train"),
+}
 
 KINDS = ["exact", "hnsw", "ivf_flat", "ivf_pq"]
 
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for action, text in (("build", "build and save an index"),
-                         ("info", "show a saved index's manifest and whether it is stale")):
-        p = sub.add_parser(action, help=text)
+    for action, (text, description, example) in ACTIONS.items():
+        p = sub.add_parser(action, help=text, description=description,
+                           epilog=f"example:\n  {example}", formatter_class=parser.formatter_class)
         p.add_argument("--store", required=True, help="DuckDB store file")
         p.add_argument("--space", required=True, help="embedding space name")
         p.add_argument("--kind", default="auto", choices=["auto", *KINDS],
@@ -23,8 +40,9 @@ def add_arguments(parser) -> None:
                             "stores, HNSW, IVF-PQ past millions)")
         p.add_argument("--where", default="all", choices=SELECTIONS,
                        help="which observations' images: a role, a split part, or a fold's "
-                            "training set (default all)")
-        p.add_argument("--dir", default=None, help="index directory (default beside the store)")
+                            "training set")
+        p.add_argument("--dir", default=None,
+                       help="index directory (default: STORE.indexes/SPACE-KIND-WHERE/)")
 
 
 def run(args) -> int:

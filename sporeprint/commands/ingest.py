@@ -9,6 +9,10 @@ from __future__ import annotations
 from store import ROLES
 
 HELP = "ingest metadata CSV/Parquet or precomputed embeddings into a store"
+EXAMPLE = (
+    "sporeprint ingest --store fungi.duckdb --role train --metadata sim/df20_train.csv\n"
+    "sporeprint ingest --store fungi.duckdb --embeddings sim/embeddings_train.parquet --space sim"
+)
 
 
 def add_arguments(parser) -> None:

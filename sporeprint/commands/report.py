@@ -9,6 +9,7 @@ store is opened read-only."""
 from __future__ import annotations
 
 HELP = "write an HTML report of the store, a run and a scored batch"
+EXAMPLE = "sporeprint report --store demo-run/fungi.duckdb --out demo-run/report.html"
 
 
 def add_arguments(parser) -> None:

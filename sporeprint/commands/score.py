@@ -9,6 +9,10 @@ it), a FungiCLEF submission CSV and a richer CSV/Parquet beside it."""
 from __future__ import annotations
 
 HELP = "score new observations: species, poison risk, unknown flag"
+EXAMPLE = (
+    "sporeprint score --store fungi.duckdb --metadata sim/test_2024.csv "
+    "--embeddings sim/embeddings_test.parquet --out pred.csv"
+)
 
 
 def add_arguments(parser) -> None:

@@ -11,6 +11,11 @@ from __future__ import annotations
 from store import PARTS, ROLES, SELECTIONS
 
 HELP = "look-alike search: the k most similar observations, with metadata filters"
+EXAMPLE = (
+    "sporeprint search --store fungi.duckdb --observation 2510150926 -k 5\n"
+    "sporeprint search --store fungi.duckdb --image photo.jpg --poisonous yes --near 55.7,12.5 "
+    "--radius-km 50"
+)
 
 
 def add_arguments(parser) -> None:
@@ -31,18 +36,19 @@ def add_arguments(parser) -> None:
     query.add_argument("--vector-file", help=".npy file with one vector (d,) or (1, d)")
     parser.add_argument("-k", type=int, default=10, help="number of observations")
     f = parser.add_argument_group("filters")
-    f.add_argument("--species")
-    f.add_argument("--genus")
-    f.add_argument("--family")
+    f.add_argument("--species", help="only this species (its scientific name)")
+    f.add_argument("--genus", help="only this genus")
+    f.add_argument("--family", help="only this family")
     f.add_argument("--poisonous", choices=["yes", "no"],
                    help="no: only observations known to be edible (unlabelled ones excluded)")
     f.add_argument("--date-from", help="YYYY-MM-DD")
     f.add_argument("--date-to", help="YYYY-MM-DD")
     f.add_argument("--near", help="LAT,LON (with --radius-km)")
-    f.add_argument("--radius-km", type=float)
-    f.add_argument("--role", choices=ROLES)
+    f.add_argument("--radius-km", type=float, help="distance from --near, in km")
+    f.add_argument("--role", choices=ROLES, help="only observations ingested with this role")
     f.add_argument("--split", choices=PARTS, help="a part of the store's current split")
-    parser.add_argument("--format", choices=["table", "json"], default="table")
+    parser.add_argument("--format", choices=["table", "json"], default="table",
+                        help="a text table, or JSON with the hits' metadata")
     parser.add_argument("--explain", action="store_true",
                         help="also print the index used, the filter's selectivity and rows "
                              "returned vs requested (in JSON: the 'search' field)")

@@ -9,6 +9,7 @@ server listens on 127.0.0.1 unless --host says otherwise. See docs/serve.md."""
 from __future__ import annotations
 
 HELP = "local web page and JSON API: photo in, answer, poison risk and look-alikes out"
+EXAMPLE = "sporeprint serve --store demo-run/fungi.duckdb --port 8000"
 
 
 def add_arguments(parser) -> None:

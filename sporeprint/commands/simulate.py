@@ -6,6 +6,7 @@ observations; the same seed always gives the same files."""
 from __future__ import annotations
 
 HELP = "write a simulated DF20/DF21-style dataset (metadata, embeddings, optional JPEGs)"
+EXAMPLE = "sporeprint simulate --out sim --scale small --images"
 
 
 def add_arguments(parser) -> None:
@@ -14,10 +15,11 @@ def add_arguments(parser) -> None:
                         help="small: a few thousand observations; full: DF20-sized (~296k images)")
     parser.add_argument("--classes", type=int, default=None,
                         help="keep N known classes (all 49 poisonous ones are always kept)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
     parser.add_argument("--dim", type=int, default=1024, help="embedding dimension")
     parser.add_argument("--images", action="store_true", help="also write JPEGs under OUT/images")
-    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--image-size", type=int, default=96,
+                        help="side of the square JPEGs, in pixels (with --images)")
     parser.add_argument("--difficulty", action="store_true",
                         help="also measure the kNN baseline (top-1 with and without metadata)")
 

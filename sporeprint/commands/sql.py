@@ -9,12 +9,16 @@ features, splits, runs, predictions."""
 from __future__ import annotations
 
 HELP = "run SQL on a store (read-only unless --write)"
+EXAMPLE = (
+    'sporeprint sql --store fungi.duckdb "SELECT role, count(*) AS n FROM observations GROUP BY 1"'
+)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--store", required=True, help="DuckDB store file")
     parser.add_argument("query", help='SQL, e.g. "SELECT role, count(*) FROM observations GROUP BY 1"')
-    parser.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    parser.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
+                        help="output format; parquet needs --out")
     parser.add_argument("--out", metavar="FILE", help="write the result to FILE instead of stdout")
     parser.add_argument("--write", action="store_true", help="open the store for writing")
     parser.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table")
