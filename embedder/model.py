@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,10 +341,12 @@ class ImageEmbedder:
                              min_side=self.min_side())
         chunks = decode_chunks(dataset, chunk, workers, pin_memory=cuda)
         bar = None
-        if progress:
+        if progress:  # a bar on a terminal; one summary line in a log otherwise
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(items), unit="img", smoothing=0.1, dynamic_ncols=True)
+            bar = tqdm(total=len(items), unit="img", smoothing=0.1, dynamic_ncols=True,
+                       disable=None)
+            started = time.perf_counter()
         pending = None  # the previous batch, whose host copy may still be in flight
         gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
         failures: list[tuple[int, str]] = []
@@ -373,6 +376,10 @@ class ImageEmbedder:
                 yield self._finish(pending, bar)
         finally:
             if bar is not None:
+                if bar.disable:
+                    seconds = time.perf_counter() - started
+                    logger.info("embedding: %d of %d images decoded (failures included) "
+                                "in %.1f s", seen, len(items), seconds)
                 bar.close()
 
     def _launch(self, gathered, failures, cuda: bool):

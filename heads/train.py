@@ -218,7 +218,7 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
     best: list[Checkpoint] = []
     stale = 0
     bar = tqdm(total=config.epochs * iters, desc=f"train {head.kind}", unit="batch",
-               disable=not config.progress, leave=False)
+               disable=None if config.progress else True, leave=False)  # None: terminals only
     for epoch in range(1, config.epochs + 1):
         model.train()
         criterion.train()
@@ -276,6 +276,9 @@ def train_head(head: HeadConfig, train: HeadData, val: HeadData | None, config: 
                      epoch, config.monitor, stale)
             break
     bar.close()
+    if config.progress and bar.disable:  # no bar drawn (not a terminal): one summary line
+        log.info("train %s: %d epochs in %.1f s", head.kind, len(history),
+                 time.perf_counter() - t_start)
 
     model.load_state_dict(best[0].state)
     model.eval()

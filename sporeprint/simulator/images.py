@@ -16,12 +16,16 @@ real fungi.
 from __future__ import annotations
 
 import colorsys
+import logging
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+logger = logging.getLogger(__name__)
 
 
 def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -93,12 +97,17 @@ def write_images(paths: np.ndarray, observation_ids: np.ndarray, species_rows: n
     """Write one JPEG per entry of ``paths`` under ``out_dir``; returns the number written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     items = range(len(paths))
-    if progress:
+    bar = None
+    if progress:  # a bar on a terminal; one summary line in a log otherwise
         from tqdm import tqdm
-        items = tqdm(items, desc="images", unit="img")
+
+        items = bar = tqdm(items, desc="images", unit="img", disable=None)
+        started = time.perf_counter()
     for i in items:
         obs_rng = np.random.default_rng([seed, 7, int(observation_ids[i])])
         img_rng = np.random.default_rng([seed, 11, zlib.crc32(str(paths[i]).encode())])
         render(looks[species_rows[i]], obs_rng, img_rng, size).save(
             out_dir / str(paths[i]), format="JPEG", quality=88)
+    if bar is not None and bar.disable:
+        logger.info("wrote %d images in %.1f s", len(paths), time.perf_counter() - started)
     return len(paths)
