@@ -3,8 +3,8 @@
 Builds (through the store's own API) a store of N observations, one image and one
 D-dimensional vector each: a long-tailed class distribution over the 1,604 DF20 classes,
 vectors clustered by class; 85% role train, 10% val (a third of it unknown species), 5% a
-scored batch of role new with predictions, and a labelled batch of validation predictions; two fold runs, their ensemble and a
-calibration record. Then times, interleaved and as medians over repeats:
+scored batch of role new with predictions, and a labelled batch of validation predictions;
+two fold runs, their ensemble and a calibration record. Then times, interleaved and as medians over repeats:
 
 - the baseline: ``SELECT count(*) FROM observations`` on the same store;
 - the whole report (every section, samples at their defaults) written to HTML.

@@ -160,7 +160,8 @@ def main() -> int:
     print(f"scoring from vectors: {med['total']:.2f} s (target <= 10 s on one GPU for 40,216 "
           f"observations)")
     print(f"bare head forward: {forward:.3f} s; ratio scoring / bare forward {med['total'] / forward:.2f}x")
-    print(f"torch kNN ({device}) top-{DETECTOR_K} vs numpy exact on {len(check)} queries: {agree:.4f} agreement")
+    print(f"torch kNN ({device}) top-{DETECTOR_K} vs numpy exact on {len(check)} queries: "
+          f"{agree:.4f} agreement")
     return 0 if agree > 0.99 else 1
 
 

@@ -86,7 +86,8 @@ def main() -> None:
     from scipy.stats import t as student_t
 
     half = student_t.ppf(0.975, args.seeds - 1) / np.sqrt(args.seeds)
-    print("\n| sampler | accumulate - fixed: top-1 (95% CI) | macro F1 (95% CI) | seeds accumulate wins (F1) |")
+    print("\n| sampler | accumulate - fixed: top-1 (95% CI) | macro F1 (95% CI) "
+          "| seeds accumulate wins (F1) |")
     print("|---|---|---|---|")
     for sampler in ("val_matched", "shuffle"):
         a, f = res[(sampler, "accumulate")], res[(sampler, "fixed")]

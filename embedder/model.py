@@ -221,9 +221,11 @@ class ImageEmbedder:
                        "writes them)")
             elif offline:
                 fix = ("download it first (e.g. `hf download " + model_id + "`) on a machine with "
-                       "network access, pass a local directory with --model, or unset HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE")
+                       "network access, pass a local directory with --model, or unset "
+                       "HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE")
             else:
-                fix = "check the model id, your network, or download the weights and pass the local directory with --model"
+                fix = ("check the model id, your network, or download the weights and pass the "
+                       "local directory with --model")
             raise ModelUnavailableError(f"cannot load model {model_id!r}: {exc}. Fix: {fix}") from exc
         _check_weights(model_id, model, info)
         model.eval().to(self.device)

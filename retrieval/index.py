@@ -174,7 +174,8 @@ class VectorIndex:
             return
         if np.unique(ids).size != ids.size:
             dup = ids[np.argsort(ids)][np.flatnonzero(np.diff(np.sort(ids)) == 0)][:5]
-            raise InvalidVectorsError(f"ids repeat within one add call (e.g. {dup.tolist()}); ids must be unique")
+            raise InvalidVectorsError(f"ids repeat within one add call (e.g. {dup.tolist()}); "
+                                      "ids must be unique")
         clash = np.intersect1d(ids, self._ids)
         if clash.size:
             raise InvalidVectorsError(
@@ -238,7 +239,8 @@ class VectorIndex:
         if self.kind == "ivf_flat":
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
-            m = int(p["m"]) if p["m"] else _largest_divisor_at_most(self.dim, max(1, self.dim // 8, min(16, self.dim // 2)))
+            m = int(p["m"]) if p["m"] else _largest_divisor_at_most(
+                self.dim, max(1, self.dim // 8, min(16, self.dim // 2)))
             if self.dim % m:
                 raise RetrievalError(f"ivf_pq m={m} must divide dim={self.dim}; pick a divisor of {self.dim}")
             nbits = int(p["nbits"])
@@ -281,7 +283,8 @@ class VectorIndex:
             raise RetrievalError(f"k must be a positive integer, got {k!r}")
         k = int(k)
         if len(self) == 0:
-            raise RetrievalError("the index is empty: add vectors (or build it from the store) before searching")
+            raise RetrievalError("the index is empty: add vectors (or build it from the store) "
+                                 "before searching")
         self._counts = {"widened": 0, "exact_fallback": 0}
         allowed = None
         if allowed_ids is None:

@@ -49,7 +49,8 @@ class OpenSetDetector:
         if x.ndim != 2 or x.shape[0] == 0:
             raise InvalidVectorsError(f"train_vectors must be a non-empty (n, d) array, got shape {x.shape}")
         if not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= x.shape[0]:
-            raise RetrievalError(f"k={self.k!r} must be an integer in 1..{x.shape[0]} (the training set size)")
+            raise RetrievalError(f"k={self.k!r} must be an integer in 1..{x.shape[0]} "
+                                 "(the training set size)")
         if not 0.0 <= self.fusion_weight <= 1.0:
             raise RetrievalError(f"fusion_weight={self.fusion_weight!r} must lie in [0, 1]")
         self.index_ = VectorIndex(x.shape[1], kind=self.kind, **self.index_params)
@@ -130,7 +131,8 @@ class OpenSetDetector:
         knn = self.knn_scores(X_val)
         n = knn.size
         unknown = _check_1d(is_unknown, n, "is_unknown").astype(bool)
-        correct = np.ones(n, bool) if known_correct is None else _check_1d(known_correct, n, "known_correct").astype(bool)
+        correct = (np.ones(n, bool) if known_correct is None
+                   else _check_1d(known_correct, n, "known_correct").astype(bool))
         self.knn_stats_ = _mean_std(knn)
         if uncertainty is not None:
             self.uncertainty_stats_ = _mean_std(_check_1d(uncertainty, n, "uncertainty"))
@@ -139,7 +141,8 @@ class OpenSetDetector:
         if target == "known_recall":
             if not 0.0 < known_recall <= 1.0 or not (~unknown).any():
                 raise RetrievalError(
-                    f"known_recall={known_recall!r} must lie in (0, 1] and the validation set needs known rows"
+                    f"known_recall={known_recall!r} must lie in (0, 1] and the validation set "
+                    "needs known rows"
                 )
             self.threshold_ = float(np.quantile(scores[~unknown], known_recall, method="higher"))
         else:
@@ -214,7 +217,8 @@ class OpenSetDetector:
         copied, as in :meth:`fit_index`); ``index`` must hold the training vectors
         the state was fitted on."""
         if not isinstance(state, dict):
-            raise RetrievalError(f"state must be a dict from OpenSetDetector.get_state(), got {type(state).__name__}")
+            raise RetrievalError("state must be a dict from OpenSetDetector.get_state(), got "
+                                 f"{type(state).__name__}")
         missing = sorted({"k", "fusion_weight"} - set(state))
         if missing:
             raise RetrievalError(

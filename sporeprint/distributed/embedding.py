@@ -19,6 +19,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,9 @@ import pyarrow.parquet as pq
 from sporeprint.distributed.cluster import RayOptions, connect, model_actors
 from sporeprint.embedding import EmbedReport
 from store import EmbeddingSpace
+
+if TYPE_CHECKING:
+    from store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def _resolve_dtype(dtype: str, gpus: int) -> str:
     return "bfloat16" if gpus else "float32"
 
 
-def embed_store_ray(fs, model: str, space: str | None = None, pooling: str = "cls",
+def embed_store_ray(fs: FeatureStore, model: str, space: str | None = None, pooling: str = "cls",
                     dtype: str = "auto", max_pixels: int | None = None, draft: bool = False,
                     options: RayOptions | None = None) -> EmbedReport:
     """Embed every pending image of ``fs`` in ``space`` on Ray; see the module docstring.
@@ -166,7 +170,7 @@ def embed_store_ray(fs, model: str, space: str | None = None, pooling: str = "cl
     return report
 
 
-def ingest_shard(fs, space: str, path: str | Path) -> tuple[int, int, int]:
+def ingest_shard(fs: FeatureStore, space: str, path: str | Path) -> tuple[int, int, int]:
     """Add one shard of ``image_id, vector, reason`` in one transaction; returns
     ``(vectors added, vectors already stored, failures recorded)``."""
     from store.spaces import add_embeddings, record_embedding_failures

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,9 @@ from sporeprint.rows import Rows
 from sporeprint.scoring.model import ScoringModel
 from sporeprint.scoring.outputs import predictions_table
 from sporeprint.scoring.pipeline import ScoreReport, score_batch
+
+if TYPE_CHECKING:
+    from store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +131,7 @@ def decide_on_ray(ray, model: ScoringModel, rows: Rows, rule: str,
     return pa.concat_tables(parts)
 
 
-def score_batch_ray(fs, metadata: str | Path, run_ids: list[str],
+def score_batch_ray(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
                     images_dir: str | Path | None = None,
                     embeddings: str | Path | None = None, out: str | Path | None = None,
                     batch: str | None = None, rule: str = "track3",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +31,9 @@ from sporeprint.simulator.embeddings import EmbeddingModel, EmbeddingParams, loo
 from sporeprint.simulator.metadata import SpeciesPreferences, draw_observations
 from sporeprint.simulator.taxonomy import FUNGAL_CLASSES, build_taxonomy, keep_classes
 from store.reference import NUM_CLASSES, poison_status
+
+if TYPE_CHECKING:
+    from store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +393,7 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
     return paths
 
 
-def ingest_simulation(fs, files: dict[str, Path], space: str, split_seed: int,
+def ingest_simulation(fs: FeatureStore, files: dict[str, Path], space: str, split_seed: int,
                       model_id: str | None = None) -> None:
     """Load what :func:`write_simulation` wrote into the open, writable store ``fs``:
     the train and val roles with their vectors in ``space``, then fit the metadata
