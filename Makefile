@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test test-ray lint bench clean
+.PHONY: install demo test test-all test-ray lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,10 @@ demo: install  ## run the end-to-end demo on simulated data (small scale); start
 		--truth demo-run/data/test_2024_truth.csv
 	@echo "open demo-run/report.html in a browser; the look-alike page: $(VENV)/bin/sporeprint serve --store demo-run/fungi.duckdb"
 
-test: install  ## run the test suite
+test: install  ## the test suite without the tests marked slow (the README tour): about 5 minutes on 2 cores
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install  ## every test, the slow ones included
 	$(PY) -m pytest -q
 
 test-ray: install  ## install the Ray extra and run the Ray Data tests (a local Ray on 2 CPUs)

@@ -1,8 +1,16 @@
-"""Shared fixtures: a small simulated store with every role's metadata and vectors."""
+"""Shared fixtures: a small simulated store with every role's metadata and vectors, and
+two session-wide trained stores built once for every suite that needs one (a photo store
+embedded with a tiny DINOv2, and a demo run). Those two are shared: a test that writes to
+one must work on a copy (:func:`copy_folder`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import shutil
 from pathlib import Path
+
+import pytest
 
 from sporeprint.simulator.simulate import SimConfig, ingest_simulation, simulate, write_simulation
 from store import FeatureStore
@@ -69,3 +77,43 @@ def make_photo_store(root: Path, space: str, store_name: str = "fungi.duckdb"
     assert main(["train", "--store", str(store), "--space", space, "--head", "mlp",
                  "--hidden", "32", "--epochs", "2", "--lr", "3e-3", "--fold", "all"]) == 0
     return store, files, model
+
+
+PHOTO_SPACE = "tiny"
+
+
+def copy_folder(src: Path, dst: Path) -> Path:
+    """A private copy of a shared store's folder (store file, runs, indexes, photos): run
+    paths are stored relative to the store, so the copy works on its own."""
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def photo_world(tmp_path_factory) -> dict:
+    """:func:`make_photo_store` in space ``tiny``, built once per session: ``root`` (the
+    folder), ``store``, ``files`` and ``model``. Read it; copy ``root`` to write."""
+    root = tmp_path_factory.mktemp("photo-world")
+    store, files, model = make_photo_store(root, PHOTO_SPACE)
+    return {"root": root, "store": store, "files": files, "model": model}
+
+
+def photo_world_copy(world: dict, dst: Path) -> tuple[Path, dict, Path]:
+    """``(store, files, model)`` like :func:`make_photo_store`, in a private copy under ``dst``."""
+    root = copy_folder(world["root"], dst)
+    files = {k: root / Path(v).relative_to(world["root"]) for k, v in world["files"].items()}
+    return (root / world["store"].relative_to(world["root"]), files,
+            root / world["model"].relative_to(world["root"]))
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory) -> dict:
+    """``sporeprint demo`` (one epoch, 8 photos) run once per session: ``dir`` (the demo
+    folder) and ``stdout`` (what it printed). Read it; copy ``dir`` to write."""
+    from sporeprint.cli import main
+
+    root = tmp_path_factory.mktemp("demo-world")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["demo", "--dir", str(root / "demo"), "--epochs", "1", "--photos", "8"]) == 0
+    return {"dir": root / "demo", "stdout": out.getvalue()}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the README tour trains and scores as a user would: minutes
 
 
 def _block(text: str, heading: str, lang: str) -> str:

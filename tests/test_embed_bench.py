@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a whole benchmark script per test; make test-all runs them
 
 
 @pytest.mark.parametrize("mode", [[], ["--fast-preprocess"]])

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # whole benchmark scripts; make test-all runs them
 
 
 def test_gpu_score_script_runs_tiny_on_cpu():

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from conftest import copy_folder
 
 from heads.decision import answer_mix
 from sporeprint.cli import main
@@ -106,11 +107,11 @@ def _labelled_copy(data: Path, out: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(demo_world, tmp_path_factory):
     """A demo store (one epoch) with two scored batches: the unlabelled held-out batch and a
     labelled copy of it; and the report of it."""
     root = tmp_path_factory.mktemp("report")
-    assert main(["demo", "--dir", str(root / "demo"), "--epochs", "1", "--photos", "4"]) == 0
+    copy_folder(demo_world["dir"], root / "demo")  # scoring below writes to the store
     store = root / "demo" / "fungi.duckdb"
     with FeatureStore(store, read_only=True) as fs:
         run = reports.recent_runs(fs.con, ("ensemble",), 1).column("run_id")[0].as_py()

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_photo_store
+from conftest import photo_world_copy
 
 from sporeprint.cli import main
 from store import FeatureStore
@@ -20,11 +20,11 @@ SPACE = "tiny"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(photo_world, tmp_path_factory):
     """A store whose train/val photos are embedded with a tiny DINOv2 and a trained
     two-fold ensemble; the held-out test file is cut into two new batches."""
     root = tmp_path_factory.mktemp("score")
-    store, files, model = make_photo_store(root, SPACE)
+    store, files, model = photo_world_copy(photo_world, root / "world")  # scoring writes
     with FeatureStore(store, read_only=True) as fs:
         run = fs.sql("SELECT run_id FROM runs WHERE kind = 'ensemble'").column(0)[0].as_py()
     test = pacsv.read_csv(files["test"])

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
-from conftest import make_photo_store
+from conftest import photo_world_copy
 from PIL import Image
 
 from sporeprint.cli import main
@@ -46,11 +46,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(photo_world, tmp_path_factory):
     """A store with photos embedded by a tiny DINOv2 and a trained two-fold ensemble,
     and a batch of held-out single-photo observations scored by `sporeprint score`."""
     root = tmp_path_factory.mktemp("serve")
-    store, files, model = make_photo_store(root, SPACE)
+    store, files, model = photo_world_copy(photo_world, root / "world")  # scoring writes
     test = pacsv.read_csv(files["test"])
     ids = test["observation_id"].to_numpy()
     uniq, counts = np.unique(ids, return_counts=True)
