@@ -328,7 +328,8 @@ class PoisonFusion:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "intercept_"):
-            raise NotFittedError("PoisonFusion is not fitted yet; call fit first (or PoisonFusion.from_state)")
+            raise NotFittedError("PoisonFusion is not fitted yet; call fit first "
+                                 "(or PoisonFusion.from_state)")
 
     def transform(self, species_mass: np.ndarray, poison_logit: np.ndarray) -> np.ndarray:
         """The fused probability that each observation is poisonous (n,)."""

@@ -216,7 +216,8 @@ def decide_summary(summary: DecisionSummary, costs: Costs | None = None,
                 f"poison-risk: P(poisonous)={p_poison[i]:.3f} > {thr[i]:.3f}" if risk[i] else
                 f"argmax: p={q_bp[i]:.3f} (poisonous)")
         elif edible_is_unknown[i]:
-            reasons.append(f"unknown: P(unknown)={q_unknown[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
+            reasons.append(f"unknown: P(unknown)={q_unknown[i]:.3f}, "
+                           f"P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
         else:
             reasons.append(f"argmax: p={q_be[i]:.3f}, P(poisonous)={p_poison[i]:.3f} <= {thr[i]:.3f}")
     return Decision(out, p_poison, thr, reasons, _kinds(codes, prior_only))

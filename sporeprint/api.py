@@ -3,7 +3,8 @@
 >>> import sporeprint
 >>> db = sporeprint.open("demo-run/fungi.duckdb")                    # doctest: +SKIP
 >>> db.sql("SELECT role, count(*) AS n FROM observations GROUP BY 1").to_pandas()  # doctest: +SKIP
->>> hits = db.search(observation=123).where(poisonous=True, role="train").limit(5).to_arrow()  # doctest: +SKIP
+>>> hits = db.search(observation=123).where(poisonous=True, role="train")  # doctest: +SKIP
+>>> hits.limit(5).to_arrow()                                       # doctest: +SKIP
 >>> model = db.model()                                             # doctest: +SKIP
 >>> model.predict(vectors, [{"habitat": "Deciduous woodland", "month": 9}])  # doctest: +SKIP
 

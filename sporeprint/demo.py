@@ -212,7 +212,8 @@ def run_demo(directory: str | Path = "demo-run", scale: str = "small", seed: int
                                              for k, v in report.seconds.items()))
     report.add("", "Try next:",
                f"  sporeprint sql --store {store_path} \"SELECT * FROM predictions LIMIT 5\"",
-               f"  sporeprint search --store {store_path} --space {SPACE} --role train --observation {query_obs} -k 10",
+               f"  sporeprint search --store {store_path} --space {SPACE} --role train "
+               f"--observation {query_obs} -k 10",
                f"  sporeprint evaluate --predictions {out_csv} --truth {files['truth']}",
                f"  sporeprint decide --store {store_path} --batch heldout --cost-poisonous-as-edible 1000",
                f"  sporeprint serve --store {store_path}      # the look-alike page, http://127.0.0.1:8000")

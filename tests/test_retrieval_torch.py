@@ -91,7 +91,8 @@ def test_import_retrieval_does_not_load_torch(tmp_path):
     import subprocess
 
     code = ("import sys, numpy as np, retrieval; i = retrieval.VectorIndex(4); "
-            "i.add(np.arange(2), np.eye(2, 4, dtype=np.float32)); i.search(np.eye(1, 4, dtype=np.float32), 1); "
+            "i.add(np.arange(2), np.eye(2, 4, dtype=np.float32)); "
+            "i.search(np.eye(1, 4, dtype=np.float32), 1); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -57,10 +57,12 @@ def test_search_by_observation_matches_brute_force(store_path, capsys):
 @pytest.mark.parametrize("filters, sql", [
     (SearchFilters(poisonous=True), "s.poisonous"),
     (SearchFilters(role="train", date_from="2012-01-01", date_to="2016-12-31"),
-     "o.role = 'train' AND try(make_date(o.year, o.month, o.day)) BETWEEN DATE '2012-01-01' AND DATE '2016-12-31'"),
+     "o.role = 'train' AND try(make_date(o.year, o.month, o.day)) "
+     "BETWEEN DATE '2012-01-01' AND DATE '2016-12-31'"),
     (SearchFilters(near=(56.0, 10.0), radius_km=60),
      "2 * 6371.0088 * asin(sqrt(pow(sin(radians(o.latitude - 56.0) / 2), 2)"
-     " + cos(radians(56.0)) * cos(radians(o.latitude)) * pow(sin(radians(o.longitude - 10.0) / 2), 2))) <= 60"),
+     " + cos(radians(56.0)) * cos(radians(o.latitude))"
+     " * pow(sin(radians(o.longitude - 10.0) / 2), 2))) <= 60"),
 ])
 def test_filters_equal_brute_force_filtered_answer(store_path, filters, sql):
     with FeatureStore(store_path, read_only=True) as fs:
@@ -98,7 +100,8 @@ def test_stale_index_is_detected(store_path, tmp_path, capsys):
     with FeatureStore(path) as fs:
         build_index(fs, "sim", kind="exact", where="train")
         load_index(fs, "sim", where="train")  # fresh: loads
-        obs = fs.sql("SELECT observation_id FROM observations WHERE role = 'train' LIMIT 1").column(0)[0].as_py()
+        obs = fs.sql("SELECT observation_id FROM observations WHERE role = 'train' LIMIT 1"
+                     ).column(0)[0].as_py()
         fs.sql("INSERT INTO images (image_id, observation_id, image_path) VALUES (?, ?, ?)",
                [10**9, obs, "extra-1.JPG"])
         fs.add_embeddings("sim", np.array([10**9]), np.ones((1, 32), np.float32))

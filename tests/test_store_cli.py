@@ -46,7 +46,8 @@ def test_ingest_sql_export_import(tmp_path, capsys):
 def test_ingest_of_a_non_metadata_file_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "photo.csv"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not csv")
-    assert main(["ingest", "--store", str(tmp_path / "s.duckdb"), "--metadata", str(bad), "--role", "train"]) == 2
+    assert main(["ingest", "--store", str(tmp_path / "s.duckdb"), "--metadata", str(bad),
+                 "--role", "train"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "photo.csv" in err
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 
 HELP = "(re)fit and record the calibration of trained heads"
-EXAMPLE = """example:
+EXAMPLE = """
   sporeprint calibrate --store fungi.duckdb --run dinov2_l-mlp-ensemble-20250101-120000-s0"""
 
 
 def add_arguments(parser) -> None:
-    parser.epilog = EXAMPLE
-    parser.add_argument("--store", required=True, default=argparse.SUPPRESS,
+    parser.add_argument("--store", required=True,
                         help="the store (DuckDB file), opened writable")
     parser.add_argument("--run", nargs="+", metavar="RUN", default=argparse.SUPPRESS,
                         help="run id(s): an ensemble run or fold heads, scored together (default: "

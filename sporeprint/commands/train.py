@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "train classifier heads on a store's folds, record the runs and their calibration"
-EXAMPLE = """example:
+EXAMPLE = """
   sporeprint train --store fungi.duckdb --space dinov2_l --head mlp --fold all"""
 
 
@@ -29,10 +29,9 @@ def add_arguments(parser) -> None:
     )
 
     tc = TrainConfig()
-    parser.epilog = EXAMPLE
-    parser.add_argument("--store", required=True, default=argparse.SUPPRESS,
+    parser.add_argument("--store", required=True,
                         help="DuckDB store file")
-    parser.add_argument("--space", required=True, default=argparse.SUPPRESS,
+    parser.add_argument("--space", required=True,
                         help="embedding space name")
     parser.add_argument("--head", default="mlp", choices=["mlp", "fusion", "linear"],
                         help="head kind: MLP over [embedding, metadata], metadata-fusion "

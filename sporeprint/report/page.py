@@ -45,7 +45,8 @@ class Section:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#212121;background:#fafafa}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+color:#212121;background:#fafafa}
 header{background:#263238;color:#fff;padding:18px 32px}
 header h1{margin:0 0 4px;font-size:24px}header p{margin:2px 0;color:#cfd8dc;font-size:14px}
 nav{padding:8px 32px;background:#eceff1;font-size:14px}nav a{margin-right:16px;color:#1565c0}

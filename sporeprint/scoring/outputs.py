@@ -4,9 +4,10 @@ Columns of the table (and of the store's ``predictions`` rows): observation_id,
 class_id (-1 = unknown species), kind (the kind of answer, one of
 ``heads.decision.KINDS``: species / poison_risk / unknown / prior_only), status
 (scored / no_usable_image / rejected), reason (text for people), poison_prob,
-unknown_score, unknown_prob, top5_class_ids, top5_probs, evidence_observation_ids, and the decision summary that ``sporeprint decide`` replays
-under other costs: best_edible_class, best_edible_prob, best_poisonous_class,
-best_poisonous_prob (joint probabilities: already scaled by 1 - unknown_prob).
+unknown_score, unknown_prob, top5_class_ids, top5_probs, evidence_observation_ids, and
+the decision summary that ``sporeprint decide`` replays under other costs:
+best_edible_class, best_edible_prob, best_poisonous_class, best_poisonous_prob (joint
+probabilities: already scaled by 1 - unknown_prob).
 """
 
 from __future__ import annotations
