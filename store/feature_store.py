@@ -176,8 +176,9 @@ class FeatureStore(ReportQueries):
         if self.con is None:
             raise StoreError(f"store {str(self.path)!r} is closed; open a new FeatureStore")
         if self.read_only:
-            raise StoreError(f"store {str(self.path)!r} is open read-only; open it with "
-                             "read_only=False (CLI: --write) to change it")
+            raise StoreError(f"store {str(self.path)!r} is open read-only; open it for "
+                             "writing to change it (sporeprint.open(path, write=True), "
+                             "FeatureStore(path, read_only=False), CLI: --write)")
 
     def _write(self, fn, *args, **kwargs):
         """Run ``fn(con, ...)`` in one transaction, turning DuckDB errors into StoreError."""
@@ -212,7 +213,8 @@ class FeatureStore(ReportQueries):
         except duckdb.Error as exc:
             hint = ""
             if self.read_only and "read-only" in str(exc).lower():
-                hint = "; open the store with read_only=False (CLI: --write) to change it"
+                hint = ("; open the store for writing to change it (sporeprint.open(path, "
+                        "write=True), FeatureStore(path, read_only=False), CLI: --write)")
             elif self.safe_sql and (isinstance(exc, duckdb.PermissionException) or (
                     isinstance(exc, duckdb.InvalidInputException)
                     and "configuration" in str(exc))):
@@ -224,9 +226,15 @@ class FeatureStore(ReportQueries):
     # -- ingestion ----------------------------------------------------------------------
 
     def ingest_metadata(self, path: str | Path, role: str = "train",
-                        images_dir: str | Path | None = None) -> IngestReport:
-        """Ingest a DF20/DF21/FungiCLEF metadata CSV or Parquet file in one transaction."""
-        return self._write(ingest_metadata, path, role=role, images_dir=images_dir)
+                        images_dir: str | Path | None = None,
+                        class_ids: str = "auto") -> IngestReport:
+        """Ingest a DF20/DF21/FungiCLEF metadata CSV or Parquet file in one transaction.
+        ``class_ids``: ``auto`` (check the file's class numbering against the store's
+        species names and the official list), ``official`` (the file uses DF20 class
+        ids) or ``species`` (find each row's class from its species name); see
+        ``store/ingest.py``."""
+        return self._write(ingest_metadata, path, role=role, images_dir=images_dir,
+                           class_ids=class_ids)
 
     def ingest_embeddings(self, path: str | Path, space: str,
                           model_id: str | None = None) -> EmbeddingIngestReport:

@@ -16,6 +16,27 @@ rejected and also reported on their own):
 With an images folder, each stored row's file is ``<folder>/<image_path>`` when
 that resolves inside the folder (symlinks followed); a path leading outside it
 gets no file, and a ``rejects`` row says so, while the row's metadata is kept.
+Column names and value rules are the metadata contract's (``store/contract.py``);
+an absolute ``image_path`` is reduced to its file name.
+
+Class numbering: the poison status of a class comes from the official DF20 list, by
+DF20 class id, so a file's ``class_id`` is used only as far as it can be trusted to be
+DF20's (``class_ids``):
+
+- ``auto`` (default): a class id is DF20's when the store already holds the same
+  species name for it, or when the file's own ``poisonous`` value for it agrees with
+  the official list, or when the file names no species at all. Evidence of another
+  numbering refuses the whole file (nothing is ingested): a class id whose stored
+  species name differs, a species name stored under another class id, a ``poisonous``
+  value that contradicts the official list. A named species with no evidence either
+  way (e.g. DF20-Mini, numbered 0..181, into a store without DF20 names) is stored as
+  class_id -1: unknown to the official list, so its poison status is unknown (NULL),
+  never edible by the list.
+- ``official``: the file's class ids are DF20's (contradicting evidence still refuses
+  the file).
+- ``species``: the file's class ids are ignored; each row's class is the stored class
+  of its species name (``species``, else ``scientificName``); a name the store does not
+  hold (or holds under several ids) becomes -1, poison status unknown.
 """
 
 from __future__ import annotations
@@ -33,24 +54,27 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .contract import (
+    COLUMN_ALIASES,
+    NAME_FIELDS,
+    REQUIRED_FOR_INGEST,
+    resolve_columns,
+    stage_sql,
+    substrate_groups_table,
+)
 from .errors import StoreError
-from .reference import substrate_groups
 from .schema import (
     IMAGE_FIELDS,
     OBSERVATION_COLUMNS,
     OBSERVATION_FIELDS,
-    REQUIRED_SOURCE,
-    SOURCE_ALIASES,
     TAXONOMY_FIELDS,
     q,
 )
 from .temporary import registered
-from .validation import FINITE, value_reason
 from .vocabulary import ROLES
 
 log = logging.getLogger(__name__)
 
-NULL_TOKENS = ("", "nan", "na", "n/a", "null", "none")
 MAX_EXAMPLES = 20
 
 
@@ -65,6 +89,9 @@ class IngestReport:
     duplicate: int = 0
     conflicts: int = 0  # the part of `rejected` that conflicts with other rows
     outside_images_dir: int = 0  # stored rows whose image_path leads outside images_dir
+    image_paths_reduced: int = 0  # absolute image paths reduced to their file names
+    classes_by_species: int = 0  # rows whose class id was found from their species name
+    unknown_species_rows: int = 0  # labelled rows stored as -1: species unknown to the list
     observations_added: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
     # the file's observations now stored with this role (sorted int64)
@@ -79,7 +106,15 @@ class IngestReport:
                 f"(of which {self.conflicts} conflicts), duplicate {self.duplicate}; "
                 f"{self.observations_added} new observations"
                 + (f"; {self.outside_images_dir} image paths outside the images folder (no file)"
-                   if self.outside_images_dir else ""))
+                   if self.outside_images_dir else "")
+                + (f"; {self.image_paths_reduced} absolute image paths reduced to file names"
+                   if self.image_paths_reduced else "")
+                + (f"; {self.classes_by_species} rows given their class by species name"
+                   if self.classes_by_species else "")
+                + (f"; {self.unknown_species_rows} labelled rows of species the official list "
+                   "cannot place stored as class_id -1 (poison status unknown; pass "
+                   "class_ids='official' if the file uses DF20 class ids)"
+                   if self.unknown_species_rows else ""))
 
 
 def read_metadata_table(path: str | Path) -> pa.Table:
@@ -114,39 +149,17 @@ def read_metadata_table(path: str | Path) -> pa.Table:
 
 
 def _source_columns(table: pa.Table, path: str) -> dict[str, str]:
-    """Map canonical column -> column name in the file."""
-    names = set(table.column_names)
-    found = {}
-    for canon, aliases in SOURCE_ALIASES.items():
-        for alias in aliases:
-            if alias in names:
-                found[canon] = alias
-                break
-    missing = [c for c in REQUIRED_SOURCE if c not in found]
+    """Map canonical column -> column name in the file (the metadata contract's names)."""
+    found = resolve_columns(table.column_names, what=repr(path))
+    missing = [c for c in REQUIRED_FOR_INGEST if c not in found]
     if missing:
-        want = " and ".join("/".join(SOURCE_ALIASES[c]) for c in missing)
+        want = " and ".join("/".join((c, *COLUMN_ALIASES[c])) for c in missing)
         shown = ", ".join(table.column_names[:12]) or "none"
         raise StoreError(f"{path!r} is not a metadata file: it lacks {want} (columns found: "
                          f"{shown}); expected the DF20 train, DF21 val or FungiCLEF test format")
     if table.num_rows == 0:
         raise StoreError(f"{path!r} has a header but no rows; nothing to ingest")
     return found
-
-
-def _norm(expr: str) -> str:
-    tokens = ", ".join(f"'{t}'" for t in NULL_TOKENS)
-    return f"CASE WHEN lower(trim({expr})) IN ({tokens}) THEN NULL ELSE trim({expr}) END"
-
-
-def _int(raw: str) -> str:
-    return (f"CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]+') THEN TRY_CAST({raw} AS BIGINT) "
-            f"WHEN regexp_full_match({raw}, '[+-]?[0-9]+\\.0*') "
-            f"THEN TRY_CAST(split_part({raw}, '.', 1) AS BIGINT) END")
-
-
-def _dbl(raw: str) -> str:
-    return (f"CASE WHEN isfinite(TRY_CAST({raw} AS DOUBLE)) "
-            f"THEN TRY_CAST({raw} AS DOUBLE) END")
 
 
 def _equal(a: str, b: str, cols: list[str]) -> str:
@@ -160,59 +173,22 @@ def _diff(a: str, b: str, cols: list[str]) -> str:
     return f"concat_ws(', ', {parts})"
 
 
-def _stage_sql(found: dict[str, str]) -> str:
-    """SELECT over `_src` giving normalised raw strings, typed values and the reject reason."""
-    raw = {c: (_norm(f"CAST({q(found[c])} AS VARCHAR)") if c in found else "NULL::VARCHAR")
-           for c in SOURCE_ALIASES}
-    raw_cols = ", ".join(f"{expr} AS {q('r_' + c)}" for c, expr in raw.items())
-    raw_json = ", ".join(f"{q(src)} := {q(src)}" for src in found.values())
-    inner = f"SELECT _row, to_json(struct_pack({raw_json})) AS raw, {raw_cols} FROM _src"
+CLASS_ID_MODES = ("auto", "official", "species")
 
-    ints = ("observation_id", "class_id", "year", "month", "day")
-    dbls = FINITE
-    typed = []
-    for c in ["observation_id", *OBSERVATION_FIELDS, *IMAGE_FIELDS]:
-        if c == "role":
-            typed.append("CAST($role AS VARCHAR) AS role")
-        elif c in ints:
-            typed.append(f"CAST({_int(q('r_' + c))} AS "
-                         f"{'BIGINT' if c == 'observation_id' else 'INTEGER'}) AS {q(c)}")
-        elif c in dbls:
-            typed.append(f"{_dbl(q('r_' + c))} AS {q(c)}")
-        elif c == "meta_substrate":
-            typed.append("COALESCE(r_meta_substrate, (SELECT g.meta FROM _substrate_groups g "
-                         "WHERE g.substrate = r_substrate)) AS meta_substrate")
-        else:
-            typed.append(f"{q('r_' + c)} AS {q(c)}")
 
-    def bad(c: str, kind: str) -> str:
-        fn = _int if kind == "int" else _dbl
-        return (f"CASE WHEN r_{c} IS NOT NULL AND ({fn('r_' + c)}) IS NULL "
-                f"THEN 'unparseable {c} ''' || r_{c} || '''' END")
-
-    def rule(c: str) -> str:  # the value rules import applies too (store/validation.py)
-        return value_reason(c, lambda c: f"({(_int if c in ints else _dbl)('r_' + c)})",
-                            lambda c: f"r_{c}")
-
-    reasons = [
-        "CASE WHEN r_observation_id IS NULL THEN 'missing observation id' END",
-        bad("observation_id", "int"),
-        "CASE WHEN r_image_path IS NULL THEN 'missing image_path' END",
-        bad("class_id", "int"), rule("class_id"),
-        bad("year", "int"),
-        bad("month", "int"), rule("month"),
-        bad("day", "int"), rule("day"),
-        bad("latitude", "dbl"), rule("latitude"),
-        bad("longitude", "dbl"), rule("longitude"),
-        bad("coord_uncert", "dbl"),
-    ]
-    return (f"SELECT _row, raw, concat_ws('; ', {', '.join(reasons)}) AS reason, "
-            f"{', '.join(typed)} FROM ({inner})")
+class ClassNumberingError(StoreError):
+    """A file's class ids are not the DF20 numbering of the official poison list."""
 
 
 def ingest_metadata(con: duckdb.DuckDBPyConnection, path: str | Path, role: str = "train",
-                    images_dir: str | Path | None = None) -> IngestReport:
-    """Ingest one metadata file inside the caller's open transaction."""
+                    images_dir: str | Path | None = None,
+                    class_ids: str = "auto") -> IngestReport:
+    """Ingest one metadata file inside the caller's open transaction (``class_ids``: how
+    the file's class ids are read, see the module's docstring)."""
+    if class_ids not in CLASS_ID_MODES:
+        raise StoreError(f"class_ids {class_ids!r} is not one of {', '.join(CLASS_ID_MODES)}; "
+                         "auto checks the file's numbering, official trusts it, species maps "
+                         "species names to the store's class ids")
     if role not in ROLES:
         raise StoreError(f"role {role!r} is not one of {', '.join(ROLES)}; pass --role train "
                          "for DF20, val for DF21, test for a test file or new for new photos")
@@ -227,19 +203,20 @@ def ingest_metadata(con: duckdb.DuckDBPyConnection, path: str | Path, role: str 
         raise StoreError(f"images directory {str(images_dir)!r} does not exist; pass the "
                          "folder that holds the image files named in image_path")
 
-    groups = pa.table({"substrate": list(substrate_groups()),
-                       "meta": list(substrate_groups().values())})
     with ExitStack() as views:
         views.enter_context(registered(con, "_src", table))
-        views.enter_context(registered(con, "_substrate_groups", groups))
+        views.enter_context(registered(con, "_substrate_groups", substrate_groups_table()))
         try:
-            _classify(con, found, role)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {stage_sql(found)}",
+                        {"role": role})
+            _map_classes(con, str(path), found, class_ids, report)
+            _classify(con)
             if images_root is not None:
                 views.enter_context(registered(con, "_files", _file_paths(con, images_root)))
             _write(con, source, images_root, report)
             _observation_outcome(con, role, report)
         finally:
-            for name in ("_typed", "_cls"):
+            for name in ("_typed", "_cls", "_classmap"):
                 con.execute(f"DROP TABLE IF EXISTS {name}")
     log.info("ingested %s: %s", source, report)
     if report.conflicts:
@@ -250,9 +227,79 @@ def ingest_metadata(con: duckdb.DuckDBPyConnection, path: str | Path, role: str 
     return report
 
 
-def _classify(con: duckdb.DuckDBPyConnection, found: dict[str, str], role: str) -> None:
-    """Build `_typed` (typed rows) and `_cls` (_row, status, reason) temp tables."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {_stage_sql(found)}", {"role": role})
+def _map_classes(con: duckdb.DuckDBPyConnection, path: str, found: dict[str, str],
+                 mode: str, report: IngestReport) -> None:
+    """Check (and, by species name, set) the class ids of `_typed`'s valid labelled rows
+    against the store's species names and the official list; see the module docstring."""
+    report.image_paths_reduced = con.execute(
+        "SELECT count(*) FROM _typed WHERE reason = '' AND image_path_reduced").fetchall()[0][0]
+    has_names = any(c in found for c in NAME_FIELDS)
+    name = "lower(trim(coalesce(t.species, t.scientific_name)))"
+    stored = "lower(trim(coalesce(s.species, s.scientific_name)))"
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _classmap AS
+WITH f AS (
+    SELECT t.class_id, {name} AS name, any_value(coalesce(t.species, t.scientific_name)) AS shown,
+           count(DISTINCT t.file_poisonous) AS n_flags, any_value(t.file_poisonous) AS flag,
+           count(*) AS n_rows
+    FROM _typed t WHERE t.reason = '' AND t.class_id >= 0 GROUP BY ALL
+),
+named AS (
+    SELECT {stored} AS name, list(s.class_id ORDER BY s.class_id) AS ids,
+           any_value(coalesce(s.species, s.scientific_name)) AS shown
+    FROM species s WHERE {stored} IS NOT NULL GROUP BY 1
+)
+SELECT f.*, coalesce(s.species, s.scientific_name) AS stored_shown, {stored} AS stored_name,
+       s.poisonous AS official, n.ids AS ids_of_name
+FROM f LEFT JOIN species s ON s.class_id = f.class_id LEFT JOIN named n ON n.name = f.name
+""")
+    if mode != "species":
+        conflicts = con.execute("""
+SELECT CASE
+  WHEN stored_name IS NOT NULL AND name IS NOT NULL AND stored_name <> name
+    THEN 'class_id ' || class_id || ' is ' || shown || ' in this file but ' || stored_shown
+         || ' in the store'
+  WHEN name IS NOT NULL AND ids_of_name IS NOT NULL AND NOT list_contains(ids_of_name, class_id)
+    THEN shown || ' is class_id ' || class_id || ' in this file but class_id '
+         || array_to_string(ids_of_name, '/') || ' in the store'
+  WHEN n_flags > 1 THEN 'class_id ' || class_id || ' is marked both poisonous and not'
+  WHEN flag IS NOT NULL AND flag <> official
+    THEN 'class_id ' || class_id || coalesce(' (' || shown || ')', '') || ' is marked poisonous='
+         || CAST(flag AS INTEGER) || ' in this file but the official DF20 list has it '
+         || CASE WHEN official THEN 'poisonous' ELSE 'not poisonous' END
+END AS why FROM _classmap WHERE why IS NOT NULL ORDER BY class_id""").fetchall()
+        if conflicts:
+            more = f" (and {len(conflicts) - 1} more classes)" if len(conflicts) > 1 else ""
+            raise ClassNumberingError(
+                f"{path!r} does not number its classes as DF20's official poison list does: "
+                f"{conflicts[0][0]}{more}; nothing was ingested. Pass --class-ids species "
+                "(Python: class_ids='species') to give each row the class of its species name "
+                "(species the store does not know get class_id -1, poison status unknown)")
+    if mode == "species":
+        new = ("CASE WHEN len(ids_of_name) = 1 THEN ids_of_name[1] ELSE -1 END")
+    elif mode == "official" or not has_names:
+        new = "class_id"
+    else:  # auto: confirmed by a stored name or the file's own poison flag, else unknown
+        new = "CASE WHEN stored_name = name OR flag IS NOT NULL THEN class_id ELSE -1 END"
+    con.execute(f"ALTER TABLE _classmap ADD COLUMN new_id INTEGER")
+    con.execute(f"UPDATE _classmap SET new_id = {new}")
+    con.execute(f"""
+UPDATE _typed t SET class_id = m.new_id FROM _classmap m
+WHERE t.reason = '' AND t.class_id = m.class_id AND {name} IS NOT DISTINCT FROM m.name
+  AND m.new_id <> m.class_id""")
+    counts = con.execute("SELECT coalesce(sum(n_rows) FILTER (WHERE new_id >= 0 AND new_id <> "
+                         "class_id), 0), coalesce(sum(n_rows) FILTER (WHERE new_id = -1), 0) "
+                         "FROM _classmap").fetchall()[0]
+    report.classes_by_species, report.unknown_species_rows = int(counts[0]), int(counts[1])
+    if report.unknown_species_rows:
+        log.warning("%s: %d labelled rows name species the official list cannot place "
+                    "(no stored species name or poisonous column confirms the file's class "
+                    "ids); stored as class_id -1, poison status unknown", path,
+                    report.unknown_species_rows)
+
+
+def _classify(con: duckdb.DuckDBPyConnection) -> None:
+    """Build the `_cls` (_row, status, reason) temp table from `_typed`."""
     obs_cols = OBSERVATION_FIELDS
     img_cols = ["observation_id", *obs_cols, *IMAGE_FIELDS]
     con.execute(f"""
@@ -417,7 +464,8 @@ def _update_taxonomy(con: duckdb.DuckDBPyConnection) -> None:
     """Fill species names from labelled stored rows of this file (first row per class)."""
     picks = ", ".join(f"arg_min(t.{q(c)}, t._row) FILTER (WHERE t.{q(c)} IS NOT NULL) AS {q(c)}"
                       for c in TAXONOMY_FIELDS)
-    sets = ", ".join(f"{q(c)} = coalesce(s.{q(c)}, species.{q(c)})" for c in TAXONOMY_FIELDS)
+    # fill-only: a stored name is never replaced (a differing one refuses the file earlier)
+    sets = ", ".join(f"{q(c)} = coalesce(species.{q(c)}, s.{q(c)})" for c in TAXONOMY_FIELDS)
     con.execute(f"""
 UPDATE species SET {sets}
 FROM (SELECT t.class_id, {picks} FROM _typed t JOIN _cls c USING (_row)
@@ -426,5 +474,5 @@ WHERE species.class_id = s.class_id
 """)
 
 
-__all__ = ["IngestReport", "ROLES", "ingest_metadata", "read_metadata_table",
-           "OBSERVATION_COLUMNS"]
+__all__ = ["CLASS_ID_MODES", "ClassNumberingError", "IngestReport", "ROLES", "ingest_metadata",
+           "read_metadata_table", "OBSERVATION_COLUMNS"]

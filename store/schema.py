@@ -51,43 +51,8 @@ OBSERVATION_FIELDS = [name for name, _ in OBSERVATION_COLUMNS]
 IMAGE_FIELDS = ["image_path", "image_unique_id", "rights_holder"]
 TAXONOMY_FIELDS = ["species", "scientific_name", "genus", "family", "order", "class", "phylum"]
 
-# Canonical column -> names accepted in metadata files (DF20 spelling first).
-SOURCE_ALIASES: dict[str, tuple[str, ...]] = {
-    "observation_id": ("observationID", "observation_id"),
-    "class_id": ("class_id",),
-    "year": ("year",),
-    "month": ("month",),
-    "day": ("day",),
-    "country_code": ("countryCode", "country_code"),
-    "locality": ("locality",),
-    "latitude": ("Latitude", "latitude"),
-    "longitude": ("Longitude", "longitude"),
-    "coord_uncert": ("CoorUncert", "coord_uncert"),
-    "substrate": ("Substrate", "substrate"),
-    "meta_substrate": ("MetaSubstrate", "meta_substrate"),
-    "habitat": ("Habitat", "habitat"),
-    "level0_gid": ("level0Gid", "level0_gid"),
-    "level0_name": ("level0Name", "level0_name"),
-    "level1_gid": ("level1Gid", "level1_gid"),
-    "level1_name": ("level1Name", "level1_name"),
-    "level2_gid": ("level2Gid", "level2_gid"),
-    "level2_name": ("level2Name", "level2_name"),
-    "taxon_id": ("taxonID", "taxon_id"),
-    "scientific_name": ("scientificName", "scientific_name"),
-    "species": ("species",),
-    "genus": ("genus",),
-    "family": ("family",),
-    "order": ("order",),
-    "class": ("class",),
-    "phylum": ("phylum",),
-    "kingdom": ("kingdom",),
-    "specific_epithet": ("specificEpithet", "specific_epithet"),
-    "taxon_rank": ("taxonRank", "taxon_rank"),
-    "image_path": ("image_path", "filename"),
-    "image_unique_id": ("ImageUniqueID", "image_unique_id"),
-    "rights_holder": ("rightsHolder", "rights_holder"),
-}
-REQUIRED_SOURCE = ("observation_id", "image_path")
+# The column names metadata files may use are the metadata contract's
+# (store/contract.py: COLUMN_ALIASES).
 
 TABLES = [
     "meta", "species", "observations", "images", "embedding_spaces", "embedding_failures",

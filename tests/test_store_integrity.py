@@ -134,13 +134,16 @@ def test_image_paths_outside_the_images_folder_get_no_file(fs, tmp_path):
                                 str(tmp_path / "outside" / "x.jpg")], strict=True):
         row["image_path"] = path
     report = fs.ingest_metadata(write_csv(tmp_path / "m.csv", rows), images_dir=images)
-    assert report.stored == 5 and report.rejected == 0 and report.outside_images_dir == 4
+    # the absolute path is a publisher's path: reduced to its file name, looked up inside
+    assert report.stored == 5 and report.rejected == 0 and report.outside_images_dir == 3
+    assert report.image_paths_reduced == 1
     got = fs.sql("SELECT image_path, file_path FROM images ORDER BY observation_id").to_pylist()
     assert got[0]["file_path"] == str(images.resolve() / "ok.jpg")
-    assert [g["file_path"] for g in got[1:]] == [None] * 4
+    assert [g["file_path"] for g in got[1:4]] == [None] * 3
+    assert got[4] == {"image_path": "x.jpg", "file_path": str(images.resolve() / "x.jpg")}
     assert count(fs, "observations") == 5  # the observations' other data is kept
     reasons = fs.sql("SELECT row_number, reason FROM rejects ORDER BY 1").to_pylist()
-    assert [r["row_number"] for r in reasons] == [2, 3, 4, 5]
+    assert [r["row_number"] for r in reasons] == [2, 3, 4]
     assert all("outside the images folder" in r["reason"] for r in reasons)
     again = fs.ingest_metadata(write_csv(tmp_path / "m.csv", rows), images_dir=images)
-    assert again.duplicate == 5 and count(fs, "rejects") == 4  # not recorded twice
+    assert again.duplicate == 5 and count(fs, "rejects") == 3  # not recorded twice
