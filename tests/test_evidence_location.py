@@ -29,7 +29,7 @@ def test_frequent_cells_get_columns_rare_ones_share_other(tmp_path):
     # 12 observations in Copenhagen (a cell of its own), 3 in Aarhus (below the cut)
     rows = _rows(12, 55.68, 12.57) + _rows(3, 56.16, 10.20, first_id=2000)
     rows += _rows(1, 55.0, 10.0, first_id=3000)
-    rows[-1].update(Latitude="")  # missing coordinate
+    rows[-1].update(Latitude="", Longitude="")  # missing place
     with FeatureStore(tmp_path / "s.duckdb") as fs:
         fs.ingest_metadata(write_csv(tmp_path / "m.csv", rows))
         info = fs.fit_encoder()

@@ -18,7 +18,7 @@ def fs(tmp_path):
 
 def test_encoder_values(fs, tmp_path):
     rows = make_rows(4, images_per_obs=1)
-    rows[1].update(month="", day="", Latitude="", Habitat="")
+    rows[1].update(month="", day="", Latitude="", Longitude="", Habitat="")
     fs.ingest_metadata(write_csv(tmp_path / "m.csv", rows))
     info = fs.fit_encoder()
     assert info.vocab["substrate"] == sorted({"soil", "wood", "leaf or needle litter", "bark"})

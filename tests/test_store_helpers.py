@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from store.reference import poison_status
+
 DF20_COLUMNS = (
     "observationID,year,month,day,countryCode,locality,taxonID,scientificName,kingdom,phylum,"
     "class,order,family,genus,specificEpithet,taxonRank,species,level0Gid,level0Name,level1Gid,"
@@ -39,7 +41,7 @@ def make_rows(n_obs: int, seed: int = 0, first_id: int = 1000, classes=(0, 1, 2,
             rightsHolder="Someone", Latitude=f"{rng.uniform(54.5, 57.5):.5f}",
             Longitude=f"{rng.uniform(8.0, 12.6):.5f}", CoorUncert="10.0",
             Habitat=HABITATS[k % 3], class_id=str(cid), MetaSubstrate="",
-            poisonous="0",
+            poisonous=str(int(poison_status().get(cid, False))),  # the official flag, as DF20
         )
         for j in range(images_per_obs):
             row = dict(obs)
