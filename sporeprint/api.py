@@ -20,6 +20,9 @@ import pyarrow as pa
 
 from sporeprint.errors import SporeprintError
 
+# The words `sporeprint search --poisonous` takes, accepted by `Search.where` too.
+POISONOUS_WORDS = {"yes": True, "true": True, "no": False, "false": False}
+
 
 class Database:
     """An open store. Read-only unless ``write=True`` (read-only SQL cannot touch files,
@@ -52,17 +55,27 @@ class Database:
         return self.store.space_names()
 
     def default_space(self) -> str:
-        """The store's only embedding space (an error naming them when there are several)."""
-        return self._space(None)
+        """The space used when none is given: the store's only space, else the space of
+        the store's default trained run (``FeatureStore.default_run``)."""
+        return self.pick_space(None)[0]
 
-    def _space(self, space: str | None) -> str:
+    def pick_space(self, space: str | None) -> tuple[str, str]:
+        """``(space, why)``: the given space (checked), else :meth:`default_space`'s."""
         if space is not None:
             self.store.require_space(space)
-            return space
+            return space, "given"
         names = self.spaces
-        if len(names) != 1:
-            raise SporeprintError(f"pass space= (the store has {', '.join(names) or 'no spaces'})")
-        return names[0]
+        if len(names) == 1:
+            return names[0], "the store's only space"
+        run_id = self.store.default_run()
+        run = self.store.get_run(run_id.split(",")[0]) if run_id else None
+        if run is not None and run.get("space") in names:
+            return run["space"], f"the space of the default run {run_id}"
+        raise SporeprintError(f"pass space= (the store has {', '.join(names) or 'no spaces'} "
+                              "and no trained run to take the space from)")
+
+    def _space(self, space: str | None) -> str:
+        return self.pick_space(space)[0]
 
     # -- SQL ----------------------------------------------------------------------------
     def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
@@ -79,7 +92,10 @@ class Database:
         given = [x is not None for x in (observation, vector, image)]
         if sum(given) != 1:
             raise SporeprintError("pass exactly one of observation=, vector= or image=")
-        return Search(self, self._space(space), observation, vector, image)
+        space, why = self.pick_space(space)
+        search = Search(self, space, observation, vector, image)
+        search.space_why = why
+        return search
 
     def index(self, space: str, kind: str = "auto", where: str = "all"):
         """``(index, why)`` used by searches: the saved fresh index of ``kind`` (``auto``:
@@ -115,7 +131,10 @@ class Database:
                 raise SporeprintError("the store has no trained heads; run `sporeprint train`")
         if run_id not in self._models:
             ids = [r.strip() for r in run_id.split(",") if r.strip()]
-            self._models[run_id] = ScoringModel.load(self.store, ids)
+            model = ScoringModel.load(self.store, ids)
+            model.species_names = {r["class_id"]: r["species"] for r in
+                                   self.store.species_table().to_pylist() if r["species"]}
+            self._models[run_id] = model
         return self._models[run_id]
 
 
@@ -129,13 +148,18 @@ class Search:
         self._k = 10
         self._kind = "auto"
         self._selection = "all"
+        self.space_why = "given"
         self.info = None
 
     def where(self, **filters) -> Search:
-        """Filters: species, genus, family, poisonous, date_from, date_to, near=(lat, lon),
-        radius_km, role, split. Invalid values raise at once."""
+        """Filters: species, genus, family, poisonous (True/False, or "yes"/"no" as on the
+        command line), date_from, date_to, near=(lat, lon), radius_km, role, split.
+        Invalid values raise at once."""
         from store import SearchFilters
 
+        p = filters.get("poisonous")
+        if isinstance(p, str) and p.strip().lower() in POISONOUS_WORDS:
+            filters = {**filters, "poisonous": POISONOUS_WORDS[p.strip().lower()]}
         merged = {**self._filters, **filters}
         SearchFilters(**merged)  # validates names and values now
         self._filters = merged
@@ -183,6 +207,7 @@ class Search:
                                exclude_observations=exclude, info=info)[0]
         self.info = info[0]
         self.info.why = why
+        self.info.space, self.info.space_why = self.space, self.space_why
         self.info.path = index.last_search.plan if index.last_search is not None else None
         return hits
 

@@ -74,13 +74,16 @@ class SearchInfo:
     kind: str
     why: str = ""  # why this index kind was used
     path: str | None = None  # what the index did: scan, exact-subset, approximate, ...
+    space: str | None = None  # the embedding space searched
+    space_why: str = ""  # given, the store's only space, or the default run's space
 
     @property
     def selectivity(self) -> float:
         return self.candidates / self.indexed if self.indexed else 0.0
 
     def to_dict(self) -> dict:
-        return {"index_kind": self.kind, "why": self.why, "search_path": self.path,
+        return {"space": self.space, "space_why": self.space_why,
+                "index_kind": self.kind, "why": self.why, "search_path": self.path,
                 "indexed_images": self.indexed,
                 "allowed_images": self.candidates, "selectivity": round(self.selectivity, 6),
                 "requested": self.requested, "returned": self.returned}

@@ -4,7 +4,8 @@
 >>> with FeatureStore("fungi.duckdb") as fs:          # doctest: +SKIP
 ...     print(fs.ingest_metadata("DF20-train_metadata.csv", role="train"))
 
-The vocabularies (``ROLES``, ``PARTS``, ``SELECTIONS``, ``SPLIT_SELECTIONS``; see
+The vocabularies (``ROLES``, ``PARTS``, ``SELECTIONS``, ``SPLIT_SELECTIONS``,
+``CLASS_ID_MODES``; see
 ``store/vocabulary.py``) and the errors load with the package; everything else on
 first use, so a command line that only offers the vocabularies as choices does not
 load DuckDB.
@@ -13,7 +14,7 @@ load DuckDB.
 from importlib import import_module
 
 from .errors import InvalidValueError, StoreError, StoreLockedError
-from .vocabulary import PARTS, ROLES, SELECTIONS, SPLIT_SELECTIONS
+from .vocabulary import CLASS_ID_MODES, PARTS, ROLES, SELECTIONS, SPLIT_SELECTIONS
 
 # name -> (module, attribute): loaded by __getattr__ on first use
 _LAZY = {
@@ -23,6 +24,9 @@ _LAZY = {
     "EmbeddingFileInfo": ("embedding_file", "EmbeddingFileInfo"),
     "embedding_file_info": ("embedding_file", "embedding_file_info"),
     "IngestReport": ("ingest", "IngestReport"),
+    "ClassNumberingError": ("ingest", "ClassNumberingError"),
+    "MetadataError": ("contract", "MetadataError"),
+    "check_metadata": ("contract", "check_metadata"),
     "EncoderInfo": ("encoding", "EncoderInfo"),
     # the observation fields the metadata encoder reads, with their Arrow types
     "ENCODER_INPUT_SCHEMA": ("encoding", "INPUT_SCHEMA"),
@@ -35,6 +39,7 @@ _LAZY = {
 }
 
 __all__ = ["StoreError", "StoreLockedError", "InvalidValueError", "ROLES", "PARTS",
+           "CLASS_ID_MODES",
            "SELECTIONS", "SPLIT_SELECTIONS", *_LAZY]
 
 

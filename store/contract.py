@@ -100,6 +100,7 @@ _LOOKUP = {normalise_name(spelling): canon for canon, spellings in COLUMN_ALIASE
            for spelling in (canon, *spellings)}
 _IGNORED = {normalise_name(n) for n in IGNORED_COLUMNS}
 _GBIF = normalise_name("gbifID")
+_INTERNAL = ("_row", "_empty")  # columns this module adds to a table it checks
 
 
 def resolve_columns(names: Iterable[str], what: str = "metadata") -> dict[str, str]:
@@ -109,9 +110,9 @@ def resolve_columns(names: Iterable[str], what: str = "metadata") -> dict[str, s
     found: dict[str, str] = {}
     unknown = []
     for name in names:
-        key = normalise_name(name)
-        if key.startswith("_"):
+        if name in _INTERNAL:
             continue
+        key = normalise_name(name)
         canon = _LOOKUP.get(key)
         if canon is None:
             if key not in _IGNORED:
@@ -168,6 +169,14 @@ def _image_key(raw: str) -> str:
     """An absolute path (``/Datasets/DF20/x.jpg``, ``C:\\data\\x.jpg``) -> its file name."""
     return (f"CASE WHEN {raw} LIKE '/%' OR regexp_matches({raw}, '^[A-Za-z]:[\\\\/]') "
             f"THEN regexp_extract({raw}, '[^/\\\\]+$') ELSE {raw} END")
+
+
+def image_key(path: str) -> str:
+    """The store's key of an image path: an absolute path reduced to its file name (the
+    same rule as :func:`stage_sql`)."""
+    if path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path):
+        return re.split(r"[/\\]", path)[-1]
+    return path
 
 
 def stage_sql(found: dict[str, str], required: tuple[str, ...] = REQUIRED_FOR_INGEST) -> str:
@@ -318,9 +327,7 @@ def check_metadata(metadata, n: int | None = None, what: str = "metadata",
     table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     with duckdb.connect(":memory:") as con, registered(con, "_src", table), \
             registered(con, "_substrate_groups", substrate_groups_table()):
-        typed = con.execute(stage_sql(found, required=()), {"role": role}).arrow()
-    if hasattr(typed, "read_all"):  # a RecordBatchReader in newer DuckDB
-        typed = typed.read_all()
+        typed = con.sql(stage_sql(found, required=()), params={"role": role}).to_arrow_table()
     reasons = typed.column("reason").to_pylist()
     bad = [k for k, r in enumerate(reasons) if r]
     if "observation_id" in found:
@@ -337,4 +344,4 @@ def check_metadata(metadata, n: int | None = None, what: str = "metadata",
 
 
 __all__ = ["COLUMN_ALIASES", "IGNORED_COLUMNS", "MetadataError", "as_text_table",
-           "check_metadata", "normalise_name", "resolve_columns", "stage_sql"]
+           "check_metadata", "image_key", "normalise_name", "resolve_columns", "stage_sql"]

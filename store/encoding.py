@@ -296,3 +296,15 @@ def fetch_features(con: duckdb.DuckDBPyConnection, observation_ids=None
     flat = pa.concat_arrays([c.flatten() for c in table.column("vector").chunks])
     matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, m)
     return ids, matrix, list(info.columns)
+
+
+def unseen_values(rows: pa.Table, info: EncoderInfo) -> list[list[str]]:
+    """Per row, a message for each categorical value the encoder never saw in training
+    (``encode_table`` encodes it as ``<unseen>``)."""
+    out: list[list[str]] = [[] for _ in range(rows.num_rows)]
+    for name in CATEGORICAL:
+        known = set(info.vocab[name])
+        for k, value in enumerate(rows.column(name).to_pylist()):
+            if value is not None and value not in known:
+                out[k].append(f"{name} {value!r} was never seen in training; encoded as unseen")
+    return out

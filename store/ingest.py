@@ -71,7 +71,7 @@ from .schema import (
     q,
 )
 from .temporary import registered
-from .vocabulary import ROLES
+from .vocabulary import CLASS_ID_MODES, ROLES
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +173,6 @@ def _diff(a: str, b: str, cols: list[str]) -> str:
     return f"concat_ws(', ', {parts})"
 
 
-CLASS_ID_MODES = ("auto", "official", "species")
-
-
 class ClassNumberingError(StoreError):
     """A file's class ids are not the DF20 numbering of the official poison list."""
 
@@ -257,14 +254,14 @@ FROM f LEFT JOIN species s ON s.class_id = f.class_id LEFT JOIN named n ON n.nam
         conflicts = con.execute("""
 SELECT CASE
   WHEN stored_name IS NOT NULL AND name IS NOT NULL AND stored_name <> name
-    THEN 'class_id ' || class_id || ' is ' || shown || ' in this file but ' || stored_shown
-         || ' in the store'
+    THEN 'class_id ' || class_id || ' is ''' || shown || ''' in this file but '''
+         || stored_shown || ''' in the store'
   WHEN name IS NOT NULL AND ids_of_name IS NOT NULL AND NOT list_contains(ids_of_name, class_id)
-    THEN shown || ' is class_id ' || class_id || ' in this file but class_id '
+    THEN '''' || shown || ''' is class_id ' || class_id || ' in this file but class_id '
          || array_to_string(ids_of_name, '/') || ' in the store'
   WHEN n_flags > 1 THEN 'class_id ' || class_id || ' is marked both poisonous and not'
   WHEN flag IS NOT NULL AND flag <> official
-    THEN 'class_id ' || class_id || coalesce(' (' || shown || ')', '') || ' is marked poisonous='
+    THEN 'class_id ' || class_id || coalesce(' (''' || shown || ''')', '') || ' is marked poisonous='
          || CAST(flag AS INTEGER) || ' in this file but the official DF20 list has it '
          || CASE WHEN official THEN 'poisonous' ELSE 'not poisonous' END
 END AS why FROM _classmap WHERE why IS NOT NULL ORDER BY class_id""").fetchall()
@@ -281,7 +278,7 @@ END AS why FROM _classmap WHERE why IS NOT NULL ORDER BY class_id""").fetchall()
         new = "class_id"
     else:  # auto: confirmed by a stored name or the file's own poison flag, else unknown
         new = "CASE WHEN stored_name = name OR flag IS NOT NULL THEN class_id ELSE -1 END"
-    con.execute(f"ALTER TABLE _classmap ADD COLUMN new_id INTEGER")
+    con.execute("ALTER TABLE _classmap ADD COLUMN new_id INTEGER")
     con.execute(f"UPDATE _classmap SET new_id = {new}")
     con.execute(f"""
 UPDATE _typed t SET class_id = m.new_id FROM _classmap m

@@ -162,7 +162,8 @@ def describe_hits(con: duckdb.DuckDBPyConnection, hits: pa.Table) -> pa.Table:
     with registered(con, "_hits", hits.select(list(need))):
         return con.sql(
             "SELECT h.rank, h.observation_id, h.score, h.image_id, i.image_path, o.class_id, "
-            f"coalesce(s.species, o.species) AS species, {_POISONOUS} AS poisonous, "
+            "coalesce(s.species, o.species) AS species, coalesce(s.genus, o.genus) AS genus, "
+            f"{_POISONOUS} AS poisonous, "
             f"{_DATE} AS date, o.country_code, o.locality, o.latitude, o.longitude, o.role "
             "FROM _hits h JOIN observations o USING (observation_id) "
             "JOIN images i ON i.image_id = h.image_id "

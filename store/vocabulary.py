@@ -11,3 +11,6 @@ PARTS = ("p1", "p2", "test")  # the parts a split deals val-role observations in
 SPLIT_SELECTIONS = ("p1", "p2", "fold1", "fold2")
 # what an index or a training set may cover
 SELECTIONS = ("all", *ROLES, *SPLIT_SELECTIONS)
+# how ingestion reads a file's class_id values (store/ingest.py): check them, trust them
+# as DF20's, or find each row's class from its species name
+CLASS_ID_MODES = ("auto", "official", "species")

@@ -117,10 +117,18 @@ def _string_literals(path: Path) -> list[str]:
 
 
 def test_store_vocabularies_are_imported_not_spelled_out_in_the_application():
-    from store import ENCODER_INPUT_SCHEMA, PARTS, ROLES, SELECTIONS, SPLIT_SELECTIONS
+    from store import (
+        CLASS_ID_MODES,
+        ENCODER_INPUT_SCHEMA,
+        PARTS,
+        ROLES,
+        SELECTIONS,
+        SPLIT_SELECTIONS,
+    )
 
     fields = set(ENCODER_INPUT_SCHEMA.names)
     vocabularies = {"ROLES": set(ROLES), "PARTS": set(PARTS), "SELECTIONS": set(SELECTIONS),
+                    "CLASS_ID_MODES": set(CLASS_ID_MODES),
                     "SPLIT_SELECTIONS": set(SPLIT_SELECTIONS),
                     "ENCODER_INPUT_SCHEMA": fields, "ENCODER_INPUT_SCHEMA fields":
                     fields - {"observation_id"}}

@@ -6,7 +6,7 @@ overwritten."""
 
 from __future__ import annotations
 
-from store import ROLES
+from store import CLASS_ID_MODES, ROLES
 
 HELP = "ingest metadata CSV/Parquet or precomputed embeddings into a store"
 EXAMPLE = (
@@ -25,6 +25,13 @@ def add_arguments(parser) -> None:
                         help="train for DF20, val for DF21, test/new for unlabelled batches "
                              "(required with --metadata: there is no default, so rows of unseen "
                              "species never enter training by accident)")
+    parser.add_argument("--class-ids", choices=CLASS_ID_MODES, default="auto",
+                        help="how the file's class_id values are read: auto (default) checks "
+                             "them against the store's species names and the official poison "
+                             "list, and refuses a file numbered otherwise; official: they are "
+                             "DF20 class ids; species: find each row's class from its species "
+                             "name (species the store does not know get -1, poison status "
+                             "unknown)")
     parser.add_argument("--embeddings", metavar="FILE", help="Parquet of image_path + embedding")
     parser.add_argument("--space", help="embedding space name for --embeddings (e.g. dinov2_l)")
     parser.add_argument("--model-id", help="model that made the embeddings")
@@ -44,11 +51,24 @@ def run(args) -> int:
         raise CommandError("--embeddings needs --space NAME (e.g. --space dinov2_l)")
     with FeatureStore(args.store) as fs:
         for path in args.metadata or []:
-            report = fs.ingest_metadata(path, role=args.role, images_dir=args.images)
+            report = fs.ingest_metadata(path, role=args.role, images_dir=args.images,
+                                        class_ids=args.class_ids)
             print(f"{path}: read {report.read:,}  stored {report.stored:,}  "
                   f"rejected {report.rejected:,} (conflicts {report.conflicts:,})  "
                   f"duplicate {report.duplicate:,}  new observations "
                   f"{report.observations_added:,}")
+            if report.image_paths_reduced:
+                print(f"  {report.image_paths_reduced:,} absolute image paths reduced to their "
+                      "file names")
+            if report.classes_by_species:
+                print(f"  {report.classes_by_species:,} rows given the class of their species "
+                      "name")
+            if report.unknown_species_rows:
+                print(f"  {report.unknown_species_rows:,} labelled rows name species the "
+                      "official list cannot place (no stored species name or poisonous column "
+                      "confirms the file's class ids): stored as class_id -1, poison status "
+                      "unknown; pass --class-ids official if the file uses DF20 class ids, or "
+                      "ingest the DF20 training metadata first and pass --class-ids species")
             for row, reason in report.examples:
                 print(f"  row {row}: {reason}")
             if report.rejected > len(report.examples):

@@ -4,7 +4,9 @@
 are observations ranked by their best image's cosine similarity. Filters are
 applied before ranking, so k hits come back whenever k observations match.
 No prebuilt index is needed: without a fresh saved index of --kind/--where, an
-exact index is built in memory for the search. The store is opened read-only."""
+exact index is built in memory for the search. Without --space, a store with several
+spaces is searched in the space of its default trained run. The store is opened
+read-only."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ EXAMPLE = (
 def add_arguments(parser) -> None:
     parser.add_argument("--store", required=True, help="DuckDB store file")
     parser.add_argument("--space", default=None,
-                        help="embedding space (default: the store's only space)")
+                        help="embedding space (default: the store's only space, else the space "
+                             "of its default trained run; --explain says which)")
     parser.add_argument("--kind", default="auto",
                         choices=["auto", "exact", "hnsw", "ivf_flat", "ivf_pq"],
                         help="index kind; auto plans by the store's size (exact for small "
@@ -98,7 +101,8 @@ def run(args) -> int:
                          indent=2, default=str))
         return 0
     if args.explain:
-        print(f"index {info['index_kind']} over {info['indexed_images']:,} images "
+        print(f"space {info['space']} ({info['space_why']}); "
+              f"index {info['index_kind']} over {info['indexed_images']:,} images "
               f"({info['why']}), searched by {info['search_path']}; filters allow "
               f"{info['allowed_images']:,} ({info['selectivity']:.2%}); "
               f"returned {info['returned'][0]} of {info['requested']} requested")

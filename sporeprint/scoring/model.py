@@ -163,16 +163,25 @@ class ScoringModel:
                        np.full((n, N_EVIDENCE), -1, np.int64),
                        summarise(probs, pu, self.classes, self.poisonous))
 
+    # class id -> species name for `predict`'s output; set by `sporeprint.open().model()`
+    species_names: dict[int, str] | None = None
+
     def predict(self, vectors: np.ndarray, metadata=None, observation_ids=None,
                 rule: str = "track3") -> pa.Table:
         """Decisions for image vectors that need not be in the store.
 
         ``vectors``: (n, d) float image vectors of this model's space. ``metadata``: None,
         or one row per image (a ``pyarrow.Table``, a pandas DataFrame or a list of dicts)
-        with the store's observation fields (substrate, meta_substrate, habitat, month, day,
-        latitude, longitude); missing fields encode as missing. ``observation_ids``: one
-        per image (images of one observation are averaged); default: each image alone.
-        Returns the predictions table (``sporeprint.scoring.outputs``) sorted by id.
+        in the metadata contract's columns (``store/contract.py``: DF20/FungiCLEF
+        spellings such as ``Habitat``, ``Substrate``, ``Latitude`` or ``habitat``,
+        ``month``, ``latitude`` — case and underscores do not matter); missing fields
+        encode as missing. An unknown column or an invalid value raises
+        ``store.MetadataError``, as ingestion rejects it. ``observation_ids``: one
+        per image (images of one observation are averaged); default: the metadata's own
+        observation-id column, else each image alone. Returns the predictions table
+        (``sporeprint.scoring.outputs``) sorted by id, with ``species`` (the answer's
+        name) and ``warnings`` (per observation: metadata values never seen in training,
+        encoded as unseen).
         """
         from sporeprint.scoring.outputs import predictions_table
         from store import InvalidValueError, check_vectors
@@ -185,40 +194,63 @@ class ScoringModel:
                           outcome="nothing was scored", fix="Drop them or re-embed their images")
         except InvalidValueError as exc:
             raise SporeprintError(str(exc)) from exc
-        obs = np.arange(len(x), dtype=np.int64) if observation_ids is None else \
-            np.asarray(observation_ids, dtype=np.int64)
-        if obs.shape != (len(x),):
-            raise SporeprintError(f"observation_ids has {obs.size} entries for {len(x)} vectors; "
-                                  "pass one id per vector")
+        typed, found = self.check_metadata(metadata, len(x))
+        obs = self._observation_ids(observation_ids, typed, found, len(x))
+        features, warnings = self.encode_metadata(typed, len(x))
         rows = Rows(np.arange(len(x), dtype=np.int64), obs, np.full(len(x), -1, np.int64), x,
-                    self.encode_metadata(metadata, len(x)))
+                    features)
         decided = self.decide(observation_scores(self.ensemble, rows), rule)
-        return predictions_table([(decided, "scored")])
+        table = predictions_table([(decided, "scored")])
+        per_obs: dict[int, list[str]] = {}
+        for o, w in zip(obs.tolist(), warnings, strict=True):
+            per_obs.setdefault(o, [])
+            per_obs[o] += [m for m in w if m not in per_obs[o]]
+        ids = table.column("observation_id").to_pylist()
+        names = self.species_names or {}
+        species = [names.get(int(c)) if c >= 0 else None
+                   for c in table.column("class_id").to_pylist()]
+        at = table.column_names.index("class_id") + 1
+        table = table.add_column(at, "species", pa.array(species, pa.string()))
+        return table.append_column("warnings", pa.array([per_obs.get(i, []) for i in ids],
+                                                        pa.list_(pa.string())))
 
-    def encode_metadata(self, metadata, n: int) -> np.ndarray | None:
-        """Encode metadata rows with the store's encoder (the columns the heads saw)."""
+    @staticmethod
+    def check_metadata(metadata, n: int) -> tuple[pa.Table | None, dict[str, str]]:
+        """The metadata contract's typed rows (None without metadata) and the columns given."""
+        from store import check_metadata
+
+        if metadata is None:
+            return None, {}
+        return check_metadata(metadata, n)
+
+    @staticmethod
+    def _observation_ids(given, typed, found: dict, n: int) -> np.ndarray:
+        own = typed.column("observation_id").to_numpy(zero_copy_only=False).astype(np.int64) \
+            if "observation_id" in found else None
+        if given is None:
+            return np.arange(n, dtype=np.int64) if own is None else own
+        obs = np.asarray(given, dtype=np.int64)
+        if obs.shape != (n,):
+            raise SporeprintError(f"observation_ids has {obs.size} entries for {n} vectors; "
+                                  "pass one id per vector")
+        if own is not None and not np.array_equal(own, obs):
+            k = int(np.flatnonzero(own != obs)[0])
+            raise SporeprintError(
+                f"observation_ids[{k}] is {obs[k]} but the metadata's {found['observation_id']!r} "
+                f"column says {own[k]}; pass one of them")
+        return obs
+
+    def encode_metadata(self, typed: pa.Table | None, n: int
+                        ) -> tuple[np.ndarray | None, list[list[str]]]:
+        """Encode checked metadata rows (:meth:`check_metadata`) with the store's encoder
+        (the columns the heads saw): ``(features or None, warnings per row)``."""
         from store import ENCODER_INPUT_SCHEMA
-        from store.encoding import encode_table
+        from store.encoding import encode_table, unseen_values
 
         if self.encoder is None:
-            return None
-        if metadata is None:  # every field missing
-            metadata = pa.table({"observation_id": pa.nulls(n, pa.int64())})
-        if hasattr(metadata, "to_dict") and not isinstance(metadata, pa.Table):  # pandas
-            metadata = pa.Table.from_pandas(metadata, preserve_index=False)
-        if not isinstance(metadata, pa.Table):  # one dict per row; absent keys are missing
-            rows = list(metadata)
-            metadata = pa.table({name: pa.array([r.get(name) for r in rows])
-                                 for name in ENCODER_INPUT_SCHEMA.names
-                                 if any(name in r for r in rows)}
-                                or {"observation_id": pa.nulls(len(rows), pa.int64())})
-        if metadata.num_rows != n:
-            raise SporeprintError(f"metadata has {metadata.num_rows} rows for {n} vectors; "
-                                  "pass one row per vector")
-        cols = {}
-        for f in ENCODER_INPUT_SCHEMA:
-            if f.name in metadata.column_names:
-                cols[f.name] = metadata[f.name].cast(f.type)
-            else:
-                cols[f.name] = pa.nulls(n, f.type)
-        return encode_table(pa.table(cols), self.encoder)
+            return None, [[] for _ in range(n)]
+        if typed is None:  # every field missing
+            rows = pa.table({f.name: pa.nulls(n, f.type) for f in ENCODER_INPUT_SCHEMA})
+        else:
+            rows = pa.table({f.name: typed[f.name].cast(f.type) for f in ENCODER_INPUT_SCHEMA})
+        return encode_table(rows, self.encoder), unseen_values(rows, self.encoder)

@@ -70,19 +70,22 @@ class ScoreReport:
 
 
 def _metadata_ids_and_paths(path: Path) -> tuple[np.ndarray, set[str]]:
-    """Observation ids (parsable ones) and image paths named by a metadata file."""
+    """Observation ids (parsable ones) and image paths (the store's keys) named by a
+    metadata file, its columns read by the store's metadata contract."""
+    from store import contract
     from store.ingest import read_metadata_table
 
     table = read_metadata_table(path)
-    col = next((c for c in ("observationID", "observation_id") if c in table.column_names), None)
+    found = contract.resolve_columns(table.column_names, what=repr(str(path)))
     ids = np.zeros(0, np.int64)
-    if col is not None:
-        text = pc.utf8_trim_whitespace(pc.cast(table[col], pa.string()))
+    if "observation_id" in found:
+        text = pc.utf8_trim_whitespace(pc.cast(table[found["observation_id"]], pa.string()))
         as_int = [int(v) for v in text.to_pylist() if v is not None and v.lstrip("-").isdigit()]
         ids = np.unique(np.asarray(as_int, dtype=np.int64))
     paths = set()
-    if "image_path" in table.column_names:
-        paths = {p for p in pc.cast(table["image_path"], pa.string()).to_pylist() if p}
+    if "image_path" in found:
+        paths = {contract.image_key(p.strip()) for p in
+                 pc.cast(table[found["image_path"]], pa.string()).to_pylist() if p}
     return ids, paths
 
 

@@ -35,7 +35,6 @@ from sporeprint import __version__
 from sporeprint.errors import SporeprintError, user_error_types
 from sporeprint.serve.service import (
     FILTER_FIELDS,
-    METADATA_FIELDS,
     ROLES,
     NotFound,
     Service,
@@ -50,9 +49,10 @@ HERE = Path(__file__).parent
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-# Fields of an identify request (the page's form sends `observation`, scripts may too).
-REQUEST_FIELDS = {"observation", "observation_id", "vector", "k", *METADATA_FIELDS,
-                  *FILTER_FIELDS}
+# Fields of an identify request besides filters and metadata (the page's form sends
+# `observation`, scripts may too). Any other field is metadata, checked by the store's
+# metadata contract (an unknown name is an error there).
+REQUEST_FIELDS = {"observation", "observation_id", "vector", "k"}
 # Multipart part header/field slack on top of the photo itself.
 FORM_OVERHEAD = 64 * 1024
 
@@ -166,8 +166,9 @@ def _status(exc: BaseException) -> int:
 
 
 def _split_fields(fields: dict) -> tuple[dict, dict, object]:
-    metadata = {k: fields[k] for k in METADATA_FIELDS if k in fields}
-    filters = {k: fields[k] for k in FILTER_FIELDS if k in fields}
+    filters = {k: v for k, v in fields.items() if k in FILTER_FIELDS}
+    metadata = {k: v for k, v in fields.items()
+                if k not in FILTER_FIELDS and k not in REQUEST_FIELDS}
     return metadata, filters, fields.get("k")
 
 
@@ -200,9 +201,6 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
         return HTMLResponse(html, status_code=status)
 
     async def identify(fields: dict, photo: bytes | None) -> dict:
-        extra = sorted(set(fields) - REQUEST_FIELDS)
-        if extra:
-            raise SporeprintError(f"unknown fields {extra}; use {', '.join(sorted(REQUEST_FIELDS))}")
         metadata, filters, k = _split_fields(fields)
         metadata, filters = parse_metadata(metadata), parse_filters(filters)
         k = parse_k(k, limits)

@@ -30,7 +30,8 @@ from store import ENCODER_INPUT_SCHEMA, PARTS, ROLES, StoreError
 
 log = logging.getLogger(__name__)
 
-# Metadata fields a request may give, as the store's observation columns.
+# The metadata fields the page's form sends (a request may send any name of the store's
+# metadata contract, store/contract.py).
 METADATA_FIELDS = ("date", "month", "day", "latitude", "longitude", "substrate",
                    "meta_substrate", "habitat")
 # The observation columns the metadata encoder reads.
@@ -84,41 +85,19 @@ def _integer(name: str, value, lo: int, hi: int) -> int:
 
 
 def parse_metadata(fields: dict) -> dict:
-    """Observation metadata from request fields (strings or numbers; blanks ignored):
-    ``date`` (YYYY-MM-DD) or ``month``/``day``, ``latitude`` with ``longitude``,
-    ``substrate`` (its ``meta_substrate`` group is filled in as ingestion does) and
-    ``habitat``. Returns the columns the metadata encoder reads."""
-    from store.reference import substrate_groups
+    """Observation metadata from request fields (strings or numbers; blanks are missing),
+    checked by the store's metadata contract (``store/contract.py``): the column names
+    and value rules of ingestion and ``model.predict`` — ``month``/``Month``, ``Habitat``,
+    ``Latitude`` with ``Longitude``, ``date`` or ``eventDate`` (YYYY-MM-DD, fills month and
+    day), ... An unknown field or an invalid value raises ``MetadataError`` (HTTP 400).
+    Returns the metadata encoder's fields that were given (``meta_substrate`` filled from
+    ``substrate`` as ingestion does)."""
+    from store import check_metadata
 
-    unknown = sorted(set(fields) - set(METADATA_FIELDS))
-    if unknown:
-        raise SporeprintError(f"unknown metadata fields {unknown}; use {', '.join(METADATA_FIELDS)}")
-    f = {k: v.strip() if isinstance(v, str) else v for k, v in fields.items() if not _blank(v)}
-    out: dict = {}
-    if "date" in f:
-        try:
-            d = dt.date.fromisoformat(str(f["date"]))
-        except ValueError:
-            raise SporeprintError(f"date {f['date']!r} is not YYYY-MM-DD, e.g. 2021-09-14") \
-                from None
-        out["month"], out["day"] = d.month, d.day
-    if "month" in f:
-        out["month"] = _integer("month", f["month"], 1, 12)
-    if "day" in f:
-        out["day"] = _integer("day", f["day"], 1, 31)
-    if ("latitude" in f) != ("longitude" in f):
-        raise SporeprintError("give both latitude and longitude, or neither")
-    if "latitude" in f:
-        out["latitude"] = _number("latitude", f["latitude"], -90, 90)
-        out["longitude"] = _number("longitude", f["longitude"], -180, 180)
-    for name in ("substrate", "meta_substrate", "habitat"):
-        if name in f:
-            out[name] = str(f[name])
-    if "substrate" in out and "meta_substrate" not in out:
-        group = substrate_groups().get(out["substrate"])
-        if group:
-            out["meta_substrate"] = group
-    return out
+    given = {k: v for k, v in fields.items() if not _blank(v)}
+    typed, _ = check_metadata([given], what="metadata")
+    row = typed.select(list(ENCODER_FIELDS)).to_pylist()[0]
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def parse_filters(fields: dict) -> dict:
@@ -220,7 +199,8 @@ class Service:
             return space
         names = self.db.spaces
         if len(names) != 1:
-            raise SporeprintError(f"pass --space (the store has {', '.join(names) or 'no spaces'})")
+            raise SporeprintError(f"pass --space (the store has {', '.join(names) or 'no spaces'} "
+                                  "and no trained run to take the space from)")
         return names[0]
 
     def _species(self) -> dict[int, dict]:
@@ -363,6 +343,7 @@ class Service:
                 search = self.db.search(vector=v / np.linalg.norm(v), space=self.space)
             hits = self._hits(search, filters, k)
         return {"query": query, "run": model.run_key, "answer": self._answer(row),
+                "warnings": row.get("warnings") or [],
                 "top5": [self._species_entry(c, p) for c, p in
                          zip(row["top5_class_ids"], row["top5_probs"], strict=True)],
                 "evidence_observation_ids": row["evidence_observation_ids"],
