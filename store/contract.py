@@ -248,7 +248,7 @@ def stage_sql(found: dict[str, str], required: tuple[str, ...] = REQUIRED_FOR_IN
         ("CASE WHEN (r_latitude IS NULL) <> (r_longitude IS NULL) THEN "
          "(CASE WHEN r_latitude IS NULL THEN 'longitude ' || r_longitude || ' given without a "
          "latitude' ELSE 'latitude ' || r_latitude || ' given without a longitude' END) "
-         "|| ': give both coordinates or neither' END"),
+         "|| ': give both latitude and longitude or neither' END"),
         (f"CASE WHEN r_event_date IS NOT NULL AND ({_date('r_event_date')}) IS NULL THEN "
          "'unparseable eventDate ''' || r_event_date || ''': give a date YYYY-MM-DD or leave "
          "it empty' END"),
