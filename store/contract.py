@@ -35,6 +35,7 @@ import pyarrow as pa
 from .errors import InvalidValueError
 from .reference import NUM_CLASSES, substrate_groups
 from .schema import IMAGE_FIELDS, OBSERVATION_FIELDS, q
+from .validation import FINITE, RANGES, class_id_reason, range_reason
 
 # Canonical field -> the spellings metadata files use (DF20 first). Matching ignores
 # case and underscores, so only spellings that differ otherwise are listed.
@@ -81,8 +82,7 @@ IGNORED_COLUMNS = ("identifiedBy", "infraspecificEpithet", "image_url", "genus_i
                    "Habitat_as_displayed")
 REQUIRED_FOR_INGEST = ("observation_id", "image_path")
 NULL_TOKENS = ("", "nan", "na", "n/a", "null", "none")
-INTEGER_RANGES = {"observation_id": None, "year": None, "month": (1, 12), "day": (1, 31)}
-REAL_RANGES = {"latitude": (-90, 90), "longitude": (-180, 180), "coord_uncert": None}
+INTEGERS = ("year", "month", "day")  # besides the ids
 NAME_FIELDS = ("species", "scientific_name")  # what names a row's species
 
 
@@ -202,7 +202,7 @@ def stage_sql(found: dict[str, str], required: tuple[str, ...] = REQUIRED_FOR_IN
         elif c in ("observation_id", "class_id"):
             typed.append(f"CAST({_int(q('r_' + c))} AS "
                          f"{'BIGINT' if c == 'observation_id' else 'INTEGER'}) AS {q(c)}")
-        elif c in REAL_RANGES:
+        elif c in FINITE:
             typed.append(f"{_dbl(q('r_' + c))} AS {q(c)}")
         elif c == "meta_substrate":
             typed.append("COALESCE(r_meta_substrate, (SELECT g.meta FROM _substrate_groups g "
@@ -221,12 +221,11 @@ def stage_sql(found: dict[str, str], required: tuple[str, ...] = REQUIRED_FOR_IN
         return (f"CASE WHEN r_{c} IS NOT NULL AND ({fn('r_' + c)}) IS NULL "
                 f"THEN 'unparseable {c} ''' || r_{c} || ''': give {want} or leave it empty' END")
 
-    def out(c: str, lo: int, hi: int, kind: str = "int") -> str:
-        fn = _int if kind == "int" else _dbl
-        v = f"({fn('r_' + c)})"
-        return (f"CASE WHEN {v} < {lo} OR {v} > {hi} "
-                f"THEN '{c} ' || r_{c} || ' outside {lo}..{hi}: give a value in {lo}..{hi} "
-                "or leave it empty' END")
+    def out(c: str) -> str:  # the ranges import checks too (store/validation.py)
+        lo, hi = RANGES[c]
+        value = f"({(_int if c in INTEGERS else _dbl)('r_' + c)})"
+        return (f"({range_reason(c, value, 'r_' + c)}) || ': give a value in {lo}..{hi} "
+                "or leave it empty'")
 
     def missing(c: str, label: str) -> str:
         return (f"CASE WHEN r_{c} IS NULL THEN 'missing {label}: every row needs its "
@@ -238,13 +237,10 @@ def stage_sql(found: dict[str, str], required: tuple[str, ...] = REQUIRED_FOR_IN
         bad("observation_id", "int"),
         missing("image_path", "image_path"),
         bad("class_id", "int"),
-        (f"CASE WHEN ({cid}) <> -1 AND NOT (({cid}) BETWEEN 0 AND {NUM_CLASSES - 1}) "
-         f"THEN 'unknown class id ' || r_class_id || ' (expected -1 or 0..{NUM_CLASSES - 1}): "
-         "give a DF20 class id, or -1 for a species outside DF20' END"),
-        *(x for c, rng in INTEGER_RANGES.items() if c != "observation_id"
-          for x in (bad(c, "int"), out(c, *rng) if rng else "NULL")),
-        *(x for c, rng in REAL_RANGES.items()
-          for x in (bad(c, "dbl"), out(c, *rng, "dbl") if rng else "NULL")),
+        (f"({class_id_reason(f'({cid})', 'r_class_id')}) || ': give a DF20 class id, or -1 "
+         "for a species outside DF20'"),
+        *(x for c in INTEGERS for x in (bad(c, "int"), out(c) if c in RANGES else "NULL")),
+        *(x for c in FINITE for x in (bad(c, "dbl"), out(c) if c in RANGES else "NULL")),
         ("CASE WHEN (r_latitude IS NULL) <> (r_longitude IS NULL) THEN "
          "(CASE WHEN r_latitude IS NULL THEN 'longitude ' || r_longitude || ' given without a "
          "latitude' ELSE 'latitude ' || r_latitude || ' given without a longitude' END) "
