@@ -33,7 +33,7 @@ from collections.abc import Iterable
 import pyarrow as pa
 
 from .errors import InvalidValueError
-from .reference import NUM_CLASSES, substrate_groups
+from .reference import substrate_groups
 from .schema import IMAGE_FIELDS, OBSERVATION_FIELDS, q
 from .validation import FINITE, RANGES, class_id_reason, range_reason
 
