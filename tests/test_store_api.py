@@ -201,7 +201,7 @@ def test_describe_hits_and_observations(fs):
                      "image_id": pa.array(ids, pa.int64())})
     got = fs.describe_hits(hits)
     assert got.column_names == ["rank", "observation_id", "score", "image_id", "image_path",
-                                "class_id", "species", "poisonous", "date", "country_code",
+                                "class_id", "species", "genus", "poisonous", "date", "country_code",
                                 "locality", "latitude", "longitude", "role"]
     assert got.column("rank").to_pylist() == [1, 2, 3, 4]
     assert got.column("observation_id").to_pylist() == [8001, 9000, 8002, 1000]
