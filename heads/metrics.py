@@ -129,3 +129,31 @@ def poisonous_recall(y_true: np.ndarray, y_pred: np.ndarray,
     if not true_pois.any():
         return float("nan")
     return float(np.mean(np.isin(np.asarray(y_pred)[true_pois], poison)))
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Mean confidence, accuracy and count per equal-width confidence bin on [0, 1], and
+    the expected calibration error (bin-size weighted mean of |accuracy - confidence|).
+
+    Empty bins have confidence and accuracy 0 and count 0; a confidence of exactly 1
+    falls in the last bin.
+
+    Example:
+        >>> conf, acc, count, ece = reliability_bins([0.9, 0.9, 0.2], [1, 0, 0], bins=5)
+        >>> count.tolist(), round(ece, 3)
+        ([0.0, 1.0, 0.0, 0.0, 2.0], 0.333)
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.shape != correct.shape or confidence.ndim != 1:
+        raise ValueError(f"confidence and correct must be 1-d arrays of one length, got shapes "
+                         f"{confidence.shape} and {correct.shape}")
+    if bins < 1:
+        raise ValueError(f"bins={bins} must be at least 1")
+    at = np.clip((confidence * bins).astype(np.int64), 0, bins - 1)
+    count = np.bincount(at, minlength=bins).astype(np.float64)
+    conf = np.bincount(at, confidence, minlength=bins) / np.maximum(count, 1)
+    acc = np.bincount(at, correct, minlength=bins) / np.maximum(count, 1)
+    ece = float(np.sum(count * np.abs(acc - conf)) / max(count.sum(), 1))
+    return conf, acc, count, ece

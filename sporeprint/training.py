@@ -152,7 +152,8 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
         path = clf.save(root / run_id)
         metrics = {k: v for k, v in clf.metrics_.items() if isinstance(v, (int, float))}
         metrics.update(n_train_images=len(train), n_val_images=len(val),
-                       n_classes=int((clf.classes_ >= 0).sum()))
+                       n_classes=int((clf.classes_ >= 0).sum()),
+                       history=clf.history_)  # per epoch: losses, validation scores
         fs.record_run(run_id, "train", space, head, fold,
                       {"head": clf.config_.to_dict(), "train": asdict(config),
                        "calibration": settings}, metrics, str(path),

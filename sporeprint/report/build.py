@@ -1,4 +1,5 @@
-"""Assemble the report: one section per question, each from the store's report queries."""
+"""Assemble the report: choose its inputs (run, batch, embedding space), build one section
+per question (``sections/``), write the page. The safety panel comes first."""
 
 from __future__ import annotations
 
@@ -8,27 +9,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pyarrow.compute as pc
+from store import StoreError
 
-from heads.decision import answer_mix
-from store import ROLES, StoreError
+from .page import Note, Section, render
+from .sample import vector_sample
+from .sections import batch as batch_section
+from .sections import confusion, data, frontier, heldout, run, safety
+from .sections import map as map_section
+from .sections.common import query
+from .sections.confusion import TOXICITY, truth_confusion
 
-from . import figures
-from .neighbours import danger_frontier, project_2d
-from .page import Figure, Note, Section, Table, render
+__all__ = ["TOXICITY", "ReportOptions", "ReportSummary", "build_report", "resolve_batch",
+           "resolve_run", "truth_confusion"]
 
 log = logging.getLogger(__name__)
-
-TOXICITY = ["poisonous", "edible", "unknown"]
-# Without a saved training index the held-out section searches exactly; past this many
-# training images that alone would take the report over a minute on 2 cores.
-HELDOUT_EXACT_MAX = 100_000
-
-
-def query(fs, name: str, *args, **kwargs):
-    """Run one of the store's report queries (``store.reports``; errors become StoreError)."""
-    return getattr(fs, name)(*args, **kwargs)
 
 
 @dataclass
@@ -48,6 +42,7 @@ class ReportSummary:
     path: Path
     sections: dict[str, int] = field(default_factory=dict)  # section id -> figures
     absent: list[str] = field(default_factory=list)  # sections with a missing-data line
+    omitted: list[str] = field(default_factory=list)  # "section: why" of figures left out
     seconds: dict[str, float] = field(default_factory=dict)
     run: str | None = None
     batch: str | None = None
@@ -67,8 +62,8 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
     o = options or ReportOptions()
     out = Path(out)
     summary = ReportSummary(out)
-    run_row = _resolve_run(fs, o.run)
-    batch = _resolve_batch(fs, o.batch)
+    run_row = resolve_run(fs, o.run)
+    batch = resolve_batch(fs, o.batch)
     summary.run = run_row["run_id"] if run_row else None
     summary.batch = batch
     if o.space is not None:
@@ -87,14 +82,16 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
         summary.seconds[name] = time.perf_counter() - t
         return result
 
-    sections.append(timed("data", _data_section, fs))
-    sample = timed("vector sample", _vector_sample, fs, space, o)
-    sections.append(timed("embedding map", _map_section, sample, space, o))
-    sections.append(timed("run", _run_section, fs, run_row))
-    sections.append(timed("held-out", _heldout_section, fs, run_row, o))
-    sections.append(timed("batch", _batch_section, fs, batch))
-    sections.append(timed("danger frontier", _frontier_section, sample, space, o))
-    sections.append(timed("confusion", _confusion_section, fs, batch, o.truth))
+    sections.append(timed("safety", safety.section, fs, batch, o.truth))
+    sections.append(timed("data", data.section, fs))
+    sample = timed("vector sample", vector_sample, fs, space, o.map_points, o.frontier_points,
+                   o.seed)
+    sections.append(timed("embedding map", map_section.section, sample, space, o.seed))
+    sections.append(timed("run", run.section, fs, run_row))
+    sections.append(timed("held-out", heldout.section, fs, run_row, o.heldout_points, o.seed))
+    sections.append(timed("batch", batch_section.section, fs, batch))
+    sections.append(timed("danger frontier", frontier.section, sample, space))
+    sections.append(timed("confusion", confusion.section, fs, batch, o.truth))
 
     n_obs = query(fs, "count_observations")
     subtitle = [f"store {fs.path} — {n_obs:,} observations",
@@ -110,13 +107,16 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
     summary.seconds["html"] = time.perf_counter() - t
     for s in sections:
         summary.sections[s.id] = s.figures
-        if any(isinstance(b, Note) and b.kind == "absent" for b in s.blocks):
+        notes = [b for b in s.blocks if isinstance(b, Note)]
+        if any(b.kind == "absent" for b in notes):
             summary.absent.append(s.id)
+        summary.omitted += [f"{s.id}: {b.text}" for b in notes if b.kind == "omitted"]
     return summary
 
 
-# ------------------------------------------------------------------ choosing inputs
-def _resolve_run(fs, run_id: str | None) -> dict | None:
+def resolve_run(fs, run_id: str | None) -> dict | None:
+    """The ``runs`` row of ``run_id`` (default: the store's default run), config and metrics
+    parsed; refuses a run that is not an ensemble or fold run."""
     if run_id is None:
         run_id = fs.default_run()
         if run_id is None:
@@ -134,7 +134,8 @@ def _resolve_run(fs, run_id: str | None) -> dict | None:
     return row
 
 
-def _resolve_batch(fs, batch: str | None) -> str | None:
+def resolve_batch(fs, batch: str | None) -> str | None:
+    """``batch`` when it has predictions (default: the newest scored batch)."""
     batches = query(fs, "prediction_batches").column("batch").to_pylist()
     if batch is None:
         return batches[0] if batches else None
@@ -148,592 +149,3 @@ def _default_space(fs) -> str | None:
     t = query(fs, "space_vector_counts").to_pylist()
     t = [r for r in t if r["train_vectors"] > 0]
     return max(t, key=lambda r: r["train_vectors"])["space"] if t else None
-
-
-# ------------------------------------------------------------------------- data
-def _data_section(fs) -> Section:
-    s = Section("data", "The data")
-    roles = query(fs, "role_counts")
-    if roles.num_rows == 0:
-        return s.absent("The store holds no observations yet: ingest metadata with "
-                        "`sporeprint ingest`.")
-    s.blocks.append(Table(["role", "observations", "images", "labelled"],
-                          [[r["role"], r["observations"], r["images"], r["labelled"]]
-                           for r in roles.to_pylist()], "Observations per role"))
-
-    cc = query(fs, "class_counts")
-    per_role = {}
-    for role in _ordered(set(cc.column("role").to_pylist())):
-        rows = [r for r in cc.to_pylist() if r["role"] == role]
-        per_role[role] = np.array([r["observations"] for r in rows])
-    if per_role:
-        train = [r for r in cc.to_pylist() if r["role"] == "train"]
-        tail = ""
-        if train:
-            c = np.array([r["observations"] for r in train])
-            tail = (f" In training, the most observed class has {c.max():,} observations and the "
-                    f"least observed {c.min():,}; half the classes have at most {int(np.median(c)):,}.")
-        s.blocks.append(Figure(
-            figures.long_tail(per_role), "observations per class, log scale",
-            "Observations per known species, classes sorted from most to least observed, one "
-            "line per role, on a log scale." + tail,
-            "A steep drop is the long tail: rare classes have few examples, so their accuracy "
-            "and calibration are the least certain. Classes present in validation but thin in "
-            "training are where the heads will struggle."))
-    else:
-        s.absent("No labelled observations of known species: the class long tail needs labels.")
-
-    tox = query(fs, "toxicity_counts").to_pylist()
-    roles_t = _ordered({r["role"] for r in tox})
-    groups = ["poisonous", "edible", "unknown species", "unlabelled"]
-    totals = {role: sum(r["observations"] for r in tox if r["role"] == role) for role in roles_t}
-    shares = {g: [sum(r["observations"] for r in tox if r["role"] == role and r["toxicity"] == g)
-                  / max(totals[role], 1) for role in roles_t] for g in groups}
-    shares = {g: v for g, v in shares.items() if any(v)}
-    s.blocks.append(Figure(
-        figures.toxicity_shares(roles_t, shares), "poisonous vs edible shares per role",
-        "Share of each role's observations that are poisonous species, edible (known, not on "
-        "the poisonous list), unknown species (class -1) or unlabelled.",
-        "Poisonous observations are a small minority, which is why a plain classifier rarely "
-        "answers 'poisonous' and why the decision rule weighs a missed poisonous mushroom 100 "
-        "times more than a false alarm. A role with a very different share from training "
-        "shifts the prior the heads learned."))
-
-    months = query(fs, "month_counts").to_pylist()
-    per_role_m = {}
-    for role in _ordered({r["role"] for r in months}):
-        v = np.zeros(13)
-        for r in months:
-            if r["role"] == role:
-                v[12 if r["month"] is None else int(r["month"]) - 1] += r["observations"]
-        per_role_m[role] = v
-    s.blocks.append(Figure(
-        figures.months(per_role_m), "observations per month",
-        "Observations per month of the year, per role; the last group counts observations "
-        "without a month.",
-        "Fungi fruit mostly in late summer and autumn, so the season is informative metadata. "
-        "Many missing months weaken the date features; a batch whose months differ from "
-        "training is out of the heads' experience."))
-
-    reg = query(fs, "region_counts").to_pylist()
-    s.blocks.append(Figure(
-        figures.regions([r["region"] for r in reg], [r["observations"] for r in reg]),
-        "observations per region",
-        "Observations per first-level region (the country code where no region is given), the "
-        "largest regions first; 'other' sums the rest.",
-        "Where the data comes from: species mixes differ between regions, and the location "
-        "features only help where training covers the place."))
-
-    miss = query(fs, "missing_rates").to_pylist()
-    fields = list(dict.fromkeys(r["field"] for r in miss))
-    mroles = _ordered({r["role"] for r in miss})
-    rates = np.zeros((len(fields), len(mroles)))
-    for r in miss:
-        rates[fields.index(r["field"]), mroles.index(r["role"])] = r["missing"]
-    s.blocks.append(Figure(
-        figures.missing_heatmap(fields, mroles, rates), "missing-value rates per metadata field",
-        "Share of observations with no value, per metadata field and role.",
-        "Fields missing far more often in one role than in training (for example habitat or "
-        "coordinates in a new batch) mean the metadata encoder sees 'missing' where it learned "
-        "from values. A missing date is encoded as missing, never as 1 January."))
-    return s
-
-
-# ----------------------------------------------------------------- vector sample
-@dataclass
-class _Sample:
-    observation_ids: np.ndarray
-    vectors: np.ndarray  # (n, d) float32
-    poisonous: np.ndarray  # (n,) bool
-    species: list[str]
-    genus: list[str]
-    map_rows: np.ndarray  # rows drawn for the map (and the frontier's queries)
-
-
-def _vector_sample(fs, space: str | None, o: ReportOptions) -> _Sample | None:
-    if space is None:
-        return None
-    t = query(fs, "sample_training_vectors", space, max(o.frontier_points, o.map_points), o.seed)
-    if t.num_rows < 10:
-        return None
-    col = t.column("vector").combine_chunks()
-    vec = col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float32)
-    rng = np.random.default_rng(o.seed)
-    n_map = min(o.map_points, t.num_rows)
-    rows = np.sort(rng.choice(t.num_rows, n_map, replace=False))
-    return _Sample(t.column("observation_id").to_numpy(), vec,
-                   pc.fill_null(t.column("poisonous"), False).to_numpy(zero_copy_only=False),
-                   [x or "?" for x in t.column("species").to_pylist()],
-                   [x or "?" for x in t.column("genus").to_pylist()], rows)
-
-
-def _map_section(sample: _Sample | None, space: str | None, o: ReportOptions) -> Section:
-    s = Section("map", "Embedding map of training observations")
-    if sample is None:
-        return s.absent("No embedding map: the store has no training observations with a vector "
-                        f"in {'space ' + repr(space) if space else 'any embedding space'} "
-                        "(ingest or embed vectors first).")
-    rows = sample.map_rows
-    xy = project_2d(sample.vectors[rows], seed=o.seed)
-    pois = sample.poisonous[rows]
-    species = np.array(sample.species, dtype=object)[rows]
-    names, counts = np.unique(species[pois], return_counts=True)
-    labels = []
-    for name in names[np.argsort(-counts, kind="stable")][:10]:
-        at = np.median(xy[species == name], axis=0)
-        labels.append((str(name), float(at[0]), float(at[1])))
-    s.blocks.append(Figure(
-        figures.embedding_map(xy, pois, labels), "t-SNE map of training embeddings",
-        f"{len(rows):,} training observations (one image each, a seeded sample) of space "
-        f"{space!r}, projected with PCA to 50 dimensions and then t-SNE to 2. Red: poisonous "
-        f"species ({len(names)} of them in the sample); grey: edible. The ten poisonous species "
-        "with most points are named at their median position.",
-        "Tight single-colour islands are species the image embedding separates well. Red points "
-        "inside grey clusters (and the reverse) are poisonous look-alikes of edible species: "
-        "the dangerous confusions. t-SNE keeps neighbourhoods, not distances, so the gaps "
-        "between islands mean little."))
-    return s
-
-
-# -------------------------------------------------------------------------- runs
-def _run_section(fs, run: dict | None) -> Section:
-    s = Section("run", "Trained run: validation and held-out scores")
-    if run is None:
-        return s.absent("No trained run in the store: train heads with `sporeprint train`, "
-                        "then pass --run.")
-    members = run["config"].get("members", []) if run["kind"] == "ensemble" else [run["run_id"]]
-    labels, values, table = [], {k: [] for k in ("track1", "track2", "track3", "macro_f1")}, []
-    for member in members:
-        rows = query(fs, "run_record", member).to_pylist()
-        if not rows:
-            continue
-        m, fold = json.loads(rows[0]["metrics"] or "{}"), rows[0]["fold"]
-        if "track3" in m:
-            labels.append(f"fold{fold} (validation)" if fold is not None else f"{member} (validation)")
-            table.append(_metric_row(labels[-1], m, "", "n_observations"))
-    if run["kind"] == "ensemble" and "test_track3" in run["metrics"]:
-        labels.append("ensemble (held-out test part)")
-        table.append(_metric_row(labels[-1], run["metrics"], "test_", "test_n"))
-    for row in table:
-        for k, v in zip(("track1", "track2", "track3", "macro_f1"), row[1:5], strict=True):
-            values[k].append(np.nan if v is None else v)
-    s.blocks.append(Note(f"Run {run['run_id']} ({run['kind']}, space {run['space']}, head "
-                         f"{run['head']}); members: {', '.join(members)}."))
-    if table:
-        s.blocks.append(Figure(
-            figures.run_metrics(labels, values), "Track 1-3 and macro F1",
-            "The official FungiCLEF costs per observation: Track 1 = classification error, "
-            "Track 2 = 100 × poisonous answered as edible + 1 × edible answered as poisonous, "
-            "Track 3 = their sum; and macro F1 (×100) over the classes present. Each fold head on "
-            "its validation part, the ensemble on the held-out test part.",
-            "Track 2 dominated by the ×100 term means poisonous mushrooms are being answered "
-            "edible: the most dangerous error. A large gap between folds, or between validation "
-            "and held-out scores, means the numbers are noisy or the heads overfit."))
-        s.blocks.append(Table(["evaluated on", "Track 1", "Track 2", "Track 3", "macro F1",
-                               "observations"], table))
-    else:
-        s.absent(f"Run {run['run_id']} has no Track metrics recorded.")
-    from sporeprint.scoring.calibration import record_id
-
-    cal_id = record_id(members)
-    cal = query(fs, "run_record", cal_id).to_pylist()
-    if cal:
-        c = json.loads(cal[0]["metrics"] or "{}")
-        m = c.get("metrics", {})
-        shift = (c.get("poison_prior") or {}).get("bias")
-        rows = [["calibration mode", c.get("mode", "oof")],
-                ["temperature", (c.get("temperature") or {}).get("temperature")],
-                ["poison log-odds shift" + ("" if c.get("poison_shift", True)
-                                            else " (fitted, not applied)"), shift],
-                ["unknown threshold (fused score)", (c.get("detector") or {}).get("threshold")],
-                ["unknown rate in validation", c.get("unknown_rate")]]
-        rows += [[k.replace("_", " "), v] for k, v in m.items()]
-        s.blocks.append(Table(["calibration on the validation parts", "value"],
-                              [[k, _num(v)] for k, v in rows],
-                              f"Calibration record {cal_id}"))
-        s.blocks.append(Note("Calibration: nll before/after shows what temperature scaling gained; "
-                             "val track1 open set vs never unknown shows what answering 'unknown' "
-                             "saves; auroc is how well the unknown score separates unseen species."))
-    else:
-        s.absent(f"No calibration record {cal_id!r}: `sporeprint train` records it for the "
-                 f"runs it trains; fit it with `sporeprint calibrate --store {fs.path} --run "
-                 f"{run['run_id']}`.")
-    return s
-
-
-def _metric_row(label: str, m: dict, prefix: str, n_key: str) -> list:
-    def g(k):
-        v = m.get(prefix + k)
-        return None if v is None else float(v)
-    n = m.get(n_key)
-    return [label, g("track1"), g("track2"), g("track3"), g("macro_f1"),
-            None if n is None else int(n)]
-
-
-def _num(v):
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-
-
-# ---------------------------------------------------------------------- held-out
-RULE_LABELS = {"argmax": "argmax", "argmax_unknown": "argmax + unknown", "track3": "Track 3 rule"}
-
-
-def _heldout_section(fs, run: dict | None, o: ReportOptions) -> Section:
-    s = Section("heldout", "Held-out decisions: rules, calibration, unknown detector")
-    if run is None:
-        return s.absent("No trained run: the held-out figures need a run's heads and "
-                        "calibration (`sporeprint train`).")
-    members = run["config"].get("members", []) if run["kind"] == "ensemble" else [run["run_id"]]
-    from sporeprint.scoring.calibration import record_id
-
-    cal_id = record_id(members)
-    if query(fs, "run_record", cal_id).num_rows == 0:
-        return s.absent(f"No held-out figures: run {run['run_id']} has no calibration record "
-                        f"{cal_id!r}; fit it with `sporeprint calibrate --store {fs.path} "
-                        f"--run {run['run_id']}`.")
-    sample = query(fs, "held_out_sample", o.heldout_points, o.seed)
-    if sample.num_rows == 0:
-        return s.absent("No held-out figures: the store has no labelled observations in the "
-                        "held-out test part (`sporeprint train` makes the splits).")
-    ids = sample.column("observation_id").to_numpy()
-    truth = sample.column("class_id").to_numpy()
-    from sporeprint.indexing import index_dir
-    from sporeprint.scoring.index import SAVED_INDEX_KINDS
-
-    saved = any((index_dir(fs.path, run["space"], kind, "train") / "manifest.json").is_file()
-                for kind in SAVED_INDEX_KINDS)
-    n_train = fs.selection_image_ids(run["space"], "train").size
-    if not saved and n_train > HELDOUT_EXACT_MAX:
-        return s.absent(
-            f"No held-out figures: the unknown score needs a search over {n_train:,} training "
-            "images, too slow without a saved index; build one with `sporeprint index build "
-            f"--store {fs.path} --space {run['space']} --where train --kind ivf_flat`.")
-    from heads import HeadsError
-    from retrieval import RetrievalError
-    from sporeprint.errors import SporeprintError
-    from sporeprint.scoring import ScoringModel
-
-    try:
-        model = ScoringModel.load(fs, members)
-        scores, _ = model.scores(fs, ids)
-    except (SporeprintError, StoreError, HeadsError, RetrievalError) as exc:
-        return s.absent(f"No held-out figures: run {run['run_id']} could not be loaded ({exc}).")
-    if scores is None:
-        return s.absent(f"No held-out figures: none of the {len(ids):,} sampled held-out "
-                        f"observations has a vector in space {model.space!r}.")
-    from heads.metrics import fungiclef_scores
-
-    # what `sporeprint.scoring.compare_rules` computes, with one kNN search for every rule
-    # and figure (the search dominates the cost on a large store)
-    y = truth[np.searchsorted(ids, scores.observation_ids)]
-    knn = model.neighbours.search(scores.queries, 5, model.calibration.detector["k"])
-    poison = fs.poisonous_class_ids()
-    decided = {rule: model.decide(scores, rule, knn.unknown_score) for rule in RULE_LABELS}
-    per_rule = {rule: fungiclef_scores(y, d.class_id, poison) for rule, d in decided.items()}
-    decided = decided["track3"]
-    n, n_unknown = len(y), int((~np.isin(y, model.classes)).sum())
-    s.blocks.append(Note(
-        f"{n:,} labelled observations of the held-out test part (a seeded sample of at most "
-        f"{o.heldout_points:,}; {n_unknown:,} of unknown species), decided by run "
-        f"{run['run_id']} with its calibration {cal_id!r}."))
-    _rules_block(s, per_rule)
-    _reliability_block(s, model, scores, y)
-    _unknown_block(s, model, decided, y)
-    _poison_confusion_block(fs, s, decided, y)
-    return s
-
-
-def _rules_block(s: Section, per_rule: dict[str, dict[str, float]]) -> None:
-    rules = list(per_rule)
-    keys = ("track1", "track2", "track3", "macro_f1")
-    values = {k: [float(per_rule[r].get(k, np.nan)) for r in rules] for k in keys}
-    s.blocks.append(Figure(
-        figures.rule_metrics([RULE_LABELS.get(r, r) for r in rules], values),
-        "Track 1-3 and macro F1 per decision rule",
-        "The same held-out observations decided by each rule from the same calibrated "
-        "probabilities: argmax (always the most probable species), argmax + unknown (answer "
-        "'unknown species' when the unknown score crosses its threshold) and the Track 3 rule "
-        "(the decision that minimises the expected Track 3 cost, which raises a poisonous "
-        "species when P(poisonous) is high enough). Track 2 counts 100 per poisonous mushroom "
-        "answered edible or unknown.",
-        "The Track 3 rule should have the lowest Track 2 and Track 3 at the price of a slightly "
-        "higher Track 1: it trades wrong species names for fewer missed poisonous mushrooms. "
-        "If argmax + unknown does not lower Track 1 against argmax, the unknown detector is not "
-        "earning its keep on this data."))
-    s.blocks.append(Table(["decision rule", "Track 1", "Track 2", "Track 3", "macro F1"],
-                          [[RULE_LABELS.get(r, r)] + [values[k][i] for k in keys]
-                           for i, r in enumerate(rules)]))
-
-
-def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Mean confidence, accuracy and count per equal-width confidence bin, and the expected
-    calibration error (bin-size weighted mean of |accuracy - confidence|)."""
-    at = np.clip((np.asarray(confidence) * bins).astype(int), 0, bins - 1)
-    count = np.bincount(at, minlength=bins).astype(float)
-    conf = np.bincount(at, confidence, minlength=bins) / np.maximum(count, 1)
-    acc = np.bincount(at, np.asarray(correct, float), minlength=bins) / np.maximum(count, 1)
-    ece = float(np.sum(count * np.abs(acc - conf)) / max(count.sum(), 1))
-    return conf, acc, count, ece
-
-
-def _reliability_block(s: Section, model, scores, y: np.ndarray) -> None:
-    known = np.isin(y, model.classes)
-    if not known.any():
-        s.absent("No reliability diagram: no held-out observation is of a known species.")
-        return
-    lp = scores.log_probs[known]
-    before = np.exp(lp)
-    before /= before.sum(1, keepdims=True)
-    after = model.calibration.species_probs(lp, model.poisonous)
-    curves = {}
-    for name, p in (("before calibration", before), ("after calibration", after)):
-        top = p.argmax(1)
-        curves[name] = reliability_bins(p[np.arange(len(p)), top], model.classes[top] == y[known])
-    s.blocks.append(Figure(
-        figures.reliability(curves), "reliability diagram before and after calibration",
-        f"{int(known.sum()):,} held-out observations of known species: the probability of the "
-        "top species (10 equal-width bins) against how often it is the true species. Left: the "
-        "ensemble's raw mean probabilities; right: after temperature scaling and the poison "
-        "prior shift fitted on the validation parts. Grey bars: observations per bin. ECE is "
-        "the expected calibration error (bin-weighted mean gap to the diagonal).",
-        "Points below the diagonal are over-confidence (the usual state of trained heads), "
-        "above it under-confidence. Calibration should bring the curve towards the diagonal and "
-        "lower the ECE; the poison-risk rule and the unknown probability both rely on these "
-        "probabilities being honest. Bins with few observations are noisy."))
-
-
-def _unknown_block(s: Section, model, decided, y: np.ndarray) -> None:
-    is_unknown = ~np.isin(y, model.classes)
-    score = np.asarray(decided.unknown_score, float)
-    threshold = float(model.calibration.detector["threshold"])
-    if is_unknown.all() or not is_unknown.any():
-        s.absent("No unknown-score figure: the held-out sample needs both known and unknown "
-                 "species.")
-        return
-    from sklearn.metrics import roc_auc_score
-
-    auroc = float(roc_auc_score(is_unknown, score))
-    caught = float((score[is_unknown] > threshold).mean())
-    false = float((score[~is_unknown] > threshold).mean())
-    s.blocks.append(Figure(
-        figures.unknown_scores(score[~is_unknown], score[is_unknown], threshold),
-        "unknown score for known and unknown species",
-        f"The unknown score of each held-out observation (the detector fuses the distance to "
-        f"its nearest training observations with the heads' uncertainty), for known species "
-        f"(grey) and species absent from training (amber), each normalised to its own area; "
-        f"the red line is the threshold calibrated on the validation parts. AUROC {auroc:.3f}; "
-        f"above the threshold: {caught:.0%} of unknown and {false:.0%} of known observations.",
-        "The further apart the two humps, the better 'unknown species' answers are; AUROC 0.5 "
-        "is chance. Known observations to the right of the line are answered 'unknown' (a "
-        "Track 1 error, and for a poisonous species a Track 2 miss); unknown ones to the left "
-        "receive a wrong species name."))
-
-
-def _poison_confusion_block(fs, s: Section, decided, y: np.ndarray, rows: int = 8,
-                            columns: int = 12) -> None:
-    pred = np.asarray(decided.class_id, np.int64)
-    poison = query(fs, "poisonous_classes").column("class_id").to_numpy()
-    wrong = np.isin(y, poison) & (pred != y)
-    if not wrong.any():
-        s.blocks.append(Note("No poisonous held-out observation was answered wrongly, so there "
-                             "is no poisonous-species confusion to show."))
-        return
-    true_ids, errors = np.unique(y[wrong], return_counts=True)
-    order = np.lexsort((true_ids, -errors))[:rows]
-    true_ids, errors = true_ids[order], errors[order]
-    sel = wrong & np.isin(y, true_ids)
-    called, n_called = np.unique(pred[sel], return_counts=True)
-    called = called[np.lexsort((called, -n_called))][:columns]
-    names = {r["class_id"]: r for r in query(
-        fs, "species_names", np.concatenate([true_ids, called])).to_pylist()}
-
-    def genus(c):
-        return (names.get(int(c)) or {}).get("genus") or "?"
-
-    def tox(c):
-        return None if c < 0 else bool((names.get(int(c)) or {}).get("poisonous"))
-
-    # columns grouped by toxicity (poisonous, edible, unknown), then genus, then species
-    called = np.array(sorted(called, key=lambda c: ({True: 0, False: 1, None: 2}[tox(c)],
-                                                     genus(c), _species(names, c))), np.int64)
-    m = np.zeros((len(true_ids), len(called)), dtype=np.int64)
-    for i, t in enumerate(true_ids):
-        for j, c in enumerate(called):
-            m[i, j] = int(np.sum(sel & (y == t) & (pred == c)))
-    row_labels = [f"{_species(names, t)} ({genus(t)}) {e}/{int((y == t).sum())} wrong"
-                  for t, e in zip(true_ids, errors, strict=True)]
-    col_labels = ["unknown species" if c < 0 else
-                  f"{_species(names, c)} ({genus(c)}, {'poisonous' if tox(c) else 'edible'})"
-                  for c in called]
-    s.blocks.append(Figure(
-        figures.group_confusion(row_labels, col_labels, m, [tox(c) for c in called]),
-        "poisonous species most often confused",
-        f"The held-out poisonous species with the most wrong answers under the Track 3 rule "
-        f"(rows, at most {rows}: errors / observations) and what they were called (columns, the "
-        f"{columns} most frequent answers, grouped poisonous, edible, unknown and then by "
-        "genus). Column labels give the genus and the toxicity of the answer.",
-        "Answers in grey or amber columns are the dangerous ones: a poisonous mushroom called "
-        "an edible species or 'unknown' (both count as a miss in Track 2). Red columns are "
-        "look-alikes within the poisonous list: a wrong name but a safe answer. Confusions "
-        "within one genus are look-alikes; across genera they point at poor photos or labels."))
-    same = sum(int(m[i, j]) for i, t in enumerate(true_ids) for j, c in enumerate(called)
-               if c >= 0 and genus(c) == genus(t))
-    s.blocks.append(Table(
-        ["toxicity of the answer", "wrong answers", "of which in the same genus"],
-        [[label, int(m[:, mask].sum()), int(sum(int(m[i, j]) for i, t in enumerate(true_ids)
-                                               for j in np.flatnonzero(mask)
-                                               if called[j] >= 0 and genus(called[j]) == genus(t)))]
-         for label, mask in (("poisonous (safe)", np.array([tox(c) is True for c in called])),
-                             ("edible (missed)", np.array([tox(c) is False for c in called])),
-                             ("unknown (missed)", called < 0))],
-        f"Wrong answers of these species shown above ({same} within the true species' genus)"))
-
-
-def _species(names: dict, c) -> str:
-    return (names.get(int(c)) or {}).get("species") or f"class {int(c)}"
-
-
-# ------------------------------------------------------------------------- batch
-def _batch_section(fs, batch: str | None) -> Section:
-    s = Section("batch", "Scored batch")
-    if batch is None:
-        return s.absent("No scored batch in the predictions table: score one with "
-                        "`sporeprint score`, then pass --batch.")
-    mix = answer_mix(query(fs, "answer_kinds", batch).column("kind"))
-    s.blocks.append(Note(f"Batch {batch!r}: {sum(mix.values()):,} observations; answers: " +
-                         ", ".join(f"{figures.ANSWER_LABELS[k]} {n:,}" for k, n in mix.items())
-                         + "."))
-    s.blocks.append(Figure(
-        figures.answer_mix(mix),
-        "answer mix",
-        "What the decision rule answered per observation: a species; a poison-risk answer (a "
-        "poisonous species named because P(poisonous) crossed the rule's threshold although it "
-        "was not the most probable species); 'unknown species'; or prior-only (no usable image, "
-        "decided from the training class prior).",
-        "Poison-risk answers are deliberate false alarms bought to avoid missing a poisonous "
-        "mushroom; a large share means the batch is full of look-alikes or the heads are "
-        "unsure. Many prior-only answers point at missing or broken photos."))
-    pp = query(fs, "poison_probabilities", batch)
-    if pp.num_rows:
-        probs = pp.column("poison_prob").to_numpy(zero_copy_only=False).astype(float)
-        kinds = np.array(pp.column("kind").to_pylist(), dtype=object)
-        s.blocks.append(Figure(
-            figures.poison_histogram(probs, kinds), "poison-probability histogram",
-            "Calibrated P(poisonous) per observation on a log scale, coloured by the answer "
-            "given.",
-            "The Track 3 rule raises poison risk at a probability of only a percent or two; the "
-            "red bars should start there. Many observations just below that point are the ones a "
-            "slightly different calibration would flip."))
-    flagged = query(fs, "poison_flagged", batch, 20).to_pylist()
-    if flagged:
-        s.blocks.append(Table(
-            ["observation", "answered species", "P(poisonous)", "reason", "evidence neighbours"],
-            [[str(r["observation_id"]), r["species"] or str(r["class_id"]), r["poison_prob"],
-              r["reason"], r["evidence"] or []] for r in flagged],
-            "Observations raised for poison risk (highest P(poisonous) first, at most 20), with "
-            "the nearest training observations that served as evidence"))
-    else:
-        s.blocks.append(Note("No observation of this batch was raised for poison risk."))
-    return s
-
-
-# ---------------------------------------------------------------------- frontier
-def _frontier_section(sample: _Sample | None, space: str | None, o: ReportOptions) -> Section:
-    s = Section("frontier", "Danger frontier: where edible and poisonous meet")
-    if sample is None:
-        return s.absent("No danger frontier: it needs training observations with vectors.")
-    if sample.poisonous.all() or not sample.poisonous.any():
-        return s.absent("No danger frontier: the sampled training observations are all of one "
-                        "toxicity.")
-    f = danger_frontier(sample.vectors, sample.poisonous, sample.map_rows, k=5)
-    genus = np.array(sample.genus, dtype=object)[f.query_rows]
-    gs, sampled = np.unique(genus, return_counts=True)
-    front = np.array([int(f.on_frontier[genus == g].sum()) for g in gs])
-    order = np.lexsort((gs, -front))[:15]
-    order = order[front[order] > 0]
-    s.blocks.append(Note(
-        f"{int(f.on_frontier.sum()):,} of {len(f.query_rows):,} sampled training observations "
-        f"({f.on_frontier.mean():.1%}) have, among their {f.k} nearest neighbours (cosine, exact, "
-        f"searched among {len(sample.vectors):,} training observations of space {space!r}), "
-        "one of the other toxicity."))
-    if len(order):
-        s.blocks.append(Figure(
-            figures.frontier_genera([str(x) for x in gs[order]], front[order].tolist(),
-                                    sampled[order].tolist()),
-            "frontier observations per genus",
-            "Per genus (most frontier observations first), the sampled training observations "
-            "(grey) and those whose nearest neighbours cross the edible/poisonous line (red).",
-            "Genera with a long red bar hold poisonous and edible species that look alike in the "
-            "embedding: this is where the poison-risk rule earns its false alarms, and where more "
-            "training photos or expert review pay off most."))
-    pairs = [[str(sample.observation_ids[p]), sample.species[p], str(sample.observation_ids[e]),
-              sample.species[e], sim, "yes" if sample.genus[p] == sample.genus[e] else "no"]
-             for p, e, sim in f.pairs]
-    if pairs:
-        s.blocks.append(Table(["poisonous observation", "poisonous species", "edible observation",
-                               "edible species", "cosine similarity", "same genus"], pairs,
-                              "The closest edible/poisonous pairs among the nearest neighbours"))
-    return s
-
-
-# --------------------------------------------------------------------- confusion
-def _confusion_section(fs, batch: str | None, truth: str | Path | None) -> Section:
-    s = Section("confusion", "Poisonous / edible / unknown confusion")
-    if truth is not None:
-        if batch is None:
-            return s.absent("A truth file was given but the store has no scored batch to "
-                            "compare it with.")
-        m, n_unmatched = truth_confusion(fs, batch, truth)
-        use, source = batch, f"labels from {Path(truth).name}"
-        if n_unmatched:
-            source += f"; {n_unmatched:,} answered observations have no truth row and are left out"
-    else:
-        batches = query(fs, "prediction_batches").to_pylist()
-        labelled = [b["batch"] for b in batches if b["labelled"] > 0]
-        use = batch if batch in labelled else (labelled[0] if labelled else None)
-        if use is None:
-            return s.absent("No labelled held-out predictions: the scored batches' observations "
-                            "carry no class labels (pass --truth with the batch's truth CSV, or "
-                            "score a labelled held-out file).")
-        m = np.zeros((3, 3), dtype=np.int64)
-        for r in query(fs, "labelled_outcomes", use).to_pylist():
-            m[TOXICITY.index(r["truth"]), TOXICITY.index(r["answer"])] += r["observations"]
-        source = "labels stored with the observations"
-    if m.sum() == 0:
-        return s.absent(f"No observation of batch {use!r} has a label to compare with.")
-    missed = int(m[0, 1] + m[0, 2])
-    s.blocks.append(Figure(
-        figures.confusion(TOXICITY, m), "poisonous/edible/unknown confusion",
-        f"Batch {use!r} ({source}): {int(m.sum()):,} labelled observations, truth (rows) against the "
-        "answer's group (columns): a poisonous species, an edible species, or 'unknown species'. "
-        "Each cell gives the count and the share of its row.",
-        f"The top row's edible and unknown cells are poisonous mushrooms answered as safe "
-        f"({missed} here); each costs 100 in Track 2, since 'unknown' counts as edible. The "
-        "right-hand column of the bottom row is how many unseen species were recognised as "
-        "unknown."))
-    return s
-
-
-def truth_confusion(fs, batch: str, truth: str | Path) -> tuple[np.ndarray, int]:
-    """3x3 counts of a batch's answers against a truth CSV, and how many answers had no truth."""
-    from sporeprint.evaluation import read_labels
-
-    t_obs, t_cls = read_labels(truth, "truth")
-    answers = query(fs, "batch_answers", batch)
-    a_obs = answers.column("observation_id").to_numpy()
-    a_cls = answers.column("class_id").to_numpy(zero_copy_only=False)
-    a_cls = np.where(np.isnan(a_cls.astype(float)), -1, a_cls).astype(np.int64)
-    common, ia, it = np.intersect1d(a_obs, t_obs, return_indices=True)
-    poison = query(fs, "poisonous_classes").column("class_id").to_numpy()
-
-    def group(c):
-        return np.where(c < 0, 2, np.where(np.isin(c, poison), 0, 1))
-
-    m = np.zeros((3, 3), dtype=np.int64)
-    np.add.at(m, (group(t_cls[it]), group(a_cls[ia])), 1)
-    return m, int(len(a_obs) - len(common))
-
-
-def _ordered(roles) -> list[str]:
-    return sorted(roles, key=lambda r: (ROLES.index(r) if r in ROLES else len(ROLES), r))

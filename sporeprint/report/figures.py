@@ -1,10 +1,15 @@
-"""The report's figures: matplotlib (Agg backend), each returned as PNG bytes."""
+"""The report's figures: matplotlib (Agg backend), each returned as PNG bytes.
+
+Text from the data (species, genera, regions, run names) is passed through
+:func:`literal` before matplotlib draws it, so a ``$`` in a name is a dollar sign and
+never starts mathtext."""
 
 from __future__ import annotations
 
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -21,6 +26,16 @@ ANSWER_COLOURS = {"species": "#1565c0", "poison_risk": POISON, "unknown": UNKNOW
                   "prior_only": "#9e9e9e"}
 ANSWER_LABELS = {"species": "species", "poison_risk": "poison risk", "unknown": "unknown",
                  "prior_only": "prior-only"}
+
+
+def literal(text) -> str:
+    """``text`` as matplotlib draws it literally: every ``$`` escaped, so no mathtext is
+    parsed (``$\\bad{$`` would raise, ``$x$`` would be set as maths)."""
+    return str(text).replace("$", r"\$")
+
+
+def _literals(texts) -> list[str]:
+    return [literal(t) for t in texts]
 
 
 def _png(fig) -> bytes:
@@ -41,7 +56,7 @@ def long_tail(per_role: dict[str, np.ndarray]) -> bytes:
     for i, (role, counts) in enumerate(per_role.items()):
         c = np.sort(np.asarray(counts))[::-1]
         ax.plot(np.arange(1, len(c) + 1), c, color=_role_colour(role, i), lw=1.8,
-                label=f"{role} ({len(c)} classes)")
+                label=literal(f"{role} ({len(c)} classes)"))
     ax.set_yscale("log")
     ax.set_xlabel("class rank (most observed first)")
     ax.set_ylabel("observations (log scale)")
@@ -56,7 +71,8 @@ def toxicity_shares(roles: list[str], shares: dict[str, list[float]]) -> bytes:
     left = np.zeros(len(roles))
     for group, values in shares.items():
         v = np.asarray(values)
-        ax.barh(roles, v, left=left, color=TOXICITY_COLOURS.get(group, "#999"), label=group)
+        ax.barh(_literals(roles), v, left=left, color=TOXICITY_COLOURS.get(group, "#999"),
+                label=literal(group))
         for y, (x0, w) in enumerate(zip(left, v, strict=True)):
             if w >= 0.06:
                 ax.text(x0 + w / 2, y, f"{w:.0%}", ha="center", va="center", fontsize=8,
@@ -77,7 +93,7 @@ def months(per_role: dict[str, np.ndarray]) -> bytes:
     x = np.arange(13)
     for i, (role, counts) in enumerate(per_role.items()):
         ax.bar(x + (i - (len(per_role) - 1) / 2) * width, counts, width,
-               color=_role_colour(role, i), label=role)
+               color=_role_colour(role, i), label=literal(role))
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("observations")
     ax.legend(frameon=False, fontsize=8)
@@ -87,23 +103,28 @@ def months(per_role: dict[str, np.ndarray]) -> bytes:
 
 def regions(names: list[str], counts: list[int]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.28 * len(names)))
-    ax.barh(names[::-1], counts[::-1], color="#455a64")
+    ax.barh(_literals(names[::-1]), counts[::-1], color="#455a64")
     ax.set_xlabel("observations")
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
 
 
 def missing_heatmap(fields: list[str], roles: list[str], rates: np.ndarray) -> bytes:
-    """``rates`` (fields, roles) in [0, 1], annotated as percentages."""
+    """``rates`` (fields, roles) in [0, 1], annotated as percentages; the colour scale runs
+    from 0 to the largest rate, so that 0-5% is not one pale shade on a 0-100% scale."""
+    top = float(np.max(rates)) if rates.size else 0.0
+    top = top if top > 0 else 1.0
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.3 * len(fields)))
-    im = ax.imshow(rates, cmap="Reds", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(roles)), roles)
-    ax.set_yticks(range(len(fields)), fields, fontsize=8)
+    im = ax.imshow(rates, cmap="Reds", vmin=0, vmax=top, aspect="auto")
+    ax.set_xticks(range(len(roles)), _literals(roles))
+    ax.set_yticks(range(len(fields)), _literals(fields), fontsize=8)
+    digits = 1 if top < 0.1 else 0
     for i in range(len(fields)):
         for j in range(len(roles)):
-            ax.text(j, i, f"{rates[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.6 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.04, label="missing")
+            ax.text(j, i, f"{rates[i, j]:.{digits}%}", ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.6 * top else "black")
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, label="missing")
+    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     return _png(fig)
 
 
@@ -116,7 +137,7 @@ def embedding_map(xy: np.ndarray, poisonous: np.ndarray, labels: list[tuple[str,
     ax.scatter(xy[poisonous, 0], xy[poisonous, 1], s=12, c=POISON, alpha=0.85, lw=0,
                label=f"poisonous ({int(poisonous.sum())})")
     for name, x, y in labels:
-        ax.annotate(name, (x, y), fontsize=7, color="#7f0000", ha="center",
+        ax.annotate(literal(name), (x, y), fontsize=7, color="#7f0000", ha="center",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": POISON, "alpha": 0.8})
     ax.set_xticks([])
     ax.set_yticks([])
@@ -133,12 +154,12 @@ def run_metrics(rows: list[str], values: dict[str, list[float]]) -> bytes:
     for i, t in enumerate(tracks):
         a.bar(x + (i - 1) * width, values[t], width, label=t.replace("track", "Track "),
               color=("#1565c0", POISON, "#37474f")[i])
-    a.set_xticks(x, rows, fontsize=8, rotation=10)
+    a.set_xticks(x, _literals(rows), fontsize=8, rotation=10)
     a.set_ylabel("cost per observation (lower is better)")
     a.legend(frameon=False, fontsize=8)
     a.grid(alpha=0.3, axis="y")
     b.bar(x, values["macro_f1"], color="#2e7d32")
-    b.set_xticks(x, [r.split(" ")[0] for r in rows], fontsize=8)
+    b.set_xticks(x, _literals(r.split(" ")[0] for r in rows), fontsize=8)
     b.set_ylabel("macro F1 ×100 (higher is better)")
     b.grid(alpha=0.3, axis="y")
     return _png(fig)
@@ -180,7 +201,7 @@ def frontier_genera(genera: list[str], frontier: list[int], sampled: list[int]) 
     y = np.arange(len(genera))[::-1]
     ax.barh(y, sampled, color="#cfd8dc", label="sampled")
     ax.barh(y, frontier, color=POISON, label="on the frontier")
-    ax.set_yticks(y, genera, fontsize=8)
+    ax.set_yticks(y, _literals(genera), fontsize=8)
     ax.set_xlabel("training observations")
     ax.legend(frameon=False, fontsize=8)
     return _png(fig)
@@ -279,11 +300,41 @@ def group_confusion(rows: list[str], columns: list[str], matrix: np.ndarray,
             if matrix[i, j]:
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
                         color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(columns)), columns, fontsize=7, rotation=40, ha="right")
+    ax.set_xticks(range(len(columns)), _literals(columns), fontsize=7, rotation=40, ha="right")
     for label, p in zip(ax.get_xticklabels(), column_poisonous, strict=True):
         label.set_color(POISON if p else ("#f57f17" if p is None else "#37474f"))
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_yticks(range(len(rows)), _literals(rows), fontsize=7)
     ax.set_xlabel("answered as\n(label colour: red poisonous, grey edible, amber unknown)",
                   fontsize=8)
     ax.set_ylabel("true poisonous species", fontsize=8)
+    return _png(fig)
+
+
+def training_curves(curves: dict[str, tuple[list[dict], int | None]]) -> bytes:
+    """Per fold ``name -> (history rows, kept epoch)``: training and validation loss (left)
+    and validation Track 3 (right) per epoch; a dotted line at the kept epoch."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.4))
+    for i, (name, (history, kept)) in enumerate(curves.items()):
+        colour = plt.get_cmap("tab10")(i % 10)
+        epoch = [r["epoch"] for r in history]
+        a.plot(epoch, [r.get("train_loss", np.nan) for r in history], "-", color=colour,
+               label=literal(f"{name} training"))
+        if any("loss" in r for r in history):
+            a.plot(epoch, [r.get("loss", np.nan) for r in history], "--", color=colour,
+                   label=literal(f"{name} validation"))
+        if any("track3" in r for r in history):
+            b.plot(epoch, [r.get("track3", np.nan) for r in history], "o-", ms=3, color=colour,
+                   label=literal(name))
+        if kept is not None:
+            for ax in (a, b):
+                ax.axvline(kept, color=colour, ls=":", lw=1)
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend(frameon=False, fontsize=7)
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation Track 3 (lower is better)")
+    b.legend(frameon=False, fontsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     return _png(fig)

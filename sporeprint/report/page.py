@@ -1,5 +1,7 @@
 """One self-contained HTML page: sections of figures (inline base64 PNG) with a short text
-beside each, tables and one-line notes. No scripts, fonts or links to other files."""
+beside each, tables, headline numbers and one-line notes. No scripts, fonts or links to
+other files. Every piece of text is HTML-escaped here: data strings (species names,
+regions, reasons) are never markup."""
 
 from __future__ import annotations
 
@@ -26,7 +28,15 @@ class Table:
 @dataclass
 class Note:
     text: str
-    kind: str = "note"  # "note" or "absent"
+    kind: str = "note"  # "note"; "absent" (the section lacks its data); "omitted" (a figure
+    # left out because it would be empty or degenerate, saying why)
+
+
+@dataclass
+class Tiles:
+    """Headline numbers: ``(key, value, label)`` each, drawn as a row of tiles."""
+
+    items: list[tuple[str, str, str]]
 
 
 @dataclass
@@ -63,6 +73,11 @@ th{background:#eceff1}td.num{text-align:right;font-variant-numeric:tabular-nums}
 caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
 p.absent{color:#6d4c41;background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px}
 p.note{font-size:14px}
+p.omitted{font-size:14px;color:#546e7a;border-left:4px solid #b0bec5;padding:4px 10px}
+div.tiles{display:flex;flex-wrap:wrap;gap:14px;margin:12px 0}
+div.tile{flex:1;min-width:200px;border:1px solid #e0e0e0;border-top:4px solid #c62828;
+border-radius:4px;padding:8px 12px}
+div.tile b{display:block;font-size:26px;color:#b71c1c}div.tile span{font-size:13px}
 footer{font-size:12px;color:#757575;padding:0 32px 24px}
 """
 
@@ -88,14 +103,18 @@ def _block(b) -> str:
         body = "".join("<tr>" + "".join(_cell(v) for v in r) + "</tr>" for r in b.rows)
         cap = f"<caption>{escape(b.caption)}</caption>" if b.caption else ""
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if isinstance(b, Tiles):
+        return '<div class="tiles">' + "".join(
+            f'<div class="tile" data-key="{escape(k)}"><b>{escape(v)}</b><span>{escape(t)}'
+            "</span></div>" for k, v, t in b.items) + "</div>"
     if isinstance(b, Note):
-        return f'<p class="{b.kind}">{escape(b.text)}</p>'
+        return f'<p class="{escape(b.kind)}">{escape(b.text)}</p>'
     raise TypeError(f"unknown report block {type(b).__name__}")
 
 
 def render(title: str, subtitle: list[str], sections: list[Section], footer: str) -> str:
-    nav = "".join(f'<a href="#{s.id}">{escape(s.title)}</a>' for s in sections)
-    body = "".join(f'<section id="{s.id}"><h2>{escape(s.title)}</h2>'
+    nav = "".join(f'<a href="#{escape(s.id)}">{escape(s.title)}</a>' for s in sections)
+    body = "".join(f'<section id="{escape(s.id)}"><h2>{escape(s.title)}</h2>'
                    + "".join(_block(b) for b in s.blocks) + "</section>" for s in sections)
     sub = "".join(f"<p>{escape(line)}</p>" for line in subtitle)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -3,7 +3,8 @@
 ``runs`` (which heads), ``calibration`` (fitted by training, read by scoring),
 ``settings`` (the calibration settings a run records), ``index`` (the training-image
 index), ``observations`` (per-observation inputs), ``model`` (:class:`ScoringModel`),
-``pipeline`` (:func:`score_batch`), ``outputs`` (the predictions table and files).
+``pipeline`` (:func:`score_batch`), ``outputs`` (the predictions table and files),
+``rules`` (every decision rule on the same labelled observations).
 
 Names are re-exported lazily, so that the CLI can read ``settings`` without torch.
 """
@@ -21,7 +22,10 @@ _EXPORTS = {
     "write_outputs": "sporeprint.scoring.outputs",
     "ScoreReport": "sporeprint.scoring.pipeline",
     "check_embedding_file": "sporeprint.scoring.pipeline",
-    "compare_rules": "sporeprint.scoring.pipeline",
+    "RULE_LABELS": "sporeprint.scoring.rules",
+    "RuleComparison": "sporeprint.scoring.rules",
+    "compare_rules": "sporeprint.scoring.rules",
+    "decide_every_rule": "sporeprint.scoring.rules",
     "score_batch": "sporeprint.scoring.pipeline",
 }
 

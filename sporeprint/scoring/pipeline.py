@@ -200,21 +200,3 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     report.outputs = write_outputs(table, out or metadata.with_name(f"{batch}.predictions.csv"),
                                    submission_header)
     return report
-
-
-def compare_rules(fs, model: ScoringModel, observation_ids: np.ndarray,
-                  truth: np.ndarray) -> dict[str, dict[str, float]]:
-    """Official scores of every decision rule on labelled observations (decision analysis)."""
-    from heads.metrics import fungiclef_scores
-
-    scores, _ = model.scores(fs, np.asarray(observation_ids, np.int64))
-    if scores is None:
-        raise SporeprintError("none of these observations has vectors in the runs' space")
-    order = np.argsort(observation_ids)
-    y = np.asarray(truth)[order][np.searchsorted(np.asarray(observation_ids)[order],
-                                                 scores.observation_ids)]
-    poison = fs.poisonous_class_ids()
-    near = model.neighbours.search(scores.queries, 5, model.calibration.detector["k"])
-    return {rule: fungiclef_scores(y, model.decide(scores, rule, near.unknown_score).class_id,
-                                   poison)
-            for rule in ("argmax", "argmax_unknown", "track3")}
