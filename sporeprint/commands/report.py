@@ -1,10 +1,12 @@
-"""Write one self-contained HTML report of a store: the data (class long tail,
-poisonous shares, months, regions, missing values), an embedding map of training
-observations, a run's validation and held-out scores with its calibration, a scored
+"""Write one self-contained HTML report of a store. It leads with the scored batch's
+safety (poisonous mushrooms answered edible, poison-risk answers, the unknown rate, the
+decision rule, recall per poisonous species), then the data (class long tail, poisonous
+shares, months, regions, missing values), an embedding map of training observations, a
+run's recorded scores, training curves and calibration, held-out decisions per rule, the
 batch's answers and poison-risk flags with their evidence, the danger frontier where
 edible and poisonous look-alikes meet, and the poisonous/edible/unknown confusion of
-labelled predictions. Images are embedded; the file opens without a network. The
-store is opened read-only."""
+labelled predictions. Images are embedded; the file opens without a network. The store
+is opened read-only."""
 
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ def add_arguments(parser) -> None:
                         help="held-out test observations decided for the run's Track 1-3, "
                              "reliability and unknown-score figures (default: 500)")
     parser.add_argument("--truth", help="CSV of the batch's true classes (observation id, class_id) "
-                                        "for the poisonous/edible/unknown confusion, when the "
-                                        "store holds no labels for it")
+                                        "for the safety panel's missed poisonous count and the "
+                                        "poisonous/edible/unknown confusion, when the store "
+                                        "holds no labels for it")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
 
 

@@ -53,6 +53,8 @@ class ReportSummary:
                "sections: " + ", ".join(f"{k} ({n} figures)" for k, n in self.sections.items())]
         if self.absent:
             out.append("no data for: " + ", ".join(self.absent))
+        if self.omitted:
+            out.append(f"figures left out (each says why on the page): {len(self.omitted)}")
         out.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         return out
 
