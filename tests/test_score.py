@@ -243,7 +243,7 @@ def test_score_serve_report_and_api_pick_the_same_default_run_on_a_timestamp_tie
     import sporeprint
     from sporeprint.commands.score import latest_run
     from sporeprint.errors import SporeprintError
-    from sporeprint.report.build import _resolve_run
+    from sporeprint.report.build import resolve_run
     from sporeprint.serve.service import Service
     from store import EmbeddingSpace
 
@@ -258,7 +258,7 @@ def test_score_serve_report_and_api_pick_the_same_default_run_on_a_timestamp_tie
     with FeatureStore(path, read_only=True) as fs:
         assert fs.default_run() == "ens-b"
         assert latest_run(fs) == ["ens-b"]  # sporeprint score --run latest
-        assert _resolve_run(fs, None)["run_id"] == "ens-b"  # sporeprint report
+        assert resolve_run(fs, None)["run_id"] == "ens-b"  # sporeprint report
     with sporeprint.open(path) as db, \
             pytest.raises(SporeprintError, match="run 'fold-b' has no saved head"):
         db.model()  # sporeprint.open(...).model()
