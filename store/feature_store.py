@@ -13,7 +13,18 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import embedding_file, encoding, interchange, queries, runs, spaces, splits, validation
+from . import (
+    batch,
+    embedding_file,
+    encoding,
+    interchange,
+    queries,
+    runs,
+    spaces,
+    splits,
+    validation,
+)
+from .batch import BatchIngestReport
 from .errors import StoreError, StoreLockedError
 from .filters import SearchFilters
 from .ingest import IngestReport, ingest_metadata
@@ -245,21 +256,21 @@ class FeatureStore(ReportQueries):
             return self._write(embedding_file.ingest_embedding_file, path, space,
                                model_id=model_id)
 
-    def ingest_batch(self, metadata: str | Path, embeddings: str | Path, space: str,
+    def ingest_batch(self, metadata: str | Path, embeddings: str | Path | None, space: str,
                      role: str = "new", images_dir: str | Path | None = None
-                     ) -> tuple[IngestReport, EmbeddingIngestReport | None]:
-        """Ingest a metadata file and the precomputed vectors of its images in one
-        transaction: a bad vector file leaves the metadata out too. The vectors are
-        ingested only when some observation was accepted (the report is None otherwise)."""
-        def both(con):
-            report = ingest_metadata(con, metadata, role=role, images_dir=images_dir)
-            if len(report.observation_ids) == 0:
-                return report, None
-            return report, embedding_file.ingest_embedding_file(con, embeddings, space)
-
+                     ) -> BatchIngestReport:
+        """Ingest a batch's metadata file and the precomputed vectors of its images (or
+        none: ``embeddings=None``) in one transaction; see ``store/batch.py``. A rejected
+        row leaves out its own image (its vector is skipped, and an observation with no
+        accepted row is listed in ``left_out`` with the reason); a bad vector file leaves
+        the metadata out too."""
         self._writable()
+        if embeddings is None:
+            return self._write(batch.ingest_batch, metadata, None, space, role=role,
+                               images_dir=images_dir)
         with embedding_file.ingest_memory_cap(self.con, embeddings):
-            return self._write(both)
+            return self._write(batch.ingest_batch, metadata, embeddings, space, role=role,
+                               images_dir=images_dir)
 
     # -- embedding spaces ---------------------------------------------------------------
 

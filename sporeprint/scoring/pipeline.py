@@ -22,7 +22,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,9 @@ from sporeprint.scoring.outputs import answer_counts, predictions_table, write_o
 
 log = logging.getLogger(__name__)
 
+NO_ROW = "no accepted metadata row"
+INT64 = (-(2**63), 2**63 - 1)
+
 
 @dataclass
 class ScoreReport:
@@ -49,6 +53,7 @@ class ScoreReport:
     scored: int = 0
     no_usable_image: int = 0
     rejected_observations: int = 0
+    vectors_skipped: int = 0
     embedded: int = 0
     embedding_failures: int = 0
     answers: dict = field(default_factory=dict)
@@ -62,6 +67,9 @@ class ScoreReport:
             f"no usable image {self.no_usable_image} (prior-only answer), "
             f"no accepted row {self.rejected_observations} (prior-only answer)",
         ]
+        if self.vectors_skipped:
+            out.append(f"  vectors skipped {self.vectors_skipped} (their image rows were "
+                       "rejected or belong to stored observations; not stored)")
         if self.embedded or self.embedding_failures:
             out.append(f"  images embedded {self.embedded}, failed {self.embedding_failures}")
         out.append("  answers: " + ", ".join(f"{k} {v}" for k, v in sorted(self.answers.items())))
@@ -81,6 +89,7 @@ def _metadata_ids_and_paths(path: Path) -> tuple[np.ndarray, set[str]]:
     if "observation_id" in found:
         text = pc.utf8_trim_whitespace(pc.cast(table[found["observation_id"]], pa.string()))
         as_int = [int(v) for v in text.to_pylist() if v is not None and v.lstrip("-").isdigit()]
+        as_int = [v for v in as_int if INT64[0] <= v <= INT64[1]]  # others: rejected rows
         ids = np.unique(np.asarray(as_int, dtype=np.int64))
     paths = set()
     if "image_path" in found:
@@ -137,6 +146,27 @@ def decide_locally(model: ScoringModel, rows, rule: str) -> pa.Table:
                                "scored")])
 
 
+def _check_writable(out: Path) -> None:
+    """Refuse, before the batch is stored, an output path the submission cannot be written
+    to."""
+    if out.is_dir():
+        raise SporeprintError(f"--out {str(out)!r} is a folder; pass the submission CSV's "
+                              "file name (e.g. predictions.csv)")
+    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise SporeprintError(f"cannot write the submission {str(out)!r}: {str(folder)!r} is "
+                              "not a writable folder; pass --out in a folder you can write to")
+
+
+def _left_out_decision(model: ScoringModel, observation_ids: np.ndarray,
+                       reasons: dict[int, str]):
+    """Prior-only answers of observations with no accepted row, each naming why."""
+    d = model.prior_decision(observation_ids, NO_ROW)
+    whys = [reasons.get(int(i), "its rows were rejected") for i in observation_ids]
+    return replace(d, reason=[r.replace(NO_ROW, f"{NO_ROW} ({why})", 1)
+                              for r, why in zip(d.reason, whys, strict=True)])
+
+
 def score_batch(fs, metadata: str | Path, run_ids: list[str],
                 images_dir: str | Path | None = None, embeddings: str | Path | None = None,
                 out: str | Path | None = None, batch: str | None = None, rule: str = "track3",
@@ -157,14 +187,16 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     if embeddings is not None:
         check_embedding_file(embeddings, model.index.dim, model.space, batch_paths, fs)
     batch = batch or metadata.stem
+    out = Path(out or metadata.with_name(f"{batch}.predictions.csv"))
+    _check_writable(out)
     report = ScoreReport(batch=batch, run_key=model.run_key)
 
-    if embeddings is not None:  # one transaction: bad vectors leave the metadata out too
-        ingest, _ = fs.ingest_batch(metadata, embeddings, model.space, role="new",
-                                    images_dir=images_dir)
-    else:
-        ingest = fs.ingest_metadata(metadata, role="new", images_dir=images_dir)
+    # one transaction: metadata and vectors; a bad vector file leaves the metadata out too
+    ingested = fs.ingest_batch(metadata, embeddings, model.space, role="new",
+                               images_dir=images_dir)
+    ingest = ingested.metadata
     report.rows_read, report.rows_rejected = ingest.read, ingest.rejected
+    report.vectors_skipped = ingested.vectors_skipped
     accepted = np.sort(np.asarray(ingest.observation_ids, dtype=np.int64))
     rejected = np.setdiff1d(np.union1d(batch_ids,
                                        np.asarray(ingest.rejected_observation_ids, np.int64)),
@@ -189,7 +221,7 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     if len(imageless):
         prior.append((model.prior_decision(imageless, "no usable image"), "no_usable_image"))
     if len(rejected):
-        prior.append((model.prior_decision(rejected, "no accepted metadata row"), "rejected"))
+        prior.append((_left_out_decision(model, rejected, ingested.left_out), "rejected"))
     if prior:
         tables.append(predictions_table(prior))
     if not tables:
@@ -197,6 +229,5 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     table = pa.concat_tables(tables).sort_by("observation_id")
     fs.write_predictions(model.run_key, batch, table)
     report.answers = answer_counts(table)
-    report.outputs = write_outputs(table, out or metadata.with_name(f"{batch}.predictions.csv"),
-                                   submission_header)
+    report.outputs = write_outputs(table, out, submission_header)
     return report
