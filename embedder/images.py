@@ -48,8 +48,9 @@ _PIXEL_LIMIT = threading.Lock()
 
 @contextmanager
 def _pil_pixel_limit(max_pixels: int):
-    """Pillow's own decompression-bomb limit (89.5 MP by default) set to ``max_pixels``
-    while a file is opened, so that ``max_pixels`` alone decides what is too large."""
+    """Pillow's own decompression-bomb limit (89.5 MP by default, or what the program set)
+    set to ``max_pixels`` while a file is opened and loaded, so that ``max_pixels`` alone
+    decides what is too large."""
     with _PIXEL_LIMIT:
         before = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -124,7 +125,10 @@ def load_rgb(
         if img.format == "JPEG" and (draft_size is not None or reduce_to):
             want = draft_size or (reduce_to, reduce_to)
             img.draft("RGB", want)
-        img.load()
+        # some formats check frame and tile sizes only as they load: max_pixels decides there too
+        with warnings.catch_warnings(), _pil_pixel_limit(max_pixels):
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
         if isinstance(source, Image.Image):
             img = ImageOps.exif_transpose(img)  # a copy: never change the caller's image
         else:
@@ -134,6 +138,9 @@ def load_rgb(
         return to_rgb(img)
     except ImageDecodeError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(name, "image too large",
+                               f"{exc} (max_pixels={max_pixels})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         text = str(exc)
         reason = "truncated file" if "truncated" in text.lower() else "corrupt image data"

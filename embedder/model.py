@@ -28,6 +28,13 @@ import torch
 from PIL import Image
 
 from embedder.batches import ImageItems, decode_chunks
+from embedder.checkpoint import (
+    CLS_TOKEN_MODELS,
+    check_checkpoint,
+    check_model_type,
+    check_processor,
+    one_line,
+)
 from embedder.errors import ImageDecodeError, ModelUnavailableError
 from embedder.images import DEFAULT_MAX_PIXELS
 from embedder.preprocess import DevicePreprocess, FastPreprocess, ProcessorPreprocess
@@ -36,8 +43,7 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "cls+mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Backbones whose token 0 is a CLS token, followed by `num_register_tokens` registers.
-_CLS_TOKEN_MODELS = {"dinov2", "dinov2_with_registers", "vit", "vit_msn"}
+_CLS_TOKEN_MODELS = CLS_TOKEN_MODELS
 
 
 def is_offline() -> bool:
@@ -90,6 +96,37 @@ def _weights_revision(model_id: str) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
                 digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+def _checkpoint_files(model_id: str) -> dict:
+    """Local paths of a checkpoint's JSON and safetensors files: those of a folder, or of a
+    hub checkpoint already in the local cache (None where not available without a download)."""
+    folder = Path(model_id)
+
+    def find(name: str) -> Path | None:
+        if folder.is_dir():
+            return folder / name if (folder / name).is_file() else None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model_id, name)
+        except Exception:  # an id the hub client does not accept: transformers reports it
+            return None
+        return Path(found) if isinstance(found, str) else None
+
+    files = {name: find(name) for name in ("config.json", "preprocessor_config.json")}
+    single, index = find("model.safetensors"), find("model.safetensors.index.json")
+    weights = [single] if single else []
+    if index and not single:
+        from embedder.checkpoint import read_json
+
+        shards = read_json(index, "weights index")
+        names = sorted(set((shards.get("weight_map") or {}).values())) if isinstance(
+            shards, dict) else []
+        weights = [p for p in (find(n) for n in names if isinstance(n, str)) if p]
+        weights = weights if len(weights) == len(names) else []  # partial: transformers says
+    files["weights"] = weights
+    return files
 
 
 @dataclass
@@ -211,10 +248,19 @@ class ImageEmbedder:
         local = Path(model_id).is_dir()
         offline = is_offline()
         kwargs = {"local_files_only": True} if (offline or local) else {}
+        check_checkpoint(model_id, _checkpoint_files(model_id))
         try:
             processor = AutoImageProcessor.from_pretrained(model_id, **pil, **kwargs)
-            model, info = AutoModel.from_pretrained(model_id, output_loading_info=True, **kwargs)
+            check_processor(processor, None, model_id)
+            model, info = AutoModel.from_pretrained(model_id, output_loading_info=True,
+                                                    use_safetensors=True, **kwargs)
+        except ModelUnavailableError:
+            raise
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            unknown = re.search(r"model type `([^`]*)` but Transformers does not recognize",
+                                str(exc))
+            if unknown:  # a hub checkpoint not checked before it was downloaded
+                check_model_type(unknown.group(1), f"model {model_id!r}")
             if local:
                 fix = ("check that the directory holds config.json, complete weight files that "
                        "belong to that config, and preprocessor_config.json (save_pretrained "
@@ -226,8 +272,10 @@ class ImageEmbedder:
             else:
                 fix = ("check the model id, your network, or download the weights and pass the "
                        "local directory with --model")
-            raise ModelUnavailableError(f"cannot load model {model_id!r}: {exc}. Fix: {fix}") from exc
+            raise ModelUnavailableError(f"cannot load model {model_id!r}: {one_line(exc)}. "
+                                        f"Fix: {fix}") from exc
         _check_weights(model_id, model, info)
+        check_processor(processor, model.config, model_id)  # the patch count, now known
         model.eval().to(self.device)
         if self.dtype != torch.float32 and not self.autocast:
             model.to(self.dtype)
