@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,7 +78,8 @@ class FeatureStore(ReportQueries):
     """
 
     def __init__(self, path: str | Path, read_only: bool = False, create: bool = True,
-                 safe_sql: bool | None = None, restore_species: bool = False) -> None:
+                 safe_sql: bool | None = None, restore_species: bool = False,
+                 memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self.safe_sql = read_only if safe_sql is None else bool(safe_sql)
@@ -85,6 +87,8 @@ class FeatureStore(ReportQueries):
         if (read_only or not create) and not self.path.exists():
             raise StoreError(STORE_MISSING.format(path=str(self.path)))
         config = dict(SANDBOX) if self.safe_sql else {}
+        if memory_limit is not None:  # DuckDB's own default: 80% of RAM
+            config["memory_limit"] = _memory_limit(memory_limit)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
@@ -209,18 +213,41 @@ class FeatureStore(ReportQueries):
 
     # -- SQL ----------------------------------------------------------------------------
 
-    def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
+    def sql(self, query: str, params: list | dict | None = None,
+            timeout: float | None = None) -> pa.Table:
         """Run one SQL statement with bound parameters; returns its rows as Arrow.
+
+        Text holding several statements is refused (nothing runs). ``timeout`` (seconds)
+        interrupts a statement still running then: StoreError, and a writing statement
+        changes nothing.
 
         >>> fs.sql("SELECT * FROM species WHERE class_id = ?", [3])   # doctest: +SKIP
         """
         if self.con is None:
             raise StoreError(f"store {str(self.path)!r} is closed; open a new FeatureStore")
+        if timeout is not None and not timeout > 0:
+            raise StoreError(f"timeout {timeout!r} must be a positive number of seconds")
+        timer = None
         try:
+            statements = self.con.extract_statements(query)
+            if len(statements) != 1:
+                raise StoreError(
+                    f"the SQL text holds {len(statements)} statements; run one statement at "
+                    "a time (split the text at its semicolons)" if statements else
+                    "the SQL text holds no statement; pass one, e.g. \"SELECT count(*) FROM "
+                    "observations\"")
+            if timeout is not None:
+                timer = threading.Timer(timeout, self.con.interrupt)
+                timer.daemon = True
+                timer.start()
             rel = self.con.sql(query, params=params)
             if rel is None:  # statement without a result
                 return pa.table({})
             return rel.to_arrow_table()
+        except duckdb.InterruptException as exc:
+            raise StoreError(f"SQL on {str(self.path)!r} stopped after {timeout:g} s (its time "
+                             "limit) and changed nothing; narrow the query, or allow more "
+                             "time (CLI: --timeout SECONDS)") from exc
         except duckdb.Error as exc:
             hint = ""
             if self.read_only and "read-only" in str(exc).lower():
@@ -233,6 +260,9 @@ class FeatureStore(ReportQueries):
                         "files, other databases or extensions); export tables with "
                         "`sporeprint export`, or open the store for writing (CLI: --write)")
             raise StoreError(f"SQL failed on {str(self.path)!r}: {exc}{hint}") from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     # -- ingestion ----------------------------------------------------------------------
 
@@ -486,13 +516,49 @@ class FeatureStore(ReportQueries):
 def _lock_message(path: str, read_only: bool, error: str) -> str:
     """Say which situation blocks the open, and the fix."""
     pid = re.search(r"PID (\d+)", error)
-    who = f"another process (PID {pid.group(1)})" if pid else "another process"
+    who = f"{_process_name(int(pid.group(1)))} (PID {pid.group(1)})" if pid else \
+        "another process"
     if read_only:
         return (f"store {path!r} is open for writing in {who}; wait for it to finish: DuckDB "
                 "lets readers in only while no process writes")
     return (f"store {path!r} is open in {who} "
             "(reading or writing), and DuckDB lets a process write only while no other process "
-            "has the file open; close that process or wait for it to finish. Readers that open it read-only "
-            "(`sporeprint sql` without --write, search, index, export, report, serve, decide; "
-            "FeatureStore(..., read_only=True)) can share the file with each other, never with "
-            "a writer")
+            "has the file open; close that process or wait for it to finish. Readers that open "
+            "it read-only (`sporeprint sql` without --write, search, index, export, report, "
+            "serve, decide; FeatureStore(..., read_only=True)) can share the file with each "
+            "other, never with a writer")
+
+
+def _process_name(pid: int) -> str:
+    """What process ``pid`` is, from its command line: ``sporeprint train`` for the CLI,
+    ``python script.py`` for a script, else the program's name; "another process" when the
+    command line cannot be read (another user's process, a system without /proc)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "another process"
+    argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    if not argv:
+        return "another process"
+    python = Path(argv[0]).name.startswith("python")
+    args = argv[1:] if python else argv
+    if args[:1] == ["-c"]:
+        return "python -c"
+    if args[:2] == ["-m", "sporeprint"]:  # python -m sporeprint <command>
+        args = args[1:]
+    words = [a for a in args if not a.startswith("-")]
+    if words and Path(words[0]).name == "sporeprint":  # also the console script under python
+        return "sporeprint " + words[1] if len(words) > 1 else "sporeprint"
+    if python:
+        return "python " + Path(words[0]).name if words else "python"
+    return Path(argv[0]).name[:40]
+
+
+def _memory_limit(value: str) -> str:
+    """A DuckDB memory limit such as ``4GB`` or ``512MiB``; StoreError naming the form."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", text,
+                        flags=re.IGNORECASE):
+        raise StoreError(f"memory limit {value!r} is not a size; pass a number and a unit, "
+                         "e.g. 4GB or 512MiB")
+    return text

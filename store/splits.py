@@ -120,8 +120,9 @@ def current_seed(con: duckdb.DuckDBPyConnection) -> int:
     if not seeds:
         raise StoreError("the store has no splits yet; make them with make_splits(seed) "
                          "(CLI: `sporeprint train` makes them on first use)")
-    last = con.execute("SELECT value FROM meta WHERE key = 'split_seed'").fetchall()
-    if last and int(last[0][0]) in seeds:
+    last = con.execute("SELECT TRY_CAST(value AS INTEGER) FROM meta "
+                       "WHERE key = 'split_seed'").fetchall()
+    if last and last[0][0] in seeds:  # NULL (not a number) or a seed no split has: not used
         return int(last[0][0])
     if len(seeds) == 1:
         return seeds[0]

@@ -25,10 +25,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from sporeprint.simulator.simulate import SimConfig, simulate, write_simulation
+    from sporeprint.simulator.simulate import (
+        SimConfig,
+        check_image_size,
+        simulate,
+        write_simulation,
+    )
 
     config = SimConfig(scale=args.scale, classes=args.classes, seed=args.seed, dim=args.dim,
                        images=args.images)
+    config.resolved()  # every setting checked before any work
+    check_image_size(args.image_size)
     print(f"simulating scale={args.scale} seed={args.seed} ...")
     sim = simulate(config)
     paths = write_simulation(sim, args.out, image_size=args.image_size, progress=True)

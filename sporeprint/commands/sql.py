@@ -11,7 +11,10 @@ from __future__ import annotations
 HELP = "run SQL on a store (read-only unless --write)"
 EXAMPLE = (
     'sporeprint sql --store fungi.duckdb "SELECT role, count(*) AS n FROM observations GROUP BY 1"'
+    '\nsporeprint sql --store fungi.duckdb --timeout 600 --memory-limit 8GB '
+    '"SELECT class_id, count(*) FROM images JOIN observations USING (observation_id) GROUP BY 1"'
 )
+DEFAULT_TIMEOUT = 60.0
 
 
 def add_arguments(parser) -> None:
@@ -22,6 +25,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", metavar="FILE", help="write the result to FILE instead of stdout")
     parser.add_argument("--write", action="store_true", help="open the store for writing")
     parser.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help="stop the statement after this many seconds (it then changes "
+                             "nothing)")
+    parser.add_argument("--memory-limit", metavar="SIZE",
+                        help="DuckDB's memory limit, e.g. 4GB or 512MiB (default: DuckDB's, "
+                             "80%% of RAM)")
 
 
 def format_table(table, max_rows: int = 50, max_width: int = 40) -> str:
@@ -58,8 +67,13 @@ def run(args) -> int:
 
     if args.format == "parquet" and not args.out:
         raise CommandError("--format parquet needs --out FILE")
-    with FeatureStore(args.store, read_only=not args.write, create=False) as fs:
-        table = fs.sql(args.query)
+    if args.max_rows < 0:
+        raise CommandError(f"--max-rows {args.max_rows} is negative; pass 0 or more")
+    if not 0 < args.timeout < float("inf"):
+        raise CommandError(f"--timeout {args.timeout:g} must be a positive number of seconds")
+    with FeatureStore(args.store, read_only=not args.write, create=False,
+                      memory_limit=args.memory_limit) as fs:
+        table = fs.sql(args.query, timeout=args.timeout)
     if args.format == "parquet":
         pq.write_table(table, args.out)
         print(f"wrote {table.num_rows:,} rows to {args.out}")

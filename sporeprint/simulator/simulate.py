@@ -29,7 +29,12 @@ from sporeprint.simulator.counts import (
 )
 from sporeprint.simulator.embeddings import EmbeddingModel, EmbeddingParams, lookalike_twins
 from sporeprint.simulator.metadata import SpeciesPreferences, draw_observations
-from sporeprint.simulator.taxonomy import FUNGAL_CLASSES, build_taxonomy, keep_classes
+from sporeprint.simulator.taxonomy import (
+    FUNGAL_CLASSES,
+    SimulationError,
+    build_taxonomy,
+    keep_classes,
+)
 from store.reference import NUM_CLASSES, poison_status
 
 if TYPE_CHECKING:
@@ -52,6 +57,8 @@ SCALES = {"small": (200, 0.1), "medium": (600, 0.3), "full": (NUM_CLASSES, 1.0)}
 DF20_TRAIN_IMAGES = 295_938
 DF21_OBSERVATIONS_PER_TRAIN_IMAGE = 30_131 / 295_938
 EXTRA_SPECIES = 2_713 - NUM_CLASSES  # DF21 species absent from DF20
+MAX_DIM = 4096
+IMAGE_SIDES = (16, 1024)  # side of the simulated JPEGs
 
 
 @dataclass
@@ -83,23 +90,27 @@ class SimConfig:
     def resolved(self) -> SimConfig:
         """A copy with scale defaults filled in and values checked."""
         if self.scale not in SCALES:
-            raise ValueError(f"scale={self.scale!r} is not one of {sorted(SCALES)}; "
+            raise SimulationError(f"scale={self.scale!r} is not one of {sorted(SCALES)}; "
                              "pass --scale small, medium or full")
         classes, count_scale = SCALES[self.scale]
         classes = self.classes if self.classes is not None else classes
         if not 1 <= classes <= NUM_CLASSES:
-            raise ValueError(f"classes={classes} is outside 1..{NUM_CLASSES}; pass a value in range")
+            raise SimulationError(f"classes={classes} is outside 1..{NUM_CLASSES}; pass a value "
+                                  "in range")
         for name in ("unknown_fraction", "poisonous_fraction", "missing", "lookalike_share",
                      "label_noise", "niche_weight"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
-                raise ValueError(f"{name}={v} must be in [0, 1)")
+                raise SimulationError(f"{name}={v} must be in [0, 1)")
         if self.unknown_fraction + self.poisonous_fraction >= 1.0:
-            raise ValueError("unknown_fraction + poisonous_fraction must stay below 1")
+            raise SimulationError("unknown_fraction + poisonous_fraction must stay below 1")
         if self.count_scale is not None and self.count_scale <= 0:
-            raise ValueError(f"count_scale={self.count_scale} must be positive (e.g. 0.1)")
-        if self.dim < 2:
-            raise ValueError(f"dim={self.dim} is too small; use at least 2 (default 1024)")
+            raise SimulationError(f"count_scale={self.count_scale} must be positive (e.g. 0.1)")
+        if not 2 <= self.dim <= MAX_DIM:
+            raise SimulationError(f"dim={self.dim} is outside 2..{MAX_DIM} (DINOv2-giant is "
+                                  "1536-d); pass --dim in range (default 1024)")
+        if self.seed < 0:
+            raise SimulationError(f"seed={self.seed} is negative; pass --seed 0 or more")
         emb = EmbeddingParams(**{**asdict(self.embedding), "dim": self.dim})
         return SimConfig(**{**asdict(self), "classes": classes, "embedding": emb,
                             "count_scale": self.count_scale or count_scale})
@@ -349,6 +360,13 @@ def simulate(config: SimConfig) -> Simulation:
     )
 
 
+def check_image_size(image_size: int) -> None:
+    """SimulationError unless ``image_size`` (the side of the simulated JPEGs) is in range."""
+    if not IMAGE_SIDES[0] <= image_size <= IMAGE_SIDES[1]:
+        raise SimulationError(f"image_size={image_size} is outside {IMAGE_SIDES[0]}.."
+                              f"{IMAGE_SIDES[1]} pixels; pass --image-size in range (default 96)")
+
+
 def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None = None,
                      image_size: int = 96, row_group: int = 16_384,
                      progress: bool = False) -> dict[str, Path]:
@@ -363,8 +381,10 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
     import pyarrow.csv as pacsv
 
     out = Path(out_dir)
+    check_image_size(image_size)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a directory; pass a directory")
+        raise SimulationError(f"output path {out} exists and is not a directory; pass a "
+                              "directory")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"train": out / "df20_train.csv", "val": out / "df21_val.csv",
              "test": out / "test_2024.csv", "truth": out / "test_2024_truth.csv",

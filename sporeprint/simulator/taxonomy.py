@@ -17,6 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sporeprint.errors import SporeprintError
+
+
+class SimulationError(SporeprintError, ValueError):
+    """A simulation setting out of range; the message names it and the fix."""
+
 # Real fungal classes with their phylum and a rough share of DF20 species.
 FUNGAL_CLASSES = [
     ("Agaricomycetes", "Basidiomycota", 0.58),
@@ -168,7 +174,7 @@ def build_taxonomy(rng: np.random.Generator, poisonous: np.ndarray, n_unknown: i
 
 def keep_classes(tax: Taxonomy, rng: np.random.Generator, n_classes: int) -> np.ndarray:
     """Species keys of ``n_classes`` known classes: all poisonous ones, an edible same-genus
-    look-alike of each, then random others. Raises ValueError when ``n_classes`` is too small."""
+    look-alike of each, then random others. Raises SimulationError when ``n_classes`` is too small."""
     n_known = int(tax.known.sum())
     if n_classes >= n_known:
         return np.arange(n_known)
@@ -179,7 +185,7 @@ def keep_classes(tax: Taxonomy, rng: np.random.Generator, n_classes: int) -> np.
         mates = edible_known[tax.genus_idx[edible_known] == g]
         required.add(int(mates[0]))
     if n_classes < len(required):
-        raise ValueError(
+        raise SimulationError(
             f"classes={n_classes} is too small: the {len(pois)} poisonous species and an edible "
             f"look-alike of each need {len(required)} classes; pass --classes {len(required)} "
             "or more")
