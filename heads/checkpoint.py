@@ -118,13 +118,38 @@ def load_head(path: str | Path, space: str | None = None, dim: int | None = None
                      classes, poisonous, meta.get("metrics"))
 
 
+MAX_JSON_BYTES = 64 << 20  # a head's config.json: classes, flags and metrics, well below
+MAX_JSON_DEPTH = 32
+
+
+def read_json(path: Path):
+    """Parse a saved head's JSON file, which may have been altered: HeadsError (one line,
+    naming the file) when it is too large, nested too deep or not JSON."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise HeadsError(f"{path} is {size} bytes, more than a saved head's settings "
+                             f"take (at most {MAX_JSON_BYTES} read); {REPAIR}")
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:  # bad JSON and bad UTF-8: ValueError
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise HeadsError(f"{path} cannot be read as JSON ({first}); {REPAIR}") from None
+    depth, stack = 0, [(value, 1)]
+    while stack and depth <= MAX_JSON_DEPTH:
+        node, level = stack.pop()
+        depth = max(depth, level)
+        inner = node.values() if isinstance(node, dict) else node if isinstance(node, list) \
+            else ()
+        stack.extend((v, level + 1) for v in inner if isinstance(v, (dict, list)))
+    if depth > MAX_JSON_DEPTH:
+        raise HeadsError(f"{path} nests deeper than {MAX_JSON_DEPTH} levels, unlike a saved "
+                         f"head's settings; {REPAIR}")
+    return value
+
+
 def read_config(cfg_file: Path) -> tuple[dict, HeadConfig, TrainConfig]:
     """Parse and check a saved head's ``config.json``: ``(meta, head config, train config)``."""
-    try:
-        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeadsError(f"{cfg_file} cannot be read as JSON ({str(exc).splitlines()[0]}); "
-                         f"{REPAIR}") from None
+    meta = read_json(cfg_file)
     if not isinstance(meta, dict):
         raise HeadsError(f"{cfg_file} holds a JSON {type(meta).__name__}, not a saved head's "
                          f"settings; {REPAIR}")

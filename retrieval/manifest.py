@@ -66,6 +66,37 @@ REQUIRED = {"format_version": int, "kind": str, "params": dict, "dim": int, "cou
             "id_checksum": str, "ids_digest": str, "index_digest": str}
 
 
+MAX_JSON_BYTES = 1 << 20  # a manifest is a few hundred bytes
+MAX_JSON_DEPTH = 16
+
+
+def read_json(path: Path):
+    """Parse a small JSON file written beside a saved index, which may have been altered:
+    RetrievalError (one line, naming the file) when it is too large, nested too deep or
+    not JSON."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise RetrievalError(f"{path} is {size} bytes, not a manifest (a few hundred "
+                                 f"bytes; at most {MAX_JSON_BYTES} read); {REBUILD}")
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        raise RetrievalError(f"{path} is not valid JSON ({one_line(exc)}); {REBUILD}") from None
+    except OSError as exc:
+        raise RetrievalError(f"{path} cannot be read ({one_line(exc)}); {REBUILD}") from None
+    depth, stack = 0, [(value, 1)]
+    while stack and depth <= MAX_JSON_DEPTH:
+        node, level = stack.pop()
+        depth = max(depth, level)
+        inner = node.values() if isinstance(node, dict) else node if isinstance(node, list) \
+            else ()
+        stack.extend((v, level + 1) for v in inner if isinstance(v, (dict, list)))
+    if depth > MAX_JSON_DEPTH:
+        raise RetrievalError(f"{path} nests deeper than {MAX_JSON_DEPTH} levels, unlike any "
+                             f"manifest; {REBUILD}")
+    return value
+
+
 def read_manifest(directory: Path) -> dict:
     """The checked manifest of a saved index; RetrievalError naming the file otherwise."""
     path = Path(directory) / MANIFEST_NAME
@@ -74,12 +105,7 @@ def read_manifest(directory: Path) -> dict:
             f"no {MANIFEST_NAME} in {directory}: not a saved index directory; "
             "build one with VectorIndex.save(dir) or `sporeprint index build`"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RetrievalError(f"{path} is not valid JSON ({one_line(exc)}); {REBUILD}") from exc
-    except OSError as exc:
-        raise RetrievalError(f"{path} cannot be read ({one_line(exc)}); {REBUILD}") from exc
+    manifest = read_json(path)
     if not isinstance(manifest, dict):
         raise RetrievalError(f"{path} holds a JSON {type(manifest).__name__}, not an object; {REBUILD}")
     version = manifest.get("format_version")

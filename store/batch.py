@@ -3,11 +3,12 @@
 ``ingest_batch`` (``FeatureStore.ingest_batch``) ingests the metadata with ingest's
 rules, then says why each observation of the file that got no row under the batch's role
 was left out (its rows' reject reasons, or the role it is already stored with), then
-ingests the vectors of the accepted observations' images. Vectors of images whose row
-was rejected, and of images stored under another observation (say a training image), are
-skipped and counted, never stored: one bad row costs its observation, not the batch. A
-vector file the store cannot take (a NaN vector, a key the store has never seen, another
-dimension) fails the whole transaction, metadata included.
+ingests the vectors of the accepted observations' images. Every other vector (a rejected
+row's image, an image stored under another observation such as a training image, a key
+the store does not know) is skipped and counted, never stored: one bad row costs its
+observation, not the batch. (``score`` refuses, before anything is written, a vector file
+naming images neither the batch nor the store lists.) A bad vector of an accepted image (a
+NaN, another dimension) fails the whole transaction, metadata included.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .contract import resolve_columns
 from .embedding_file import ingest_embedding_file, open_embedding_file
-from .errors import StoreError
+from .errors import InvalidValueError, StoreError
 from .ingest import IngestReport, ingest_metadata
-from .schema import SOURCE_ALIASES
 from .spaces import EmbeddingIngestReport
 from .temporary import registered
 
@@ -75,19 +76,24 @@ def left_out_reasons(con: duckdb.DuckDBPyConnection, report: IngestReport,
     ids = np.asarray(report.rejected_observation_ids, np.int64)
     if len(ids) == 0:
         return {}
-    raw_id = ", ".join(f"raw->>'{alias}'" for alias in SOURCE_ALIASES["observation_id"])
+    names = _raw_id_columns(con, report.source_file)
+    raw_id = (", ".join(f"json_extract_string(raw, ${i + 3})" for i in range(len(names)))
+              or "NULL")
+    params = [ids.tolist(), report.source_file,
+              *('$."' + n.replace('\\', '\\\\').replace('"', '\\"') + '"' for n in names)]
     rows = con.execute(f"""
-WITH wanted AS (SELECT unnest($ids::BIGINT[]) AS observation_id),
+WITH wanted AS (SELECT unnest($1::BIGINT[]) AS observation_id),
 r AS (
-    SELECT TRY_CAST(trim(coalesce({raw_id})) AS BIGINT) AS observation_id, reason
-    FROM rejects WHERE source_file = $source
+    SELECT TRY_CAST(regexp_replace(trim(coalesce({raw_id})), '\\.0*$', '') AS BIGINT)
+               AS observation_id, reason
+    FROM rejects WHERE source_file = $2
     QUALIFY recorded_at = max(recorded_at) OVER (PARTITION BY row_number)
 )
 SELECT w.observation_id, any_value(o.role),
        string_agg(DISTINCT r.reason, '; ' ORDER BY r.reason)
 FROM wanted w LEFT JOIN observations o USING (observation_id)
 LEFT JOIN r USING (observation_id)
-GROUP BY 1 ORDER BY 1""", {"ids": ids.tolist(), "source": report.source_file}).fetchall()
+GROUP BY 1 ORDER BY 1""", params).fetchall()
     out = {}
     for observation_id, stored_role, reasons in rows:
         if stored_role is not None and stored_role != role:
@@ -103,12 +109,26 @@ GROUP BY 1 ORDER BY 1""", {"ids": ids.tolist(), "source": report.source_file}).f
     return out
 
 
+def _raw_id_columns(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
+    """The column names that hold the observation id in the raw rows a file's rejects keep
+    (the file's own spelling: observationID, observation_id, gbifID, ...)."""
+    names: list[str] = []
+    for (keys,) in con.execute("SELECT DISTINCT json_keys(raw) FROM rejects "
+                               "WHERE source_file = $1", [source]).fetchall():
+        try:
+            column = resolve_columns(keys or []).get("observation_id")
+        except InvalidValueError:  # a row kept from an older version of the file
+            continue
+        if column is not None and column not in names:
+            names.append(column)
+    return names
+
+
 @contextmanager
 def _accepted_vectors(con: duckdb.DuckDBPyConnection, path: str | Path,
                       report: BatchIngestReport) -> Iterator[Path | None]:
-    """The vector file to ingest: ``path`` itself when every row belongs to an accepted
-    observation's image, else a copy without the rows of left-out images (None when no row
-    is left). Rows whose key the store has never seen are kept, so the ingest refuses them."""
+    """The vector file to ingest: ``path`` itself when every row is an image of an accepted
+    observation, else a copy with only those rows (None when no row is left)."""
     ef = open_embedding_file(path)
     try:
         keys = ef.parquet.read(columns=[ef.key]).column(0)
@@ -143,24 +163,18 @@ def _accepted_vectors(con: duckdb.DuckDBPyConnection, path: str | Path,
 
 def _left_out_rows(con: duckdb.DuckDBPyConnection, key: str, keys: pa.Array,
                    report: IngestReport) -> np.ndarray:
-    """Bool per vector-file row: its image is stored under an observation this batch did
-    not accept, or its path is one of the batch's rejected rows."""
+    """Bool per vector-file row: its key is not an image of an observation this batch
+    accepted (a rejected row's image, another observation's, or none the store knows)."""
     table = pa.table({"_pos": pa.array(np.arange(len(keys), dtype=np.int64)), "key": keys})
-    if key == "image_id":
-        match, rejected, params = "i.image_id = TRY_CAST(k.key AS BIGINT)", "false", None
-    else:
-        match = "i.image_path = CAST(k.key AS VARCHAR)"
-        rejected = ("CAST(k.key AS VARCHAR) IN (SELECT raw->>'image_path' FROM rejects "
-                    "WHERE source_file = $source)")
-        params = {"source": report.source_file}
+    match = ("i.image_id = TRY_CAST(k.key AS BIGINT)" if key == "image_id"
+             else "i.image_path = CAST(k.key AS VARCHAR)")
     accepted = pa.table({"observation_id": pa.array(report.observation_ids, pa.int64())})
     with registered(con, "_batch_keys", table), \
             registered(con, "_batch_accepted", accepted):
         rows = con.execute(f"""
-SELECT k._pos FROM _batch_keys k LEFT JOIN images i ON {match}
-WHERE CASE WHEN i.image_id IS NOT NULL
-           THEN i.observation_id NOT IN (SELECT observation_id FROM _batch_accepted)
-           ELSE {rejected} END""", params).fetchall()
+SELECT k._pos FROM _batch_keys k
+ANTI JOIN (SELECT i.image_id, i.image_path FROM images i
+           JOIN _batch_accepted a USING (observation_id)) i ON {match}""").fetchall()
     drop = np.zeros(len(keys), dtype=bool)
     drop[[r[0] for r in rows]] = True
     return drop

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from store import PARTS, ROLES, SELECTIONS
 
+MAX_K = 10_000  # hits a search returns at most
 HELP = "look-alike search: the k most similar observations, with metadata filters"
 EXAMPLE = (
     "sporeprint search --store fungi.duckdb --observation 2510150926 -k 5\n"
@@ -83,8 +84,8 @@ def run(args) -> int:
     from sporeprint.api import Database
     from sporeprint.errors import CommandError
 
-    if args.k <= 0:
-        raise CommandError(f"-k {args.k} must be a positive number of observations")
+    if not 0 < args.k <= MAX_K:
+        raise CommandError(f"-k {args.k} must be a number of observations from 1 to {MAX_K:,}")
     filters = filters_from_args(args)
     with Database(args.store) as db:
         if args.vector_file:
