@@ -128,11 +128,12 @@ def test_writer_blocked_by_another_process_is_told_why(path, holder_reads):
         with pytest.raises(StoreLockedError) as err:
             FeatureStore(path)
         message = str(err.value)
-        assert f"store {str(path)!r} is open in another process (PID {holder.pid}) " \
+        # the holder is named from its command line (`python -c ...`)
+        assert f"store {str(path)!r} is open in python -c (PID {holder.pid}) " \
                "(reading or writing)" in message
         assert "close that process" in message and "sql` without --write" in message
         if not holder_reads:
-            with pytest.raises(StoreLockedError, match="open for writing in another process"):
+            with pytest.raises(StoreLockedError, match=r"open for writing in python -c \(PID"):
                 FeatureStore(path, read_only=True)
     finally:
         holder.stdin.close()
