@@ -14,12 +14,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scale", default="small", choices=["small", "medium", "full"],
                         help="small: a few thousand observations; full: DF20-sized (~296k images)")
     parser.add_argument("--classes", type=int, default=None,
-                        help="keep N known classes (all 49 poisonous ones are always kept)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
-    parser.add_argument("--dim", type=int, default=1024, help="embedding dimension")
+                        help="keep N known classes, at least 66 (all 49 poisonous ones and an "
+                             "edible look-alike of each are always kept)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation, 0 or more")
+    parser.add_argument("--dim", type=int, default=1024, help="embedding dimension, 2..4096")
     parser.add_argument("--images", action="store_true", help="also write JPEGs under OUT/images")
     parser.add_argument("--image-size", type=int, default=96,
-                        help="side of the square JPEGs, in pixels (with --images)")
+                        help="side of the square JPEGs, 16..1024 pixels (with --images)")
     parser.add_argument("--difficulty", action="store_true",
                         help="also measure the kNN baseline (top-1 with and without metadata)")
 

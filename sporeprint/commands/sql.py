@@ -11,8 +11,7 @@ from __future__ import annotations
 HELP = "run SQL on a store (read-only unless --write)"
 EXAMPLE = (
     'sporeprint sql --store fungi.duckdb "SELECT role, count(*) AS n FROM observations GROUP BY 1"'
-    '\nsporeprint sql --store fungi.duckdb --timeout 600 --memory-limit 8GB '
-    '"SELECT class_id, count(*) FROM images JOIN observations USING (observation_id) GROUP BY 1"'
+    '\nsporeprint sql --store fungi.duckdb --timeout 600 --memory-limit 8GB "SELECT count(*) FROM images"'
 )
 DEFAULT_TIMEOUT = 60.0
 
