@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "cls+mean")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_CLS_TOKEN_MODELS = CLS_TOKEN_MODELS
 
 
 def is_offline() -> bool:
@@ -142,7 +141,7 @@ class EmbeddedBatch:
 def _check_weights(model_id: str, model, info: dict) -> None:
     """Refuse a checkpoint whose weight names or shapes do not fit the model: the
     weights left out would be random, and so would every vector."""
-    prefix_only = model.config.model_type in _CLS_TOKEN_MODELS  # the pooler is never used
+    prefix_only = model.config.model_type in CLS_TOKEN_MODELS  # the pooler is never used
     missing = [k for k in info.get("missing_keys", ())
                if not (prefix_only and k.startswith("pooler."))]
     unexpected = list(info.get("unexpected_keys", ()))
@@ -208,7 +207,7 @@ class ImageEmbedder:
         self.autocast = autocast and self.dtype != torch.float32
         self.model, self.processor = self._load(self.model_id)
         config = self.model.config
-        if config.model_type in _CLS_TOKEN_MODELS:
+        if config.model_type in CLS_TOKEN_MODELS:
             self.pooling = pooling
             self.num_prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
         elif pooling == "cls+mean":
