@@ -53,6 +53,8 @@ _EXPORTS = {
     "summarise": "heads.decision",
     "aggregate_by_observation": "heads.inference",
     "fungiclef_scores": "heads.metrics",
+    "macro_f1_score": "heads.metrics",
+    "roc_auc_score": "heads.metrics",
     "topk_accuracy": "heads.metrics",
 }
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.sparse import csr_matrix
 from torch import nn
 
 from heads.errors import HeadsError
@@ -60,30 +59,45 @@ def predict_outputs(model: nn.Module, embeddings: np.ndarray, metadata: np.ndarr
 
 
 class ObservationMeans:
-    """Per-observation means of image rows (observations in order of first appearance),
-    one sparse product per array; the grouping is worked out once and reused for every
-    array of the same rows (probabilities, query vectors, ...)."""
+    """Per-observation means of image rows (observations in order of first appearance).
+
+    The grouping is worked out once and reused for every array of the same rows
+    (probabilities, query vectors, ...). With the observations ordered by their number of
+    images, largest first, member ``j`` of every observation that has one is added in one
+    vectorised step onto a leading slice of the sums: a few passes (the most images any
+    observation has), each a gather and an in-place add.
+    """
 
     def __init__(self, observation_ids: Sequence[int] | np.ndarray):
-        obs = np.asarray(observation_ids)
+        obs = np.asarray(observation_ids).ravel()
         uniq, first, inv = np.unique(obs, return_index=True, return_inverse=True)
-        counts = np.bincount(inv, minlength=len(uniq))
-        # (observations x images) averaging matrix, built once per dtype
-        self._weights = 1.0 / counts[inv]
-        self._where = (inv, np.arange(len(obs)))
-        self._shape = (len(uniq), len(obs))
-        self._order = np.argsort(first, kind="stable")
-        self._matrices: dict = {}
-        self.ids = uniq[self._order]
+        order = np.argsort(first, kind="stable")  # sorted-id rank -> first-appearance rank
+        rank = np.empty(len(uniq), np.int64)
+        rank[order] = np.arange(len(uniq))
+        group = rank[inv.ravel()]  # (n,) each row's observation, numbered by first appearance
+        counts = np.bincount(group, minlength=len(uniq))
+        rows = np.argsort(group, kind="stable")  # rows of observation 0, then 1, ...
+        starts = np.cumsum(counts) - counts
+        by_size = np.argsort(-counts, kind="stable")  # observations, most images first
+        sizes = counts[by_size]
+        self._members = [rows[starts[by_size[:int(np.count_nonzero(sizes > j))]] + j]
+                         for j in range(int(sizes[0]) if len(sizes) else 0)]
+        self._scale = 1.0 / sizes
+        self._back = np.empty(len(uniq), np.int64)
+        self._back[by_size] = np.arange(len(uniq))
+        self.ids = uniq[order]
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)
         dtype = np.dtype(values.dtype if values.dtype in (np.float32, np.float64) else np.float64)
-        avg = self._matrices.get(dtype)
-        if avg is None:
-            avg = csr_matrix((self._weights.astype(dtype), self._where), shape=self._shape)
-            self._matrices[dtype] = avg
-        return (avg @ values.astype(dtype, copy=False))[self._order].astype(dtype, copy=False)
+        values = values.astype(dtype, copy=False)
+        if not self._members:
+            return values[:0]
+        sums = values[self._members[0]]  # a new array: one row per observation
+        for member in self._members[1:]:
+            sums[:len(member)] += values[member]
+        sums *= self._scale.astype(dtype).reshape((-1,) + (1,) * (sums.ndim - 1))
+        return sums[self._back]
 
 
 def aggregate_by_observation(values: np.ndarray, observation_ids: Sequence[int] | np.ndarray

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 UNKNOWN = -1
 
@@ -37,6 +36,64 @@ def first_per_observation(
     _, first = np.unique(obs, return_index=True)
     keep = np.sort(first)
     return (obs[keep], *(np.asarray(a)[keep] for a in arrays))
+
+
+def macro_f1_score(y_true: Iterable[int], y_pred: Iterable[int]) -> float:
+    """Unweighted mean over labels of the per-label F1 = 2·TP / (2·TP + FP + FN).
+
+    The labels are those present in truth or prediction (``-1`` included), so no
+    label has a zero denominator; this is scikit-learn's
+    ``f1_score(y_true, y_pred, average="macro", zero_division=0)``.
+
+    Example:
+        >>> macro_f1_score([0, 0, 1], [0, 1, 1])   # F1 2/3 for each label
+        0.6666666666666666
+    """
+    y_true = np.asarray(y_true).ravel()
+    y_pred = np.asarray(y_pred).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred must have one length, got {len(y_true)} and {len(y_pred)}")
+    if len(y_true) == 0:
+        return 0.0
+    labels, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    t, p = codes[:len(y_true)], codes[len(y_true):]
+    n = len(labels)
+    tp = np.bincount(t[t == p], minlength=n)
+    true_sum = np.bincount(t, minlength=n)
+    pred_sum = np.bincount(p, minlength=n)
+    return float(np.mean(2.0 * tp / (true_sum + pred_sum).astype(np.float64)))
+
+
+def roc_auc_score(y_true: Iterable[bool], y_score: Iterable[float]) -> float:
+    """Area under the ROC curve of ``y_score`` for the positives in ``y_true``.
+
+    Computed from ranks (Mann–Whitney): the probability that a random positive
+    scores above a random negative, a tie counting one half (average ranks), which is
+    what the trapezoid area under scikit-learn's ``roc_curve`` gives. ``nan`` when
+    ``y_true`` holds only one class, as scikit-learn returns.
+
+    Example:
+        >>> roc_auc_score([False, True, False, True], [0.1, 0.4, 0.4, 0.8])
+        0.875
+    """
+    y = np.asarray(y_true).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"y_true and y_score must have one length, got {len(y)} and {len(s)}")
+    if np.isnan(s).any():
+        raise ValueError("y_score contains NaN; drop those rows or fill them before scoring")
+    classes = np.unique(y)
+    if len(classes) != 2:
+        return float("nan")
+    pos = y == classes[1]
+    n_pos = int(pos.sum())
+    n_neg = len(y) - n_pos
+    uniq, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+    # average rank (1-based) of each distinct score: half-integers, exact in float64
+    upper = np.cumsum(counts)
+    mean_rank = upper - (counts - 1) / 2.0
+    rank_sum = float(np.sum(mean_rank[inv.ravel()[pos]]))
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
 def fungiclef_scores(
@@ -85,7 +142,7 @@ def fungiclef_scores(
               + COST_EDIBLE_AS_POISONOUS * edible_as_pois) / n
     track4 = (other_errors + COST_UNKNOWN_AS_SPECIES * unknown_as_species
               + COST_SPECIES_AS_UNKNOWN * species_as_unknown) / n
-    macro_f1 = 100.0 * f1_score(y_true, y_pred, average="macro", zero_division=0)
+    macro_f1 = 100.0 * macro_f1_score(y_true, y_pred)
     return {
         "n": n,
         "accuracy": 1.0 - track1,

@@ -172,13 +172,10 @@ class OpenSetDetector:
         unknown = _check_1d(is_unknown, scores.size, "is_unknown").astype(bool)
         if unknown.all() or not unknown.any():
             raise RetrievalError("evaluate needs both known and unknown rows in is_unknown")
-        from sklearn.metrics import roc_auc_score, roc_curve  # slow import: kept off search
-
-        fpr, tpr, _ = roc_curve(~unknown, -scores)  # positive = known, higher = more known
-        return {
-            "auroc": float(roc_auc_score(unknown, scores)),
-            "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
-        }
+        fpr, tpr = _roc_curve(unknown, scores)
+        auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)  # trapezoid area
+        fpr, tpr = _roc_curve(~unknown, -scores)  # positive = known, higher = more known
+        return {"auroc": auroc, "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95, side="left")])}
 
     # ------------------------------------------------------------- persistence
     def get_state(self) -> dict:
@@ -252,6 +249,23 @@ class OpenSetDetector:
         if not hasattr(self, attr):
             done = {"fit": "fitted", "calibrate": "calibrated"}[method]
             raise NotFittedError(f"this OpenSetDetector is not {done} yet; call {method}(...) first")
+
+
+def _roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(fpr, tpr)`` at every distinct score used as a threshold, highest first, from
+    ``(0, 0)`` to ``(1, 1)``; points collinear with their neighbours are left out, as
+    scikit-learn's ``roc_curve`` leaves them out, so the curve and its thresholds match
+    it point for point. ``positive`` needs both classes."""
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    s, y = scores[order], positive[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = 1.0 + last - tps
+    if len(fps) > 2:
+        corner = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps = fps[corner], tps[corner]
+    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
+    return fps / fps[-1], tps / tps[-1]
 
 
 def _track1_threshold(scores: np.ndarray, unknown: np.ndarray, correct: np.ndarray) -> float:

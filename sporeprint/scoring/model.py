@@ -129,7 +129,7 @@ class ScoringModel:
         observations: AUROC (unknown = positive) and the number of each kind. Pass
         observations the calibration was not fitted on (the held-out ``test`` part);
         the calibration's own ``auroc`` is measured on its validation parts."""
-        from sklearn.metrics import roc_auc_score
+        from heads.metrics import roc_auc_score
 
         scores, _ = self.scores(fs, np.asarray(observation_ids, np.int64))
         if scores is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sporeprint.errors import SporeprintError
 from sporeprint.simulator.simulate import write_simulation
 from store import FeatureStore
 
@@ -107,9 +108,20 @@ def species_proba(model, x, meta) -> np.ndarray:
     return out[0] if isinstance(out, tuple) else out
 
 
+def _sklearn_models() -> tuple[type, type]:
+    """scikit-learn's LDA and logistic regression, which the runtime install leaves out."""
+    try:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise SporeprintError('the LDA and logistic-regression baselines need scikit-learn; '
+                              'install it with pip install "sporeprint[bench]"') from None
+    return LinearDiscriminantAnalysis, LogisticRegression
+
+
 def baselines(train: Data, test: Data, lr_c: float, skip: set[str]) -> dict[str, float]:
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.linear_model import LogisticRegression
+    if {"lda", "lda_shrink", "lr", "lr_meta"} - skip:
+        LinearDiscriminantAnalysis, LogisticRegression = _sklearn_models()
 
     classes, y = np.unique(train.y, return_inverse=True)
     res, t = {}, {}

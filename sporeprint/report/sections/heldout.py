@@ -161,7 +161,7 @@ def _unknown_block(s: Section, model, decided, y: np.ndarray) -> None:
         s.blocks.append(Note("No unknown-score figure: the held-out sample needs both known and "
                              "unknown species.", "omitted"))
         return
-    from sklearn.metrics import roc_auc_score
+    from heads.metrics import roc_auc_score
 
     auroc = float(roc_auc_score(is_unknown, score))
     caught = float((score[is_unknown] > threshold).mean())

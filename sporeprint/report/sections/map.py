@@ -1,4 +1,5 @@
-"""The embedding map: a seeded sample of training observations, PCA then t-SNE to 2-d."""
+"""The embedding map: a seeded sample of training observations, PCA then t-SNE to 2-d (PCA
+alone where scikit-learn is not installed; the title and caption say which)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def section(sample: VectorSample | None, space: str | None, seed: int) -> Sectio
                         f"in {'space ' + repr(space) if space else 'any embedding space'} "
                         "(ingest or embed vectors first).")
     rows = sample.map_rows
-    xy = project_2d(sample.vectors[rows], seed=seed)
+    proj = project_2d(sample.vectors[rows], seed=seed)
+    xy = proj.xy
     pois = sample.poisonous[rows]
     species = np.array(sample.species, dtype=object)[rows]
     names, counts = np.unique(species[pois], return_counts=True)
@@ -26,14 +28,13 @@ def section(sample: VectorSample | None, space: str | None, seed: int) -> Sectio
         at = np.median(xy[species == name], axis=0)
         labels.append((str(name), float(at[0]), float(at[1])))
     s.blocks.append(Figure(
-        figures.embedding_map(xy, pois, labels), "t-SNE map of training embeddings",
+        figures.embedding_map(xy, pois, labels), f"{proj.method} map of training embeddings",
         f"{len(rows):,} training observations (one image each, a seeded sample) of space "
-        f"{space!r}, projected with PCA to 50 dimensions and then t-SNE to 2. Red: poisonous "
+        f"{space!r}, {proj.how}. Red: poisonous "
         f"species ({len(names)} of them, {int(pois.sum()):,} points, {pois.mean():.0%} of the "
         f"sample); grey: edible. The {len(labels)} poisonous species with most points are "
         "named at their median position.",
         "Tight single-colour islands are species the image embedding separates well. Red points "
         "inside grey clusters (and the reverse) are poisonous look-alikes of edible species: "
-        "the dangerous confusions. t-SNE keeps neighbourhoods, not distances, so the gaps "
-        "between islands mean little."))
+        f"the dangerous confusions. {proj.reading}"))
     return s
