@@ -6,23 +6,11 @@ Results are ``(distances, ids)`` arrays of shape ``(n_queries, k)``; an empty
 slot (fewer than k vectors, or fewer than k allowed by the filter) holds id
 ``-1`` and score ``-inf``.
 
-Kinds and their defaults (tuned with ``benchmarks/bench_knn.py`` on two
-families of 1,024-d vectors of low intrinsic dimension, as real image
-embeddings have; docs/retrieval.md holds the curves). :func:`retrieval.choose_plan`
-picks a kind from the store size:
-
-========== ================================================================
-exact      ``IndexFlatIP``: brute force, exact.
-hnsw       ``IndexHNSWFlat``, ``M=32``, ``ef_construction=80``,
-           ``ef_search=32``. Cannot remove vectors.
-ivf_flat   ``IndexIVFFlat``, ``nlist=clip(4*sqrt(n), 1, n/39)`` chosen at the
-           first ``add`` (which trains the quantizer), ``nprobe=max(16, nlist/64)``.
-ivf_pq     ``IndexIVFPQ`` with ``m`` sub-quantizers of ``nbits=8`` (``m`` = the
-           largest divisor of dim at most max(dim/8, min(16, dim/2))), same ``nlist``/``nprobe``
-           rules, re-ranked by exact scores of the top ``refine_factor * k``
-           (``refine_factor=4``; 0 disables re-ranking, keeps only the codes and
-           allows ``remove``).
-========== ================================================================
+The kinds (``exact``, ``hnsw``, ``ivf_flat``, ``ivf_pq``) and their defaults are
+described in :mod:`retrieval.kinds`: one small class per kind owns its parameters,
+how its FAISS index is built and trained, its search parameters and what it
+stores; :class:`VectorIndex` asks the one it holds and does the rest the same way
+for every kind. :func:`retrieval.choose_plan` picks a kind from the store size.
 
 Filtering (``allowed_ids``) happens before ranking: a small allowed set
 (at most ``retrieval.plan.EXACT_FILTER_MAX``) is scored exactly from its
@@ -49,6 +37,7 @@ import numpy as np
 
 from . import gpu, plan, torch_search
 from .errors import InvalidVectorsError, RetrievalError
+from .kinds import DEFAULT_PARAMS, KINDS, make_kind
 from .manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -67,14 +56,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("exact", "hnsw", "ivf_flat", "ivf_pq")
-
-DEFAULT_PARAMS: dict[str, dict] = {
-    "exact": {},
-    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 32},
-    "ivf_flat": {"nlist": None, "nprobe": None},
-    "ivf_pq": {"nlist": None, "nprobe": None, "m": None, "nbits": 8, "refine_factor": 4},
-}
+__all__ = ["DEFAULT_PARAMS", "KINDS", "VectorIndex"]
 
 # Query batches smaller than this run FAISS on one thread.
 SMALL_BATCH = 8
@@ -91,14 +73,9 @@ LIST_ORDER_CHUNK = 65_536
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
-# The FAISS class a saved file of each kind must hold (IVF-PQ codes only when refine_factor=0).
-_FAISS_TYPES = {
-    "exact": faiss.IndexFlat,
-    "hnsw": faiss.IndexHNSW,
-    "ivf_flat": faiss.IndexIVFFlat,
-    "ivf_pq": faiss.IndexRefine,
-    "ivf_pq_codes": faiss.IndexIVFPQ,
-}
+# A filtered approximate search short of k allowed hits widens its effort 4x at a
+# time up to this factor, then scores the allowed vectors exactly.
+MAX_WIDEN = 16
 
 
 class VectorIndex:
@@ -115,20 +92,12 @@ class VectorIndex:
                  shard: bool = False, torch_device: str | None = None, **params):
         if not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidVectorsError(f"dim must be a positive integer, got {dim!r}")
-        if kind not in KINDS:
-            raise RetrievalError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-        unknown = set(params) - set(DEFAULT_PARAMS[kind])
-        if unknown:
-            raise RetrievalError(
-                f"unknown parameter(s) {sorted(unknown)} for kind {kind!r}; "
-                f"it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}"
-            )
-        if torch_device is not None and kind != "exact":
+        self._kind = make_kind(kind, int(dim), params)  # what depends on the kind
+        if torch_device is not None and not self._kind.exact:
             raise RetrievalError(
                 f"torch_device={torch_device!r} runs exact search only; use kind 'exact' or drop it")
         self.dim = int(dim)
         self.kind = kind
-        self.params = {**DEFAULT_PARAMS[kind], **params}
         n_gpus = gpu.gpu_count()
         if (use_gpu or shard) and n_gpus == 0:
             gpu.note_no_gpu()
@@ -145,8 +114,8 @@ class VectorIndex:
         self._ids = np.empty(0, dtype=np.int64)  # ids of stored vectors, in insertion order
         self._index: faiss.Index | None = None  # CPU index; None until the first add (IVF trains then)
         self._gpu_index: faiss.Index | None = None
-        if kind in ("exact", "hnsw"):
-            self._index = self._new_index(0, None)
+        if not self._kind.trains:
+            self._index = self._kind.new_index(0, None)
 
     # ------------------------------------------------------------------ building
     def __len__(self) -> int:
@@ -158,9 +127,9 @@ class VectorIndex:
         return self._ids.copy()
 
     @property
-    def _native_ids(self) -> bool:
-        """True when FAISS labels are store ids (IVF); else labels are row positions."""
-        return self.kind == "ivf_flat" or (self.kind == "ivf_pq" and not self.params["refine_factor"])
+    def params(self) -> dict:
+        """The kind's parameters, with the values building chose (``nlist``, ``nprobe``, ``m``)."""
+        return self._kind.params
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` (n, dim) float32 under int64 ``ids`` (n,); ids must be new."""
@@ -183,8 +152,8 @@ class VectorIndex:
                 "remove them first or add only new ids"
             )
         if self._index is None:
-            self._index = self._new_index(x.shape[0], x)
-        if self._native_ids:
+            self._index = self._kind.new_index(x.shape[0], x)
+        if self._kind.native_ids:
             self._index.add_with_ids(x, ids)
         else:
             self._index.add(x)
@@ -196,16 +165,11 @@ class VectorIndex:
     def remove(self, ids: np.ndarray) -> int:
         """Remove the vectors with these ids; returns how many were present."""
         ids = _check_ids(ids)
-        if self.kind == "hnsw" or (self.kind == "ivf_pq" and self.params["refine_factor"]):
-            raise RetrievalError(
-                f"a {self.kind!r} index cannot remove vectors (FAISS does not support it"
-                + (" with refine_factor > 0" if self.kind == "ivf_pq" else "")
-                + "); rebuild it without those ids, or use kind 'exact' or 'ivf_flat'"
-            )
+        self._kind.check_remove()
         present = np.isin(self._ids, ids)
         if not present.any() or self._index is None:
             return 0
-        if self._native_ids:  # IVF with a hashtable direct map takes an IDSelectorArray
+        if self._kind.native_ids:  # IVF with a hashtable direct map takes an IDSelectorArray
             sel_ids = np.ascontiguousarray(self._ids[present])
             selector = faiss.IDSelectorArray(sel_ids.size, faiss.swig_ptr(sel_ids))
         else:
@@ -216,55 +180,6 @@ class VectorIndex:
         self._gpu_index = None
         self._torch = None
         return int(removed)
-
-    def _new_index(self, n: int, train: np.ndarray | None) -> faiss.Index:
-        p = self.params
-        if self.kind == "exact":
-            return faiss.IndexFlatIP(self.dim)
-        if self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(self.dim, int(p["M"]), faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = int(p["ef_construction"])
-            index.hnsw.efSearch = int(p["ef_search"])
-            return index
-        nlist = int(p["nlist"]) if p["nlist"] else max(1, min(int(4 * math.sqrt(n)), n // 39))
-        if n < nlist:
-            raise RetrievalError(
-                f"{self.kind} with nlist={nlist} needs at least {nlist} vectors in its first add "
-                f"(got {n}) to train; add more vectors at once, lower nlist, or use kind 'exact'"
-            )
-        p["nlist"] = nlist
-        if not p["nprobe"]:
-            p["nprobe"] = min(nlist, max(16, nlist // 64))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        if self.kind == "ivf_flat":
-            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            m = int(p["m"]) if p["m"] else _largest_divisor_at_most(
-                self.dim, max(1, self.dim // 8, min(16, self.dim // 2)))
-            if self.dim % m:
-                raise RetrievalError(f"ivf_pq m={m} must divide dim={self.dim}; pick a divisor of {self.dim}")
-            nbits = int(p["nbits"])
-            if n < 2 ** nbits:
-                raise RetrievalError(
-                    f"ivf_pq with nbits={nbits} needs at least {2 ** nbits} vectors in its first add "
-                    f"(got {n}); lower nbits or use kind 'exact'"
-                )
-            p["m"] = m
-            index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
-        index.own_fields = True
-        quantizer.this.disown()
-        index.cp.max_points_per_centroid = 64  # k-means on a sample: 64 points per list suffice
-        logger.info("training %s (nlist=%d) on %d vectors", self.kind, nlist, n)
-        index.train(train)
-        index.nprobe = int(p["nprobe"])
-        if self.kind == "ivf_pq" and p["refine_factor"]:
-            refined = faiss.IndexRefineFlat(index)
-            refined.k_factor = float(p["refine_factor"])
-            refined.own_fields = True
-            index.this.disown()
-            return refined
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct/remove by store id
-        return index
 
     # ----------------------------------------------------------------- searching
     def search(self, queries: np.ndarray, k: int = 10, allowed_ids: np.ndarray | None = None,
@@ -302,7 +217,7 @@ class VectorIndex:
                 path, backend = "gpu+filter", "faiss-gpu"
                 D, ids = self._search_gpu_filtered(q, k, allowed)
             else:
-                path = "scan+filter" if self.kind == "exact" else "approximate+filter"
+                path = "scan+filter" if self._kind.exact else "approximate+filter"
                 backend = "faiss-cpu"
                 D, ids = self._search_cpu_filtered(q, k, allowed)
         self.last_search = SearchReport(
@@ -318,25 +233,22 @@ class VectorIndex:
             return "gpu", "faiss-gpu"
         if self._torch_device() is not None:
             return "torch", f"torch:{self._torch_device()}"
-        if self.kind == "exact":
+        if self._kind.exact:
             return "scan", "numpy"
         return "approximate", "faiss-cpu"
 
     def _search_params(self) -> dict:
-        keys = {"hnsw": ("ef_search",), "ivf_flat": ("nlist", "nprobe"),
-                "ivf_pq": ("nlist", "nprobe", "m", "refine_factor")}.get(self.kind, ())
-        return {key: self.params[key] for key in keys}
+        return {key: self.params[key] for key in self._kind.search_keys}
 
     def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._on_gpu() and k <= gpu.GPU_MAX_K:
             D, labels = self._gpu().search(q, k)
         elif self._torch_device() is not None:
             return self._torch_search().search(q, k)
-        elif self.kind == "exact":
+        elif self._kind.exact:
             # Blocked BLAS matmul over FAISS's own storage (no copy): as fast as a
             # hand-written numpy scan, with the same (-inf, -1) conventions.
-            xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
-            return _exact_topk(q, xb.reshape(len(self), self.dim), self._ids, k)
+            return _exact_topk(q, self._kind.stored_rows(self._index), self._ids, k)
         elif self.searches_in_list_order(q.shape[0]):
             D, labels = self._search_in_list_order(q, k)
         else:
@@ -347,7 +259,7 @@ class VectorIndex:
     def searches_in_list_order(self, n_queries: int) -> bool:
         """Whether an unfiltered CPU batch of ``n_queries`` runs in inverted-list order:
         IVF-Flat, at least LIST_ORDER_MIN_QUERIES queries, vectors that outgrow the caches."""
-        return (self.kind == "ivf_flat" and n_queries >= LIST_ORDER_MIN_QUERIES
+        return (self._kind.list_order and n_queries >= LIST_ORDER_MIN_QUERIES
                 and len(self) * self.dim * 4 >= LIST_ORDER_MIN_BYTES)
 
     def _search_in_list_order(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -377,7 +289,7 @@ class VectorIndex:
         return _exact_topk(q, vectors, allowed, k)
 
     def _search_cpu_filtered(self, q, k, allowed):
-        labels_allowed = allowed if self._native_ids else self._positions(allowed)
+        labels_allowed = allowed if self._kind.native_ids else self._positions(allowed)
         selector = faiss.IDSelectorBatch(labels_allowed.size, faiss.swig_ptr(labels_allowed))
         widen = 1
         with _threads(q.shape[0]):
@@ -385,7 +297,7 @@ class VectorIndex:
         D, ids = self._finish(D, labels)
         want = min(k, allowed.size)
         short = np.flatnonzero((ids >= 0).sum(1) < want)
-        while short.size and self.kind != "exact" and widen < 16:
+        while short.size and not self._kind.exact and widen < MAX_WIDEN:
             widen *= 4
             D2, L2 = self._index.search(q[short], k, params=self._params(selector, k, widen))
             D[short], ids[short] = self._finish(D2, L2)
@@ -425,32 +337,16 @@ class VectorIndex:
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Trade recall for speed at search time: ``nprobe`` (IVF kinds) or
         ``ef_search`` (HNSW); recorded in ``params``."""
-        if nprobe is not None and self.kind in ("ivf_flat", "ivf_pq"):
-            nprobe = max(1, min(int(nprobe), int(self.params["nlist"])))
-            faiss.extract_index_ivf(self._index).nprobe = nprobe
-            self.params["nprobe"] = nprobe
+        if self._kind.set_search_params(self._index, nprobe, ef_search):
             self._gpu_index = None
-        if ef_search is not None and self.kind == "hnsw":
-            self._index.hnsw.efSearch = int(ef_search)
-            self.params["ef_search"] = int(ef_search)
 
     def _params(self, selector, k: int, widen: int = 1):
-        if self.kind == "hnsw":
-            ef = max(int(self.params["ef_search"]) * widen, k)
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
-        if self.kind in ("ivf_flat", "ivf_pq"):
-            nprobe = min(int(self.params["nprobe"]) * widen, int(self.params["nlist"]))
-            ivf = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-            if isinstance(self._index, faiss.IndexRefine):
-                return faiss.IndexRefineSearchParameters(
-                    k_factor=float(self.params["refine_factor"]), base_index_params=ivf)
-            return ivf
-        return faiss.SearchParameters(sel=selector) if selector is not None else None
+        return self._kind.search_parameters(self._index, selector, k, widen)
 
     def _finish(self, D: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(labels, dtype=np.int64)
         empty = labels < 0
-        if self._native_ids:
+        if self._kind.native_ids:
             ids = labels.copy()
         else:
             ids = np.where(empty, -1, self._ids[np.where(empty, 0, labels)])
@@ -463,11 +359,8 @@ class VectorIndex:
 
     def _reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of present ``ids`` (decoded codes for ivf_pq without re-ranking)."""
-        keys = ids if self._native_ids else self._positions(ids)
-        base = self._index
-        if isinstance(base, faiss.IndexRefine):
-            base = faiss.downcast_index(base.refine_index)
-        return base.reconstruct_batch(keys)
+        keys = ids if self._kind.native_ids else self._positions(ids)
+        return self._kind.reconstruct(self._index, keys)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Stored (normalised) vectors for ``ids``; every id must be in the index."""
@@ -481,9 +374,7 @@ class VectorIndex:
         """``vectors`` as this index holds them: normalised, and for ivf_pq without
         re-ranking encoded and decoded; what :meth:`reconstruct` returns for their ids."""
         x = self._check_vectors(vectors, "vectors")
-        if self._native_ids and self.kind == "ivf_pq" and len(self):
-            return self._index.sa_decode(self._index.sa_encode(x))
-        return x
+        return self._kind.stored_form(self._index, x) if len(self) else x
 
     # ----------------------------------------------------------------------- gpu
     def _on_gpu(self) -> bool:
@@ -491,7 +382,7 @@ class VectorIndex:
 
     def _torch_device(self) -> str | None:
         """The torch device exact searches run on, or None for FAISS/numpy."""
-        if self.kind != "exact" or self.use_gpu:
+        if not self._kind.exact or self.use_gpu:
             return None
         if self.torch_device is None and self._allow_gpu and torch_search.cuda_available():
             self.torch_device = "cuda"
@@ -500,9 +391,8 @@ class VectorIndex:
 
     def _torch_search(self) -> TorchExactSearch:
         if self._torch is None:
-            xb = faiss.rev_swig_ptr(self._index.get_xb(), len(self) * self.dim)
             self._torch = torch_search.TorchExactSearch(
-                xb.reshape(len(self), self.dim), self._ids, self._torch_device())
+                self._kind.stored_rows(self._index), self._ids, self._torch_device())
         return self._torch
 
     def _gpu(self) -> faiss.Index:
@@ -561,8 +451,7 @@ class VectorIndex:
             raise RetrievalError(
                 f"{index_path} is not a readable FAISS index (truncated or corrupt: "
                 f"{one_line(exc)}); {REBUILD}") from exc
-        expected = _FAISS_TYPES[self.kind if self.kind != "ivf_pq" or self.params.get("refine_factor")
-                                else "ivf_pq_codes"]
+        expected = self._kind.saved_type()
         if not isinstance(self._index, expected) or self._index.d != self.dim:
             raise RetrievalError(
                 f"{index_path} holds a {type(self._index).__name__} of dim {self._index.d}, but "
@@ -677,7 +566,3 @@ def _threads(n_queries: int):
         yield
     finally:
         faiss.omp_set_num_threads(before)
-
-
-def _largest_divisor_at_most(n: int, limit: int) -> int:
-    return max(d for d in range(1, limit + 1) if n % d == 0)
