@@ -222,3 +222,42 @@ def test_scoring_never_reaches_training():
                 assert dep != "sporeprint.training", f"{start} reaches sporeprint.training"
                 seen.add(dep)
                 todo.append(dep)
+
+
+def _kind_name_uses(source: str, kinds) -> list[str]:
+    """Where ``source`` tells index kinds apart by name: a comparison with a ``kind`` (a
+    name or attribute) or with a kind name, or a kind name anywhere but as the default
+    of a ``kind`` parameter (a dict keyed by kind names is a branch too)."""
+    tree = ast.parse(source)
+    defaults = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = node.args.posonlyargs + node.args.args
+            for arg, default in zip(args[len(args) - len(node.args.defaults):],
+                                    node.args.defaults, strict=True):
+                if arg.arg == "kind":
+                    defaults.add(id(default))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(getattr(s, "id", getattr(s, "attr", None)) == "kind" for s in sides):
+                found.append(f"line {node.lineno}: compares a kind")
+        elif isinstance(node, ast.Constant) and node.value in kinds and id(node) not in defaults:
+            found.append(f"line {node.lineno}: {node.value!r}")
+    return found
+
+
+def test_the_vector_index_asks_its_kind_instead_of_comparing_kind_names():
+    """``retrieval/index.py`` does what every kind does; what differs by kind lives in the
+    kind's class in ``retrieval/kinds.py``."""
+    from retrieval import KINDS
+
+    found = _kind_name_uses((ROOT / "retrieval/index.py").read_text(), KINDS)
+    assert not found, "retrieval/index.py branches on the kind; move it to retrieval/kinds.py: " \
+        + "; ".join(found)
+    # the check sees the forms a kind branch takes
+    for branch in ('if self.kind == "hnsw": pass', 'ok = kind in ("ivf_flat", "ivf_pq")',
+                   'keys = {"hnsw": ("ef_search",)}.get(self.kind, ())'):
+        assert _kind_name_uses(branch, KINDS), branch
+    assert not _kind_name_uses('def f(kind="exact"): return kind', KINDS)

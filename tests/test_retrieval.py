@@ -49,13 +49,90 @@ def data():
 _BUILT = {}
 
 
-def built(kind, data):
-    """One index per kind for the read-only tests (building ivf_pq trains a quantizer)."""
-    if kind not in _BUILT:
+def built(kind, data, **params):
+    """One index per kind (and parameters) for the read-only tests (building ivf_pq
+    trains a quantizer)."""
+    key = (kind, tuple(sorted(params.items())))
+    if key not in _BUILT:
         base, ids, _ = data
-        _BUILT[kind] = VectorIndex(32, kind)
-        _BUILT[kind].add(ids, base)
-    return _BUILT[kind]
+        _BUILT[key] = VectorIndex(32, kind, **params)
+        _BUILT[key].add(ids, base)
+    return _BUILT[key]
+
+
+# every kind, and ivf_pq keeping only its codes (store ids as FAISS labels, decoded vectors)
+KIND_CASES = [("exact", {}), ("hnsw", {}), ("ivf_flat", {}), ("ivf_pq", {}),
+              ("ivf_pq", {"refine_factor": 0})]
+REMOVABLE = {"exact", "ivf_flat", "ivf_pq_codes"}
+
+
+@pytest.mark.parametrize("kind,params", KIND_CASES,
+                         ids=["exact", "hnsw", "ivf_flat", "ivf_pq", "ivf_pq_codes"])
+def test_every_kind_keeps_the_index_contract(tmp_path, data, monkeypatch, kind, params):
+    """One contract for every kind: store ids back with the scores of their stored
+    vectors, sorted; exact equals brute force and approximate kinds reach recall 0.95,
+    filtered or not; a filter is respected on both filter paths; a save/load round trip
+    answers identically; removal works or is refused in one line."""
+    import retrieval.plan as rp
+
+    base, ids, q = data
+    name = "ivf_pq_codes" if params else kind
+    index = built(kind, data, **params)
+    assert len(index) == ids.size and np.array_equal(index.ids, ids)
+    stored = index.stored_form(base)  # what the index holds: decoded codes for ivf_pq_codes
+    np.testing.assert_allclose(index.reconstruct(ids[:50]), stored[:50], atol=1e-5)
+    assert name == "ivf_pq_codes" or np.allclose(stored, base, atol=1e-6)
+
+    D, got = index.search(q, 10)
+    assert got.shape == D.shape == (len(q), 10) and got.dtype == np.int64 and D.dtype == np.float32
+    assert np.isin(got, ids).all() and (np.diff(D, axis=1) <= 1e-6).all()
+    row = {i: r for r, i in enumerate(ids)}
+    scores = np.einsum("qd,qkd->qk", q, stored[np.vectorize(row.get)(got)])
+    np.testing.assert_allclose(D, scores, atol=1e-4)  # the cosine with the stored vector
+    _, truth = brute(q, stored, ids, 10)
+    if kind == "exact":
+        np.testing.assert_array_equal(got, truth)
+    else:
+        assert recall_at(got, truth) >= 0.95
+
+    rng = np.random.default_rng(2)
+    small, large = rng.choice(ids, 7, replace=False), rng.choice(ids, 3000, replace=False)
+    monkeypatch.setattr(rp, "EXACT_FILTER_MAX", 1000)  # the large set takes the selector path
+    answers = {"all": (D, got)}
+    for label, allowed in (("small", small), ("large", large)):
+        Df, gf, report = index.search(q, 10, allowed_ids=allowed, explain=True)
+        answers[label] = (Df, gf)
+        assert report.kind == kind and report.n_allowed == allowed.size
+        assert report.params == {key: index.params[key] for key in report.params}
+        assert np.isin(gf[gf >= 0], allowed).all()
+        _, ft = brute(q, stored, ids, 10, allowed)
+        if label == "small":  # fewer allowed than k: all of them, scored exactly
+            assert report.plan == "exact-subset"
+            np.testing.assert_array_equal(gf, ft)
+        else:
+            assert report.plan == ("scan+filter" if kind == "exact" else "approximate+filter")
+            assert (gf >= 0).all()
+            if kind == "exact":
+                np.testing.assert_array_equal(gf, ft)
+            else:
+                assert recall_at(gf, ft) >= 0.95
+
+    index.save(tmp_path / "ix", space="dino")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["kind"] == kind and manifest["params"] == index.params
+    loaded = VectorIndex.load(tmp_path / "ix")
+    assert (loaded.kind, loaded.params, len(loaded)) == (kind, index.params, len(index))
+    for label, allowed in (("all", None), ("small", small), ("large", large)):
+        Dl, gl = loaded.search(q, 10, allowed_ids=allowed)
+        np.testing.assert_array_equal(gl, answers[label][1])
+        np.testing.assert_array_equal(Dl, answers[label][0])
+
+    if name in REMOVABLE:
+        assert loaded.remove(got[:, 0]) == np.unique(got[:, 0]).size
+        assert not np.isin(loaded.search(q, 10)[1], got[:, 0]).any()
+    else:
+        with pytest.raises(RetrievalError, match=f"a '{kind}' index cannot remove vectors"):
+            loaded.remove(ids[:1])
 
 
 def test_exact_matches_numpy_brute_force(data):
