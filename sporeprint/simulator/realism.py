@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.contract import resolve_columns
+from store import contract
 
 FIELDS = ("habitat", "substrate", "month", "place")
 NO_POISON_NOTE = "n/a (no DF20 numbering)"
@@ -92,7 +92,7 @@ def _number(col) -> np.ndarray:
 
 
 def _observations(table: pa.Table) -> tuple[Columns, dict[str, str]]:
-    cols = resolve_columns(table.column_names)
+    cols = contract.resolve_columns(table.column_names)
     missing = [c for c in _NEEDED if c not in cols]
     if missing:
         raise ValueError(f"metadata table lacks {missing}; pass a DF20-format table with an "
