@@ -28,7 +28,7 @@ same figures.
 >>> from sporeprint.simulator.realism import read_metadata_csv, realism_figures
 >>> f = realism_figures(read_metadata_csv("tests/data/df20_mini_excerpt.csv"))  # doctest: +SKIP
 >>> round(f["aug_oct_share"], 2)                                                # doctest: +SKIP
-0.85
+0.7
 """
 
 from __future__ import annotations
