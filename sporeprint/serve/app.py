@@ -14,7 +14,9 @@ Routes:
 Safety: request bodies over the upload cap are refused before parsing, Host headers
 must name this server (no DNS rebinding), responses carry a strict Content-Security-
 Policy, FastAPI's interactive docs (which load scripts from a CDN) are off, and
-errors never include tracebacks.
+errors never include tracebacks. Every error the server answers (a bad value, an
+unknown route or method, a bad Host header, an upload over the cap, a bug) is one JSON
+shape, ``{"error": "..."}``, with no traceback and no path on the server in it.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.exceptions import HTTPException
 
 from sporeprint import __version__
 from sporeprint.errors import SporeprintError, user_error_types
@@ -42,6 +48,7 @@ from sporeprint.serve.service import (
     parse_filters,
     parse_k,
     parse_metadata,
+    shown,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,12 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 REQUEST_FIELDS = {"observation", "observation_id", "vector", "k"}
 # Multipart part header/field slack on top of the photo itself.
 FORM_OVERHEAD = 64 * 1024
+# Request fields are flat (a vector is a list, or a list of one list): deeper JSON is refused.
+MAX_JSON_DEPTH = 4
+# Observation ids are the store's BIGINT.
+ID_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+# Error messages are cut here, so no request can make the server echo megabytes back.
+MAX_ERROR_CHARS = 1000
 
 
 class BodyLimit:
@@ -116,15 +129,49 @@ class BodyLimit:
 
 
 async def _too_large(limit: int, scope, send) -> None:
-    text = f"the request is over the upload limit of {limit:,} bytes; send a smaller photo"
-    if scope["path"].startswith("/api/"):
-        body, ctype = json.dumps({"error": text}).encode(), b"application/json"
-    else:
-        body, ctype = text.encode(), b"text/plain; charset=utf-8"
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await _send_error(send, 413, f"the request is over the upload limit of {limit:,} bytes; "
+                                 "send a smaller photo", close=True)
+
+
+async def _send_error(send, status: int, text: str, close: bool = False) -> None:
+    """An ``{"error": text}`` answer sent by a middleware, outside the app."""
+    body = json.dumps({"error": text}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers + ([(b"connection", b"close")] if close else [])})
     await send({"type": "http.response.body", "body": body})
+
+
+class HostCheck:
+    """ASGI middleware: the Host header must name this server (``allowed`` names, ``*`` =
+    any), so a page on another site cannot reach it through a DNS name it rebinds to
+    127.0.0.1. Other hosts get a 400 ``{"error": ...}``."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if "*" in self.allowed or scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        raw = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        if host_name(raw) in self.allowed:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        await _send_error(send, 400, f"the Host header {shown(raw)} does not name this server; "
+                                     "open it by the address it was started on (e.g. "
+                                     "http://127.0.0.1:PORT)")
+
+
+def host_name(value: str) -> str:
+    """The host of a Host header value, lower case, without the port (``[::1]`` kept
+    bracketed)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[:end + 1] if end > 0 else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
 class SecurityHeaders:
@@ -173,10 +220,45 @@ def _split_fields(fields: dict) -> tuple[dict, dict, object]:
 
 
 def _observation_id(value) -> int:
+    bad = SporeprintError(f"observation id {shown(value)} is not a whole number in "
+                          f"{ID_RANGE[0]}..{ID_RANGE[1]}")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise bad
     try:
-        return int(str(value).strip())
-    except ValueError:
-        raise SporeprintError(f"observation id {value!r} is not a whole number") from None
+        x = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:  # not digits, or more digits than Python converts
+        raise bad from None
+    if not ID_RANGE[0] <= x <= ID_RANGE[1]:
+        raise bad
+    return x
+
+
+def _json_depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a number is 0)."""
+    depth, level = 0, [value]
+    while True:
+        inner = [x for x in level if isinstance(x, (list, dict))]
+        if not inner:
+            return depth
+        depth += 1
+        level = [v for x in inner for v in (x.values() if isinstance(x, dict) else x)]
+
+
+def _server_paths(service: Service) -> list[str]:
+    """Folders on the server whose paths never go into an answer's error message."""
+    roots = {tempfile.gettempdir(), os.getcwd(), str(Path.home()), sys.prefix,
+             str(Path(service.db.store.path).resolve().parent), str(HERE.parents[1])}
+    for root in list(roots):
+        roots.add(os.path.realpath(root))
+    return sorted((r for r in roots if len(r) > 1), key=len, reverse=True)
+
+
+def _public_message(text: str, roots: list[str]) -> str:
+    for root in roots:
+        text = text.replace(root, "<server folder>")
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + "... (message cut)"
+    return text
 
 
 def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
@@ -218,10 +300,15 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
     async def read_form(request: Request) -> tuple[dict, bytes | None]:
         fields: dict = {}
         photo = None
-        async with request.form(max_files=1, max_fields=40, max_part_size=64 * 1024) as form:
+        try:
+            form = await request.form(max_files=1, max_fields=40, max_part_size=64 * 1024)
+        except HTTPException as exc:  # starlette's multipart parser: a malformed body
+            raise SporeprintError(f"the multipart body cannot be read ({exc.detail}); send "
+                                  "multipart/form-data with a 'photo' file field") from None
+        try:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile) and key != "photo":
-                    raise SporeprintError(f"unexpected file field {key!r}; send the photo "
+                    raise SporeprintError(f"unexpected file field {shown(key)}; send the photo "
                                           "as 'photo'")
                 if key == "photo":
                     # A form whose file input was left empty sends an empty part.
@@ -230,9 +317,11 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
                         raise SporeprintError("send the photo as a file in the field 'photo'")
                     photo = data or None
                 elif key in fields:
-                    raise SporeprintError(f"field {key!r} given twice")
+                    raise SporeprintError(f"field {shown(key)} given twice")
                 else:
                     fields[key] = value
+        finally:
+            await form.close()
         return fields, photo
 
     @app.get("/", response_class=HTMLResponse)
@@ -264,10 +353,14 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
         if ctype.startswith("application/json"):
             try:
                 body = await request.json()
-            except ValueError:
-                raise SporeprintError("the body is not valid JSON") from None
+            except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
+                raise SporeprintError("the body is not valid JSON (or nests too deeply to "
+                                      "read); send a flat JSON object") from None
             if not isinstance(body, dict):
                 raise SporeprintError("send a JSON object, e.g. {\"observation_id\": 123}")
+            if _json_depth(body) > MAX_JSON_DEPTH:
+                raise SporeprintError(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels; "
+                                      "send a flat object whose only list is the vector")
             return await identify(body, None)
         if ctype.startswith("multipart/form-data"):
             fields, photo = await read_form(request)
@@ -293,8 +386,9 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
         return service.info()
 
     @app.get("/images/{image_id:int}")
-    async def image(image_id: int, size: int = 256):
-        data = await run_in_threadpool(service.thumbnail, image_id, size)
+    async def image(image_id: int, size: str = "256"):
+        size_px = int(size) if size.isdigit() and len(size) < 6 else size
+        data = await run_in_threadpool(service.thumbnail, image_id, size_px)
         if data is None:
             return Response((HERE / "static" / "placeholder.svg").read_bytes(),
                             media_type="image/svg+xml",
@@ -302,15 +396,44 @@ def create_app(service: Service, host: str = "127.0.0.1") -> FastAPI:
         return Response(data, media_type="image/jpeg",
                         headers={"cache-control": "private, max-age=3600"})
 
+    roots = _server_paths(service)
+
+    def error(status: int, text: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": _public_message(text, roots)}, status_code=status,
+                            headers=headers)
+
     async def on_user_error(request: Request, exc: Exception):
-        return JSONResponse({"error": str(exc)}, status_code=_status(exc))
+        return error(_status(exc), str(exc))
+
+    async def on_http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 404:
+            text = (f"nothing at {shown(request.url.path)}; the API is /api/identify, "
+                    "/api/search and /api/info, the page is /")
+        elif exc.status_code == 405:
+            allow = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow")
+            text = (f"{request.method} is not allowed on {shown(request.url.path)}"
+                    + (f"; use {allow}" if allow else ""))
+        else:
+            text = str(exc.detail)
+        return error(exc.status_code, text, exc.headers)
+
+    async def on_invalid_request(request: Request, exc: RequestValidationError):
+        where = [f"{'.'.join(map(str, e.get('loc', ())[1:]))}: {e.get('msg', '')}"
+                 for e in exc.errors()[:3]]
+        return error(400, f"bad request ({'; '.join(where)})")
+
+    async def on_bug(request: Request, exc: Exception):
+        # Logged with its traceback by the server; the answer says only that it happened.
+        return error(500, "the server failed on this request (a bug; the server's log has "
+                          "the details)")
 
     for error_type in errors:
         app.add_exception_handler(error_type, on_user_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_invalid_request)
+    app.add_exception_handler(Exception, on_bug)
     # The last added runs first: the Host check, then the body cap, then the headers.
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes + FORM_OVERHEAD)
-    # A page on another site cannot reach this server through a DNS name it rebinds to
-    # 127.0.0.1: the Host header must name this server.
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
+    app.add_middleware(HostCheck, allowed=allowed_hosts(host))
     return app

@@ -17,6 +17,7 @@ import datetime as dt
 import io
 import logging
 import math
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -67,21 +68,68 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def shown(value, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: how an error message names a value a
+    request sent (which may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _number(name: str, value, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SporeprintError(f"{name} {shown(value)} is not a number")
     try:
         x = float(value)
-    except (TypeError, ValueError):
-        raise SporeprintError(f"{name} {value!r} is not a number") from None
+    except ValueError:
+        raise SporeprintError(f"{name} {shown(value)} is not a number") from None
+    except OverflowError:  # an int past float's range
+        x = math.inf
     if not math.isfinite(x) or not lo <= x <= hi:
-        raise SporeprintError(f"{name} {value!r} is outside {lo:g}..{hi:g}")
+        raise SporeprintError(f"{name} {shown(value)} is outside {lo:g}..{hi:g}")
     return x
 
 
 def _integer(name: str, value, lo: int, hi: int) -> int:
     x = _number(name, value, lo, hi)
     if x != int(x):
-        raise SporeprintError(f"{name} {value!r} is not a whole number")
+        raise SporeprintError(f"{name} {shown(value)} is not a whole number")
     return int(x)
+
+
+def parse_vector(value, dim: int) -> np.ndarray:
+    """A request's ``vector``: ``dim`` numbers (or a list holding one such list) as a (1,
+    ``dim``) float32 row whose length float32 can normalise; anything else is refused
+    in one line saying what is wrong with it."""
+    row = value[0] if isinstance(value, list) and len(value) == 1 and isinstance(
+        value[0], list) else value
+    if not isinstance(row, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in row):
+        raise SporeprintError(f"vector {shown(value)} is not a list of numbers; send "
+                              f"{dim} numbers, e.g. [0.12, -0.03, ...]")
+    if len(row) != dim:
+        raise SporeprintError(f"vector has {len(row)} numbers; the run's space has dimension "
+                              f"{dim}, so send {dim}")
+    try:
+        v = np.array(row, dtype=np.float64)
+    except OverflowError:  # an int past float64's range
+        v = np.array([math.inf])
+    if not np.isfinite(v).all():
+        raise SporeprintError("vector holds NaN, inf or a number past float64's range; send "
+                              "finite numbers")
+    peak = float(np.abs(v).max())
+    if peak == 0:
+        raise SporeprintError("vector is all zeros, which has no direction to compare; send "
+                              "the image's embedding")
+    length = peak * float(np.sqrt(np.sum((v / peak) ** 2)))
+    if not FLOAT32_TINY <= length * length <= FLOAT32_MAX:
+        raise SporeprintError(f"vector has length {length:.3g} (largest value {peak:.3g}): its "
+                              "scale is past what float32 can normalise for cosine search; "
+                              "send it at unit length (divide it by its length)")
+    return v.astype(np.float32)[None, :]
+
+
+FLOAT32_TINY = float(np.nextafter(np.float32(0), np.float32(1)))
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def parse_metadata(fields: dict) -> dict:
@@ -250,7 +298,12 @@ class Service:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 fmt, size = img.format or "JPEG", img.size
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        except Image.DecompressionBombError as exc:  # over twice Pillow's own pixel limit
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            count = f"{int(found.group(1)):,} pixels" if found else "more pixels than that"
+            raise TooLarge(f"the photo is {count}; the limit is {self.limits.max_pixels:,}; "
+                           "send a smaller copy") from None
+        except (UnidentifiedImageError, OSError, ValueError):
             raise SporeprintError("the upload is not a photo this server can read; choose a "
                                   "JPEG, PNG or WebP file") from None
         if size[0] * size[1] > self.limits.max_pixels:
@@ -260,7 +313,7 @@ class Service:
 
     def embed_photo(self, data: bytes) -> np.ndarray:
         """The photo's vector (1, d) in the run's space, from its own model."""
-        from embedder import POOLINGS, ModelUnavailableError
+        from embedder import POOLINGS, ImageDecodeError, ModelUnavailableError
 
         fmt, _ = self.check_photo(data)
         with tempfile.TemporaryDirectory(prefix="sporeprint-upload-") as tmp:
@@ -279,6 +332,9 @@ class Service:
                         "`sporeprint embed`")
                 try:
                     return self.db.embed([path], space=self.space)
+                except ImageDecodeError as exc:  # its message names the temporary file
+                    raise SporeprintError(f"the photo cannot be decoded ({exc.reason}); "
+                                          "choose another JPEG, PNG or WebP file") from None
                 except ModelUnavailableError as exc:
                     model_id = self.db.store.require_space(self.space).model_id
                     self._embed_error = (
@@ -296,13 +352,8 @@ class Service:
 
     def identify_vector(self, vector, metadata: dict, filters: dict, k: int) -> dict:
         model = self._require_model()
-        v = np.asarray(vector, dtype=np.float32)
-        if v.ndim == 2 and v.shape[0] == 1:
-            v = v[0]
-        if v.ndim != 1:
-            raise SporeprintError(f"vector has shape {v.shape}; send one vector of "
-                                  f"{model.index.dim} numbers")
-        return self._identify(model, v[None, :], [metadata], None, filters, k,
+        v = parse_vector(vector, model.index.dim)
+        return self._identify(model, v, [metadata], None, filters, k,
                               {"kind": "vector", "metadata": metadata})
 
     def identify_observation(self, observation_id: int, metadata: dict, filters: dict,
@@ -390,7 +441,8 @@ class Service:
         from embedder import ImageDecodeError, load_rgb
 
         if size not in THUMB_SIZES:
-            raise SporeprintError(f"size {size} is not one of {', '.join(map(str, THUMB_SIZES))}")
+            raise SporeprintError(f"size {shown(size)} is not one of "
+                                  f"{', '.join(map(str, THUMB_SIZES))}")
         key = (int(image_id), size)
         with self.lock:
             if key in self._thumbs:
