@@ -20,6 +20,28 @@ from sporeprint.errors import SporeprintError
 # Cost matrices shown by the decision analysis: (poisonous called edible, edible called poisonous)
 COST_MATRICES = {"forager (1000:1)": (1000.0, 1.0), "FungiCLEF Track 3 (100:1)": (100.0, 1.0),
                  "survey (10:1)": (10.0, 1.0)}
+# Below this ratio of the poisonous-as-edible cost to the wrong-answer cost, a poison-risk
+# answer needs a poisonous species within that much probability of the best edible answer.
+POISON_RISK_MARGIN = 0.01
+
+
+def poison_risk_warning(costs: Costs) -> str | None:
+    """Why no (or almost no) answer can be ``poison_risk`` under ``costs``, or None.
+
+    A poison-risk answer names a poisonous species less probable than the best edible
+    answer; it is chosen when ``P(poisonous) > threshold``, and since ``P(poisonous) <= 1``
+    that needs the probability gap to be under ``poisonous_as_edible / wrong_answer``
+    (:func:`heads.decision.poison_threshold`)."""
+    pe, w = costs.poisonous_as_edible, costs.wrong_answer
+    if pe == 0:
+        return ("calling a poisonous mushroom edible costs 0, so no answer can be flagged as "
+                "a poison risk; give --cost-poisonous-as-edible a price (Track 3 uses 100)")
+    if w > 0 and pe / w < POISON_RISK_MARGIN:
+        return (f"the wrong-answer cost {w:g} dwarfs the poisonous-as-edible cost {pe:g}: a "
+                f"poison-risk answer needs a poisonous species within {pe / w:.2g} of the best "
+                "edible answer's probability, so almost nothing can be flagged; lower "
+                "--cost-wrong or raise --cost-poisonous-as-edible")
+    return None
 
 
 def summary_of(predictions: pa.Table) -> DecisionSummary:

@@ -214,6 +214,14 @@ def batch_predictions(con: duckdb.DuckDBPyConnection, batch: str,
             raise StoreError(f"no predictions for batch {batch!r}; scored batches: "
                              f"{', '.join(known) or 'none'} (score one with `sporeprint score`)")
         run_key = row[0][0]
+    elif not con.execute("SELECT count(*) FROM predictions WHERE batch = ? AND run_key = ?",
+                         [batch, run_key]).fetchall()[0][0]:
+        runs = [r[0] for r in con.execute(
+            "SELECT run_key FROM predictions WHERE batch = ? GROUP BY run_key "
+            "ORDER BY max(created_at) DESC LIMIT 10", [batch]).fetchall()]
+        raise StoreError(f"no predictions for batch {batch!r} by run {run_key!r}; runs that "
+                         f"scored it: {', '.join(runs) or 'none'} (leave the run out for the "
+                         "latest)")
     return con.sql("SELECT p.*, o.class_id AS true_class_id FROM predictions p "
                    "LEFT JOIN observations o USING (observation_id) "
                    "WHERE p.batch = ? AND p.run_key = ? ORDER BY p.observation_id",

@@ -18,29 +18,74 @@ def add_arguments(parser) -> None:
     parser.add_argument("--run", default=None,
                         help="run key of the predictions (default: the one that scored it last)")
     parser.add_argument("--cost-poisonous-as-edible", type=float, default=100.0,
-                        help="cost of calling a poisonous mushroom edible or unknown")
+                        help="cost of calling a poisonous mushroom edible or unknown (0..1e12)")
     parser.add_argument("--cost-edible-as-poisonous", type=float, default=1.0,
-                        help="cost of calling an edible mushroom poisonous")
+                        help="cost of calling an edible mushroom poisonous (0..1e12; not 0 "
+                        "when the cost above is 0)")
     parser.add_argument("--cost-wrong", type=float, default=1.0,
-                        help="cost of any other wrong answer")
+                        help="cost of any other wrong answer (0..1e12)")
     parser.add_argument("--out", help="write the re-decided submission CSV here")
 
 
+# Costs are compared as ratios; this cap keeps their sums finite and well conditioned.
+MAX_COST = 1e12
+
+
+def check_costs(args):
+    """The options' :class:`~heads.decision.Costs`, or a ``CommandError`` naming the option
+    and its range."""
+    import math
+
+    from heads.decision import Costs
+    from sporeprint.errors import CommandError
+
+    for name in ("cost_poisonous_as_edible", "cost_edible_as_poisonous", "cost_wrong"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and 0 <= value <= MAX_COST):
+            raise CommandError(f"--{name.replace('_', '-')} {value:g} is outside the valid range "
+                               f"0..{MAX_COST:g} (a finite cost; Track 3 uses 100 for "
+                               "poisonous-as-edible, 1 for the others)")
+    if args.cost_poisonous_as_edible == 0 and args.cost_edible_as_poisonous == 0:
+        raise CommandError("--cost-poisonous-as-edible and --cost-edible-as-poisonous cannot both "
+                           "be 0: the poison errors need a price to weigh against each other; "
+                           "give one of them a cost > 0")
+    return Costs(poisonous_as_edible=args.cost_poisonous_as_edible,
+                 edible_as_poisonous=args.cost_edible_as_poisonous, wrong_answer=args.cost_wrong)
+
+
+def check_out(out: str | None) -> None:
+    from pathlib import Path
+
+    from sporeprint.errors import CommandError
+
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise CommandError(f"--out {out} is a directory; give a file name, e.g. "
+                           f"{path / 'decided.csv'}")
+    if not path.parent.is_dir():
+        raise CommandError(f"--out {out}: the folder {path.parent} does not exist; create it or "
+                           "write elsewhere")
+
+
 def run(args) -> int:
+    import sys
+
     import numpy as np
     import pyarrow.csv as pacsv
 
-    from heads.decision import Costs, answer_mix
+    from heads.decision import answer_mix
     from heads.metrics import fungiclef_scores
-    from sporeprint.decisions import redecide
+    from sporeprint.decisions import poison_risk_warning, redecide
     from sporeprint.errors import CommandError
     from store import FeatureStore
 
-    for name in ("cost_poisonous_as_edible", "cost_edible_as_poisonous", "cost_wrong"):
-        if getattr(args, name) < 0:
-            raise CommandError(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 0")
-    costs = Costs(poisonous_as_edible=args.cost_poisonous_as_edible,
-                  edible_as_poisonous=args.cost_edible_as_poisonous, wrong_answer=args.cost_wrong)
+    costs = check_costs(args)
+    check_out(args.out)
+    warning = poison_risk_warning(costs)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     with FeatureStore(args.store, read_only=True, create=False) as fs:
         preds = fs.batch_predictions(args.batch, args.run)
         poison = fs.poisonous_class_ids()
@@ -63,6 +108,9 @@ def run(args) -> int:
               f"Track 2 {s['track2']:.4f}, Track 3 {s['track3']:.4f}, "
               f"poisonous called edible/unknown {s['poisonous_as_edible']}")
     if args.out:
-        pacsv.write_csv(new.select(["observation_id", "class_id"]), args.out)
+        try:
+            pacsv.write_csv(new.select(["observation_id", "class_id"]), args.out)
+        except OSError as exc:  # pyarrow's own error for a file that cannot be written
+            raise CommandError(f"--out {args.out} cannot be written ({exc})") from None
         print(f"  wrote {args.out}")
     return 0
