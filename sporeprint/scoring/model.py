@@ -48,6 +48,22 @@ class Decided:
     summary: DecisionSummary | None = None  # the four numbers `sporeprint decide` replays
 
 
+def check_feature_names(members: list[Member], encoder) -> None:
+    """Refuse heads trained on other metadata columns than the store's encoder makes
+    (the encoder was refitted after training, or the heads come from another store)."""
+    for m in members:
+        names = m.classifier.feature_names
+        if names is None or list(names) == list(encoder.columns):
+            continue
+        diff = next((i for i, (a, b) in enumerate(zip(names, encoder.columns)) if a != b),
+                    min(len(names), len(encoder.columns)))
+        raise SporeprintError(
+            f"head of run {m.run_id!r} was trained on {len(names)} metadata features but the "
+            f"store's encoder (version {encoder.version}) makes {len(encoder.columns)}, first "
+            f"differing at column {diff}; retrain on this store with `sporeprint train` (or "
+            "re-encode the metadata with the encoder the heads were trained on)")
+
+
 class ScoringModel:
     """Load with :meth:`load`; :meth:`predict` scores vectors that need not be in the store.
 
@@ -84,6 +100,8 @@ class ScoringModel:
             encoder = fs.encoder()
         except Exception:  # noqa: BLE001 - a store without an encoder scores without metadata
             encoder = None
+        if encoder is not None:
+            check_feature_names(members, encoder)
         return cls(space, members, index, cal, official, TrainingNeighbours(fs, index), counts,
                    encoder)
 
