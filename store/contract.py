@@ -197,10 +197,10 @@ def stage_sql(found: dict[str, str], required: tuple[str, ...] = REQUIRED_FOR_IN
     for c in ["observation_id", *OBSERVATION_FIELDS, *IMAGE_FIELDS]:
         if c == "role":
             typed.append("CAST($role AS VARCHAR) AS role")
-        elif c in ("year", "month", "day"):
-            typed.append(f"CAST({from_date(c)} AS INTEGER) AS {q(c)}")
+        elif c in ("year", "month", "day"):  # TRY_: past INTEGER, the range reason rejects it
+            typed.append(f"TRY_CAST({from_date(c)} AS INTEGER) AS {q(c)}")
         elif c in ("observation_id", "class_id"):
-            typed.append(f"CAST({_int(q('r_' + c))} AS "
+            typed.append(f"TRY_CAST({_int(q('r_' + c))} AS "
                          f"{'BIGINT' if c == 'observation_id' else 'INTEGER'}) AS {q(c)}")
         elif c in FINITE:
             typed.append(f"{_dbl(q('r_' + c))} AS {q(c)}")
