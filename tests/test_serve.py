@@ -235,7 +235,7 @@ def test_identify_an_observation_or_a_vector_by_json(world, server):
     assert status == 200 and len(by_vector["lookalikes"]) == 2
     assert by_vector["query"]["kind"] == "vector"
     status, err = post_json(server["url"], {"vector": [1.0, 2.0]})
-    assert status == 400 and "(1, 2)" in err["error"]
+    assert status == 400 and "has 2 numbers" in err["error"] and "dimension" in err["error"]
     status, err = post_json(server["url"], {"observation_id": 1})
     assert status == 404 and "not in the store" in err["error"]
     status, err = post_json(server["url"], [1, 2])

@@ -366,7 +366,6 @@ class Mutator:
 
 def test_a_seeded_fuzz_run_gets_no_500_and_leaves_the_store_unchanged(world):
     mutate = Mutator(SEED, world)
-    started = time.monotonic()
     statuses: dict[int, int] = {}
     for _ in range(N_FUZZ):
         method, path, body, ctype, host = mutate.request()
@@ -378,5 +377,4 @@ def test_a_seeded_fuzz_run_gets_no_500_and_leaves_the_store_unchanged(world):
     # the run reached the answers as well as the refusals
     assert statuses.get(200, 0) > 10 and statuses.get(400, 0) > 50, statuses
     assert {404, 405, 413} <= set(statuses), statuses
-    assert time.monotonic() - started < 60
     assert hashlib.sha256(world["store"].read_bytes()).hexdigest() == world["digest"]
