@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from conftest import ingest_simulation_cli
 
-from heads.decision import Costs
+from heads.decision import POISON_RISK, Costs
 from sporeprint.cli import main
 from sporeprint.decisions import poison_risk_warning
 from store import FeatureStore
@@ -82,7 +82,9 @@ def test_costs_that_leave_no_room_for_a_poison_risk_answer_warn_and_still_run(
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "poison" in warnings[0]
-    assert "poison_risk 0" in captured.out  # what the warning foretold
+    line = next(x for x in captured.out.splitlines() if x.strip().startswith("answers:"))
+    mix = {k.strip(): int(v) for k, v in (kv.rsplit(" ", 1) for kv in line.split(":", 1)[1].split(","))}
+    assert mix[POISON_RISK] == 0 and sum(mix.values()) > 0  # no poison-risk answer, as foretold
     assert "observations re-decided" in captured.out
 
 

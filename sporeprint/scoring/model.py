@@ -55,7 +55,8 @@ def check_feature_names(members: list[Member], encoder) -> None:
         names = m.classifier.feature_names
         if names is None or list(names) == list(encoder.columns):
             continue
-        diff = next((i for i, (a, b) in enumerate(zip(names, encoder.columns)) if a != b),
+        pairs = zip(names, encoder.columns, strict=False)  # the shorter list's length
+        diff = next((i for i, (a, b) in enumerate(pairs) if a != b),
                     min(len(names), len(encoder.columns)))
         raise SporeprintError(
             f"head of run {m.run_id!r} was trained on {len(names)} metadata features but the "
