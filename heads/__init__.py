@@ -43,6 +43,7 @@ _EXPORTS = {
     "PlattScaler": "heads.calibration",
     "PoisonPrior": "heads.calibration",
     "PoisonFusion": "heads.calibration",
+    "conformal": "heads.conformal",
     "Costs": "heads.decision",
     "Decision": "heads.decision",
     "DecisionSummary": "heads.decision",
@@ -62,6 +63,8 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    if name == "conformal":  # the module itself: fit / predict_sets / threshold
+        return importlib.import_module("heads.conformal")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'heads' has no attribute {name!r}")

@@ -211,6 +211,12 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS kind VARCHAR",
     _KIND_FROM_VERSION_1,
     "UPDATE meta SET value = '2' WHERE key = 'schema_version' AND value = '1'",
+    # the conformal prediction set of each answer; NULL for rows scored before (or without
+    # a set: heads trained with calibration mode oof)
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS prediction_set INTEGER[]",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS set_size INTEGER",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS answer_rank VARCHAR",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS genus VARCHAR",
 ]
 
 

@@ -31,6 +31,15 @@ def add_arguments(parser) -> None:
                                         "file stem)")
     parser.add_argument("--rule", choices=["track3", "argmax_unknown", "argmax"], default="track3",
                         help="decision rule (default: track3, the poison-safe expected-cost rule)")
+    parser.add_argument("--coverage", type=_level, default=0.90,
+                        help="level of each observation's conformal prediction set (default "
+                             "0.90; 0: none); an observation whose set holds a poisonous "
+                             "species is answered poison risk. Needs heads trained with "
+                             "`--calibration holdout`")
+    parser.add_argument("--poison-coverage", type=_level, default=0.99,
+                        help="level of the second, larger set used only for the poison "
+                             "check, fitted on the poisonous calibration observations "
+                             "(default 0.99; 0: the set alone)")
     parser.add_argument("--workers", type=int, help="image decoding processes (default: auto)")
     parser.add_argument("--submission-header", default="observation_id",
                         choices=["observation_id", "observationID", "ObservationId"],
@@ -39,6 +48,19 @@ def add_arguments(parser) -> None:
     from sporeprint.commands.embed import add_ray_arguments
 
     add_ray_arguments(parser, scoring=True)
+
+
+def _level(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not (v == 0.0 or 0.0 < v < 1.0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a level between 0 and 1 (e.g. 0.9), "
+                                         "or 0 for none")
+    return v
 
 
 def latest_run(fs) -> list[str]:
@@ -66,12 +88,15 @@ def run(args) -> int:
                                      embeddings=args.embeddings, out=args.out, batch=args.batch,
                                      rule=args.rule,
                                      submission_header=args.submission_header,
+                                     coverage=args.coverage,
+                                     poison_coverage=args.poison_coverage,
                                      options=ray_options(args, args.ray_batch_size))
             print("\n".join(report.lines()))
             return 0
         report = score_batch(fs, args.metadata, run_ids, images_dir=args.images,
                              embeddings=args.embeddings, out=args.out, batch=args.batch,
                              rule=args.rule, workers=args.workers,
-                             submission_header=args.submission_header)
+                             submission_header=args.submission_header,
+                             coverage=args.coverage, poison_coverage=args.poison_coverage)
     print("\n".join(report.lines()))
     return 0

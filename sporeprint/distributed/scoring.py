@@ -136,7 +136,8 @@ def score_batch_ray(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
                     embeddings: str | Path | None = None, out: str | Path | None = None,
                     batch: str | None = None, rule: str = "track3",
                     model: ScoringModel | None = None, submission_header: str = "observation_id",
-                    options: RayOptions | None = None) -> ScoreReport:
+                    options: RayOptions | None = None, coverage: float | None = None,
+                    poison_coverage: float | None = None) -> ScoreReport:
     """:func:`sporeprint.scoring.score_batch` with the scoring (and, with ``images_dir``,
     the embedding) on Ray; the same predictions table, store rows and files."""
     from heads.decision import RULES
@@ -162,4 +163,4 @@ def score_batch_ray(fs: FeatureStore, metadata: str | Path, run_ids: list[str],
     return score_batch(fs, metadata, run_ids, images_dir=images_dir, embeddings=embeddings,
                        out=out, batch=batch, rule=rule, model=model,
                        submission_header=submission_header, embed_images=embed,
-                       decide_rows=decide)
+                       decide_rows=decide, coverage=coverage, poison_coverage=poison_coverage)

@@ -29,6 +29,15 @@ mapping and the poison prior shift) keep their own state
 the store's ``runs`` table (kind ``calibration``) and hands them back. With
 ``poison_shift`` off (the run setting) the shift is still fitted and stored, but
 ``Calibration.prior`` is the identity.
+
+The record also keeps the **conformal scores** of the calibration observations
+(``heads/conformal.py``: APS over the known species and "unknown", computed from the
+probabilities scoring decides with), so that scoring applies any coverage level
+without refitting: all of them for the prediction set, and those of the observations
+of a poisonous species for the poison check. Only ``holdout`` records them: with
+``oof`` no observation is unseen by the deployed ensemble (each member trained on the
+other's part), so no set is promised and the record says why (``conformal["none"]``).
+Records of format 3 (before the scores were kept) still load, with no conformal part.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from functools import cached_property
 
 import numpy as np
 
+from heads import conformal as cp
 from heads.calibration import PlattScaler, PoisonPrior, TemperatureScaler
 from heads.classifier import Ensemble
 from retrieval import OpenSetDetector, VectorIndex
@@ -52,7 +62,12 @@ from sporeprint.scoring.settings import CALIBRATION_MODES, DEFAULT_POISON_SHIFT
 log = logging.getLogger(__name__)
 
 KIND = "calibration"
-FORMAT = 3  # 3: mode and poison_shift; older records are refused until refitted
+FORMAT = 4  # 4: conformal scores; 3: mode and poison_shift (loads, without them)
+FORMATS = (3, 4)  # older records are refused until refitted
+NO_CONFORMAL_OOF = ("no conformal guarantee: trained with calibration mode oof; retrain with "
+                    "`sporeprint train --calibration holdout`")
+NO_CONFORMAL_OLD = ("no conformal guarantee: the calibration record predates conformal sets; "
+                    "refit it with `sporeprint calibrate`")
 
 
 def slice_digest(observation_ids: np.ndarray) -> str:
@@ -83,6 +98,8 @@ class Calibration:
     format: int = FORMAT
     mode: str = "oof"
     poison_shift: bool = True
+    # {"scores", "poisonous_scores", "lam", "k_reg"} or {"none": why no set is promised}
+    conformal: dict = field(default_factory=lambda: {"none": NO_CONFORMAL_OLD})
 
     @cached_property
     def temperature_scaler(self) -> TemperatureScaler:
@@ -105,6 +122,30 @@ class Calibration:
             return self.fitted_prior
         return PoisonPrior.from_state({**self.poison_prior, "bias": 0.0})
 
+    def conformal_threshold(self, coverage: float, poisonous: bool = False
+                            ) -> tuple[float | None, str]:
+        """``(threshold, "")`` of the prediction set at ``coverage`` (``poisonous``: of the
+        poison check, from the poisonous calibration observations only), or ``(None, why
+        not)`` where the record promises no such set."""
+        c = self.conformal or {}
+        if "none" in c:
+            return None, c["none"]
+        s = c["poisonous_scores" if poisonous else "scores"]
+        try:
+            return cp.threshold(np.asarray(s, dtype=np.float64), coverage), ""
+        except ValueError as exc:
+            return None, f"no conformal guarantee: {exc}"
+
+    def conformal_summary(self) -> str:
+        """The slice sizes and the highest levels they can promise."""
+        c = self.conformal or {}
+        if "none" in c:
+            return c["none"]
+        n, n_p = len(c["scores"]), len(c["poisonous_scores"])
+        return (f"conformal sets from {n} observations (coverage up to "
+                f"{cp.max_coverage(n):.4f}), poison check from {n_p} poisonous ones (poison "
+                f"coverage up to {cp.max_coverage(n_p):.4f} = n/(n+1))")
+
     def summary(self) -> str:
         """One line: the mode and the fitted states' headline numbers."""
         return (f"mode {self.mode}, temperature {self.temperature_scaler.temperature_:.3f}, "
@@ -112,19 +153,24 @@ class Calibration:
                 f"{'' if self.poison_shift else ' (not applied)'}, unknown threshold "
                 f"{self.detector['threshold']:.4f}, AUROC "
                 f"{self.metrics.get('auroc', float('nan')):.3f} on "
-                f"{self.metrics.get('n_val_observations', 0)} observations")
+                f"{self.metrics.get('n_val_observations', 0)} observations; "
+                f"{self.conformal_summary()}")
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration | None:
-        """None for a record of another format (``sporeprint calibrate`` refits it)."""
-        if d.get("format") != FORMAT:
+        """None for a record of a format that no longer loads (``sporeprint calibrate``
+        refits it); a format 3 record loads without conformal scores."""
+        if d.get("format") not in FORMATS:
             return None
-        return cls(**{k: d[k] for k in ("temperature", "platt", "detector", "poison_prior",
-                                        "unknown_rate", "split_seed", "metrics", "format",
-                                        "mode", "poison_shift")})
+        cal = cls(**{k: d[k] for k in ("temperature", "platt", "detector", "poison_prior",
+                                       "unknown_rate", "split_seed", "metrics", "format",
+                                       "mode", "poison_shift")})
+        if "conformal" in d:
+            cal.conformal = d["conformal"]
+        return cal
 
     def species_probs(self, log_probs: np.ndarray, poisonous: np.ndarray,
                       shift: bool = True) -> np.ndarray:
@@ -138,6 +184,10 @@ class Calibration:
 
     def unknown_prob(self, scores: np.ndarray) -> np.ndarray:
         return self.platt_scaler.transform(scores)
+
+
+# plain APS (no rank regulariser): see heads/conformal.py
+CONFORMAL_LAM, CONFORMAL_K_REG = 0.0, 0
 
 
 def known_classes(ensemble: Ensemble) -> np.ndarray:
@@ -264,7 +314,7 @@ def fit_states(log_probs: np.ndarray, queries: np.ndarray, y: np.ndarray, classe
     quality = det.evaluate(queries, is_unknown, unc)
     prior = PoisonPrior().fit(probs, poisonous, platt.transform(scores),
                               np.isin(y, classes[poisonous]))
-    return Calibration(
+    cal = Calibration(
         temperature=ts.get_state(), platt=platt.get_state(), detector=det.get_state(),
         poison_prior=prior.get_state(), unknown_rate=float(is_unknown.mean()),
         split_seed=split_seed, mode=mode, poison_shift=bool(poison_shift),
@@ -272,6 +322,17 @@ def fit_states(log_probs: np.ndarray, queries: np.ndarray, y: np.ndarray, classe
                  "nll_after": ts.nll_after_, "val_track1_open_set": det.val_error_,
                  "val_track1_never_unknown": det.val_error_never_, **quality},
     )
+    if mode != "holdout":
+        cal.conformal = {"none": NO_CONFORMAL_OOF}
+        return cal
+    # the options scoring decides with: the probabilities after the poison shift (as the
+    # run applies it) and P(unknown)
+    options = cp.with_unknown(cal.prior.apply(probs, poisonous), platt.transform(scores))
+    s = cp.scores(options, cp.option_index(y, classes), CONFORMAL_LAM, CONFORMAL_K_REG)
+    cal.conformal = {"scores": s.tolist(),
+                     "poisonous_scores": s[np.isin(y, classes[poisonous])].tolist(),
+                     "lam": CONFORMAL_LAM, "k_reg": CONFORMAL_K_REG}
+    return cal
 
 
 def load(fs, members: list[Member], run_ids: list[str] | None = None) -> Calibration:

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from heads.classifier import Ensemble
+from heads.conformal import DEFAULT_COVERAGE, DEFAULT_POISON_COVERAGE
 from heads.decision import RULES, DecisionSummary, decide, decide_summary, summarise
 from retrieval import VectorIndex
 from sporeprint.errors import SporeprintError
@@ -23,6 +24,7 @@ from sporeprint.scoring import calibration as calib
 from sporeprint.scoring.index import training_index
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
 from sporeprint.scoring.runs import Member, load_members, run_key
+from sporeprint.scoring.sets import SetAnswers, apply_sets
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,16 @@ class Decided:
     kind: np.ndarray  # one of heads.decision.KINDS per observation
     evidence: np.ndarray | None = None  # (n, N_EVIDENCE) training observation ids, -1 = none
     summary: DecisionSummary | None = None  # the four numbers `sporeprint decide` replays
+    sets: SetAnswers | None = None  # the conformal sets; None where none is promised
+    coverage_note: str = ""  # why there is no set, or why the poison check reads it alone
+
+
+def check_levels(coverage: float, poison_coverage: float) -> None:
+    """Refuse a coverage level outside (0, 1); 0 means no set."""
+    for name, level in (("coverage", coverage), ("poison coverage", poison_coverage)):
+        if level and not 0.0 < level < 1.0:
+            raise SporeprintError(f"{name} {level!r} must be between 0 and 1 (e.g. 0.9), "
+                                  "or 0 for no prediction set")
 
 
 def check_feature_names(members: list[Member], encoder) -> None:
@@ -85,6 +97,10 @@ class ScoringModel:
         self.neighbours = neighbours
         self.prior_counts = prior_counts
         self.encoder = encoder
+        # the levels of the conformal sets `decide` gives (0: no set); `score` sets them
+        self.coverage = DEFAULT_COVERAGE
+        self.poison_coverage = DEFAULT_POISON_COVERAGE
+        self.genus_of: dict[int, str | None] = {}
 
     @classmethod
     def load(cls, fs, run_ids: list[str]) -> ScoringModel:
@@ -103,8 +119,32 @@ class ScoringModel:
             encoder = None
         if encoder is not None:
             check_feature_names(members, encoder)
-        return cls(space, members, index, cal, official, TrainingNeighbours(fs, index), counts,
-                   encoder)
+        model = cls(space, members, index, cal, official, TrainingNeighbours(fs, index), counts,
+                    encoder)
+        taxa = fs.species_table()
+        model.genus_of = dict(zip(taxa.column("class_id").to_pylist(),
+                                  taxa.column("genus").to_pylist(), strict=True))
+        return model
+
+    def sets_line(self) -> str:
+        """What the sets of :meth:`decide` promise at the model's levels, in one line."""
+        if not self.coverage:
+            return "no prediction sets (coverage 0)"
+        cal = self.calibration
+        threshold, why = cal.conformal_threshold(self.coverage)
+        if threshold is None:
+            return why
+        line = (f"prediction sets at coverage {self.coverage} (marginal, over observations "
+                f"exchangeable with the {len(cal.conformal['scores'])} of the calibration "
+                "slice)")
+        if self.poison_coverage:
+            p_threshold, p_why = cal.conformal_threshold(self.poison_coverage, poisonous=True)
+            line += (f"; poison check at poison coverage {self.poison_coverage} from "
+                     f"{len(cal.conformal['poisonous_scores'])} poisonous calibration "
+                     "observations" if p_threshold is not None else
+                     f"; poison coverage {self.poison_coverage}: {p_why}; the poison check "
+                     "reads the set alone")
+        return line
 
     @property
     def run_key(self) -> str:
@@ -119,9 +159,15 @@ class ScoringModel:
         return observation_scores(self.ensemble, rows), rows
 
     def decide(self, scores: ObservationScores, rule: str = "track3",
-               knn: np.ndarray | None = None, evidence: np.ndarray | None = None) -> Decided:
+               knn: np.ndarray | None = None, evidence: np.ndarray | None = None,
+               coverage: float | None = None, poison_coverage: float | None = None
+               ) -> Decided:
         """Calibrated probabilities, P(unknown) and the rule's answer per observation;
-        the kNN score and the evidence are searched when ``knn`` is not given."""
+        the kNN score and the evidence are searched when ``knn`` is not given.
+
+        ``coverage`` / ``poison_coverage`` (default: the model's ``coverage`` and
+        ``poison_coverage``; 0 for no set): the conformal sets and the poison check from
+        them (``sporeprint.scoring.sets``), where the calibration record promises them."""
         if rule not in RULES:
             raise SporeprintError(f"unknown decision rule {rule!r}; choose one of "
                                   f"{', '.join(RULES)}")
@@ -140,8 +186,35 @@ class ScoringModel:
         # inside, computed once here); the other rules need the full probabilities.
         d = decide_summary(summary) if rule == "track3" else decide(
             probs, None, self.classes, self.poisonous, rule=rule, unknown_flag=flag)
-        return Decided(scores.observation_ids, d.class_id, probs, self.classes, self.poisonous,
-                       p_unknown, s, flag, d.poison_prob, d.reason, d.kind, evidence, summary)
+        out = Decided(scores.observation_ids, d.class_id, probs, self.classes, self.poisonous,
+                      p_unknown, s, flag, d.poison_prob, d.reason, d.kind, evidence, summary)
+        return self._with_sets(out, self.coverage if coverage is None else coverage,
+                               self.poison_coverage if poison_coverage is None
+                               else poison_coverage)
+
+    def _with_sets(self, d: Decided, coverage: float, poison_coverage: float) -> Decided:
+        """``d`` with its conformal sets and the poison check applied, or with the line
+        saying why no set is promised."""
+        check_levels(coverage, poison_coverage)
+        if not coverage:
+            return d
+        cal = self.calibration
+        threshold, why = cal.conformal_threshold(coverage)
+        if threshold is None:
+            d.coverage_note = why
+            return d
+        p_threshold, p_why = (cal.conformal_threshold(poison_coverage, poisonous=True)
+                              if poison_coverage else (None, ""))
+        sets = apply_sets(d.probs, d.unknown_prob, self.classes, self.poisonous, d.class_id,
+                          d.kind, d.reason, threshold, p_threshold, coverage,
+                          cal.conformal.get("lam", 0.0), cal.conformal.get("k_reg", 0),
+                          self.genus_of, self.species_names)
+        if p_why:
+            sets.note = (f"poison coverage {poison_coverage}: {p_why}; the poison check reads "
+                         f"the {coverage} set alone")
+        d.class_id, d.kind, d.reason, d.sets = sets.class_id, sets.kind, sets.reason, sets
+        d.coverage_note = sets.note
+        return d
 
     def unknown_auroc(self, fs, observation_ids: np.ndarray) -> dict[str, float]:
         """How well the unknown score separates unseen species on labelled stored
@@ -186,7 +259,8 @@ class ScoringModel:
     species_names: dict[int, str] | None = None
 
     def predict(self, vectors: np.ndarray, metadata=None, observation_ids=None,
-                rule: str = "track3") -> pa.Table:
+                rule: str = "track3", coverage: float | None = None,
+                poison_coverage: float | None = None) -> pa.Table:
         """Decisions for image vectors that need not be in the store.
 
         ``vectors``: (n, d) float image vectors of this model's space. ``metadata``: None,
@@ -200,7 +274,8 @@ class ScoringModel:
         observation-id column, else each image alone. Returns the predictions table
         (``sporeprint.scoring.outputs``) sorted by id, with ``species`` (the answer's
         name) and ``warnings`` (per observation: metadata values never seen in training,
-        encoded as unseen).
+        encoded as unseen). ``coverage`` / ``poison_coverage``: as for :meth:`decide`
+        (columns ``prediction_set``, ``set_size``, ``answer_rank``, ``genus``).
         """
         from sporeprint.scoring.outputs import predictions_table
         from store import InvalidValueError, check_vectors
@@ -218,7 +293,8 @@ class ScoringModel:
         features, warnings = self.encode_metadata(typed, len(x))
         rows = Rows(np.arange(len(x), dtype=np.int64), obs, np.full(len(x), -1, np.int64), x,
                     features)
-        decided = self.decide(observation_scores(self.ensemble, rows), rule)
+        decided = self.decide(observation_scores(self.ensemble, rows), rule,
+                              coverage=coverage, poison_coverage=poison_coverage)
         table = predictions_table([(decided, "scored")])
         per_obs: dict[int, list[str]] = {}
         for o, w in zip(obs.tolist(), warnings, strict=True):

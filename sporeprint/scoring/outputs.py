@@ -7,7 +7,10 @@ class_id (-1 = unknown species), kind (the kind of answer, one of
 unknown_score, unknown_prob, top5_class_ids, top5_probs, evidence_observation_ids, and
 the decision summary that ``sporeprint decide`` replays under other costs:
 best_edible_class, best_edible_prob, best_poisonous_class, best_poisonous_prob (joint
-probabilities: already scaled by 1 - unknown_prob).
+probabilities: already scaled by 1 - unknown_prob); the conformal set
+(``sporeprint.scoring.sets``; null where the calibration promises none):
+prediction_set (class ids, most probable first, -1 = a species not in the model),
+set_size, answer_rank (species / genus / unknown) and genus.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def predictions_table(parts: list) -> pa.Table:
             "top5_probs": _list_column(top_p, None, pa.float64()),
             "evidence_observation_ids": _list_column(evidence, evidence >= 0, pa.int64()),
             **_summary_columns(d.summary, n),
+            **_set_columns(d.sets, n),
         }))
     if not tables:
         raise SporeprintError("nothing to write: the batch has no observations")
@@ -91,6 +95,21 @@ def _summary_columns(summary, n: int) -> dict[str, pa.Array]:
             "best_edible_prob": pa.array(summary.best_edible_prob, pa.float64()),
             "best_poisonous_class": pa.array(summary.best_poisonous_class, pa.int32()),
             "best_poisonous_prob": pa.array(summary.best_poisonous_prob, pa.float64())}
+
+
+def _set_columns(sets, n: int) -> dict[str, pa.Array]:
+    """The set columns, null for every row without a set (one schema for all parts)."""
+    if sets is None:
+        return {"prediction_set": pa.nulls(n, pa.list_(pa.int32())),
+                "set_size": pa.nulls(n, pa.int32()), "answer_rank": pa.nulls(n, pa.string()),
+                "genus": pa.nulls(n, pa.string())}
+    offsets = np.r_[0, np.cumsum([len(m) for m in sets.prediction_set])].astype(np.int32)
+    flat = np.concatenate(sets.prediction_set) if n else np.zeros(0, np.int64)
+    return {"prediction_set": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                                       pa.array(flat, pa.int32())),
+            "set_size": pa.array(sets.set_size, pa.int32()),
+            "answer_rank": pa.array(sets.answer_rank, pa.string()),
+            "genus": pa.array(sets.genus, pa.string())}
 
 
 def answer_counts(table: pa.Table) -> dict[str, int]:
@@ -113,7 +132,7 @@ def write_outputs(table: pa.Table, out: str | Path,
     full_pq = out.with_name(out.stem + ".full.parquet")
     pq.write_table(table, full_pq)
     flat = table
-    for name in ("top5_class_ids", "top5_probs", "evidence_observation_ids"):
+    for name in ("top5_class_ids", "top5_probs", "evidence_observation_ids", "prediction_set"):
         joined = pc.binary_join(pc.cast(table.column(name),
                                                         pa.list_(pa.string())), " ")
         flat = flat.set_column(flat.column_names.index(name), name, joined)

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from sporeprint.errors import SporeprintError
 from sporeprint.rows import load_rows
-from sporeprint.scoring.model import ScoringModel
+from sporeprint.scoring.model import ScoringModel, check_levels
 from sporeprint.scoring.observations import observation_scores
 from sporeprint.scoring.outputs import answer_counts, predictions_table, write_outputs
 
@@ -58,6 +58,7 @@ class ScoreReport:
     embedding_failures: int = 0
     answers: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
+    sets: list[str] = field(default_factory=list)  # what the prediction sets promise
 
     def lines(self) -> list[str]:
         out = [
@@ -73,6 +74,7 @@ class ScoreReport:
         if self.embedded or self.embedding_failures:
             out.append(f"  images embedded {self.embedded}, failed {self.embedding_failures}")
         out.append("  answers: " + ", ".join(f"{k} {v}" for k, v in sorted(self.answers.items())))
+        out += [f"  {line}" for line in self.sets]
         out += [f"  {k}: {v}" for k, v in self.outputs.items()]
         return out
 
@@ -167,23 +169,43 @@ def _left_out_decision(model: ScoringModel, observation_ids: np.ndarray,
                               for r, why in zip(d.reason, whys, strict=True)])
 
 
+def _set_lines(table: pa.Table) -> list[str]:
+    """The sets' sizes and ranks over a scored table (none without sets)."""
+    size = table.column("set_size").drop_null().to_numpy()
+    if not len(size):
+        return []
+    ranks = dict(zip(*np.unique(table.column("answer_rank").drop_null().to_numpy(
+        zero_copy_only=False), return_counts=True), strict=True))
+    return [f"set size mean {size.mean():.1f}, median {np.median(size):.0f}, max "
+            f"{size.max()}; answer rank: " + ", ".join(
+                f"{r} {int(ranks.get(r, 0))}" for r in ("species", "genus", "unknown"))]
+
+
 def score_batch(fs, metadata: str | Path, run_ids: list[str],
                 images_dir: str | Path | None = None, embeddings: str | Path | None = None,
                 out: str | Path | None = None, batch: str | None = None, rule: str = "track3",
                 workers: int | None = None, model: ScoringModel | None = None,
                 submission_header: str = "observation_id",
-                embed_images=None, decide_rows=None) -> ScoreReport:
+                embed_images=None, decide_rows=None, coverage: float | None = None,
+                poison_coverage: float | None = None) -> ScoreReport:
     """Score every observation of ``metadata``; see the module docstring. ``model``
     (loaded for ``run_ids``) saves reloading the heads and index when scoring again.
+    ``coverage`` / ``poison_coverage`` (default 0.90 / 0.99; 0: none): the levels of
+    the conformal sets and of the poison check (``sporeprint.scoring.sets``).
     ``embed_images(fs, model) -> (embedded, failed)`` and ``decide_rows(model, rows, rule)
     -> predictions table`` replace the in-process steps (the Ray engine passes its own)."""
     from heads.decision import RULES
 
     if rule not in RULES:
         raise SporeprintError(f"unknown decision rule {rule!r}; choose one of {', '.join(RULES)}")
+    check_levels(coverage, poison_coverage)
     metadata = Path(metadata)
     batch_ids, batch_paths = _metadata_ids_and_paths(metadata)
     model = model or ScoringModel.load(fs, run_ids)
+    if coverage is not None:
+        model.coverage = coverage
+    if poison_coverage is not None:
+        model.poison_coverage = poison_coverage
     if embeddings is not None:
         check_embedding_file(embeddings, model.index.dim, model.space, batch_paths, fs)
     batch = batch or metadata.stem
@@ -229,5 +251,6 @@ def score_batch(fs, metadata: str | Path, run_ids: list[str],
     table = pa.concat_tables(tables).sort_by("observation_id")
     fs.write_predictions(model.run_key, batch, table)
     report.answers = answer_counts(table)
+    report.sets = [model.sets_line()] + _set_lines(table)
     report.outputs = write_outputs(table, out, submission_header)
     return report

@@ -1,0 +1,162 @@
+"""Conformal sets in scoring: fitted on the calibration slice (mode holdout only), stored
+as scores in the calibration record, applied at any level; the poison check row by row;
+coverage on a held-out simulated batch; genus answers; older records still load."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from heads.train import TrainConfig
+from sporeprint.errors import SporeprintError
+from sporeprint.scoring import ScoringModel, score_batch
+from sporeprint.scoring import calibration as calib
+from sporeprint.scoring.sets import apply_sets
+from sporeprint.simulator.simulate import SimConfig, ingest_simulation, simulate, write_simulation
+from sporeprint.training import train_folds
+from store import FeatureStore
+
+SEED = 2
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("conformal")
+    sim = simulate(SimConfig(scale="small", classes=70, seed=SEED, dim=16, count_scale=0.3))
+    files = write_simulation(sim, root / "sim")
+    fs = FeatureStore(root / "s.duckdb")
+    ingest_simulation(fs, files, "sim", SEED)
+    cfg = TrainConfig(epochs=3, lr=3e-3, progress=False, seed=SEED)
+    runs = {}
+    for mode in ("holdout", "oof"):
+        runs[mode] = train_folds(fs, "sim", head="mlp", head_params={"hidden": 32}, config=cfg,
+                                 out_dir=root / f"runs-{mode}", split_seed=SEED,
+                                 calibration=mode)[-1].run_id
+        calib.fit_and_record(fs, [runs[mode]])
+        time.sleep(1.1)  # run ids carry a one-second stamp
+    yield fs, runs, files, root
+    fs.close()
+
+
+def _score(world, run, name, **levels):
+    fs, _, files, root = world
+    report = score_batch(fs, files["test"], [run], embeddings=files["embeddings_test"],
+                         out=root / name / "pred.csv", batch=name, **levels)
+    return report, pq.read_table(root / name / "pred.full.parquet")
+
+
+def test_holdout_records_conformal_scores_and_oof_says_no_guarantee(world):
+    fs, runs, _, _ = world
+    cal = ScoringModel.load(fs, [runs["holdout"]]).calibration
+    n = cal.metrics["n_val_observations"]
+    assert cal.format == calib.FORMAT == 4
+    assert len(cal.conformal["scores"]) == n
+    assert 0 < len(cal.conformal["poisonous_scores"]) < n
+    assert "coverage up to" in cal.summary() and "poison coverage up to" in cal.summary()
+    oof = ScoringModel.load(fs, [runs["oof"]]).calibration
+    assert oof.conformal_threshold(0.9) == (None, calib.NO_CONFORMAL_OOF)
+    assert "sporeprint train --calibration holdout" in oof.summary()
+
+
+def test_poison_rule_holds_row_by_row_and_coverage_on_the_held_out_batch(world):
+    fs, runs, _, _ = world
+    report, table = _score(world, runs["holdout"], "sets", coverage=0.9, poison_coverage=0.0)
+    poisonous = set(fs.poisonous_class_ids().tolist())
+    scored = table.filter(table["status"].to_numpy(zero_copy_only=False) == "scored")
+    rows = scored.to_pylist()
+    assert rows and all(r["set_size"] == len(r["prediction_set"]) >= 1 for r in rows)
+    for r in rows:
+        if poisonous & set(r["prediction_set"]):  # a poisonous species in the set ...
+            assert r["class_id"] in poisonous  # ... is never answered edible or unknown
+            assert r["kind"] in ("poison_risk", "species")
+    with_poison = [r for r in rows if poisonous & set(r["prediction_set"])]
+    flagged = [r for r in rows if "conformal set holds poisonous" in r["reason"]]
+    assert with_poison  # the check above is not vacuous
+    assert all(r["kind"] == "poison_risk" for r in flagged)
+    # coverage on the simulated batch (exchangeable with the calibration slice up to the
+    # simulator's period shift): near the level, reported
+    known = pacsv.read_csv(world[2]["truth"]).to_pydict()
+    truth = dict(zip(known["observation_id"], known["class_id"], strict=True))
+    truth = [truth[r["observation_id"]] for r in rows]
+    model = ScoringModel.load(fs, [runs["holdout"]])
+    cal, classes = model.calibration, set(model.classes.tolist())
+    hit = [(t if t in classes else -1) in r["prediction_set"] for t, r in zip(truth, rows,
+                                                                                strict=True)]
+    covered = float(np.mean(hit))
+    print(f"coverage 0.9 on the held-out batch: {covered:.3f} over {len(hit)} observations "
+          f"(calibration slice {len(cal.conformal['scores'])})")
+    assert covered >= 0.75
+    assert any("prediction sets at coverage 0.9" in line for line in report.lines())
+    stored = fs.sql("SELECT prediction_set, set_size, answer_rank FROM predictions "
+                    "WHERE batch = 'sets' AND status = 'scored' ORDER BY observation_id")
+    assert stored.column("set_size").to_pylist() == scored.column("set_size").to_pylist()
+
+
+def test_a_larger_level_gives_larger_sets_and_the_poison_set_only_adds_poison_answers(world):
+    fs, runs, _, _ = world
+    _, low = _score(world, runs["holdout"], "low", coverage=0.5, poison_coverage=0.0)
+    _, high = _score(world, runs["holdout"], "high", coverage=0.95, poison_coverage=0.0)
+    _, both = _score(world, runs["holdout"], "both", coverage=0.5, poison_coverage=0.6)
+    s_low, s_high = (np.array(t["set_size"].to_pylist(), dtype=float) for t in (low, high))
+    ok = ~np.isnan(s_low)
+    assert (s_high[ok] >= s_low[ok]).all() and s_high[ok].mean() > s_low[ok].mean()
+    poisonous = set(fs.poisonous_class_ids().tolist())
+    a, b = low["class_id"].to_pylist(), both["class_id"].to_pylist()
+    changed = [i for i in range(len(a)) if a[i] != b[i]]
+    assert all(b[i] in poisonous for i in changed)
+
+
+def test_oof_runs_score_without_sets_and_say_why(world):
+    report, table = _score(world, world[1]["oof"], "oofsets")
+    assert table["set_size"].null_count == table.num_rows
+    assert calib.NO_CONFORMAL_OOF in "\n".join(report.lines())
+
+
+def test_a_level_the_slice_cannot_promise_is_refused_with_the_limit(world):
+    fs, runs, _, _ = world
+    model = ScoringModel.load(fs, [runs["holdout"]])
+    n_p = len(model.calibration.conformal["poisonous_scores"])
+    model.poison_coverage = 1 - 1 / (n_p + 3)  # just above n_p / (n_p + 1)
+    assert f"cannot be promised with {n_p} calibration" in model.sets_line()
+    with pytest.raises(SporeprintError, match="coverage 1.5 must be between 0 and 1"):
+        _score(world, runs["holdout"], "bad", coverage=1.5)
+
+
+def test_older_format_3_records_load_without_a_conformal_part(world):
+    fs, runs, _, _ = world
+    members = ScoringModel.load(fs, [runs["holdout"]]).members
+    record = fs.get_run(calib.record_id(members))["metrics"]
+    old = {k: v for k, v in record.items() if k != "conformal"} | {"format": 3}
+    cal = calib.Calibration.from_dict(old)
+    assert cal is not None and cal.conformal_threshold(0.9)[0] is None
+    assert "refit it with `sporeprint calibrate`" in cal.conformal_threshold(0.9)[1]
+    assert calib.Calibration.from_dict({**old, "format": 2}) is None
+
+
+def test_genus_answer_when_the_set_lies_within_one_genus():
+    classes = np.array([10, 11, 12, 13])
+    poisonous = np.array([False, False, True, False])
+    genus = {10: "Boletus", 11: "Boletus", 12: "Amanita", 13: "Russula"}
+    probs = np.array([[0.50, 0.45, 0.03, 0.02],   # within Boletus
+                      [0.97, 0.01, 0.01, 0.01],    # one species
+                      [0.50, 0.02, 0.02, 0.46]])   # two genera
+    kind = np.array(["species"] * 3, dtype=object)
+    out = apply_sets(probs, np.zeros(3), classes, poisonous, np.array([10, 10, 10]), kind,
+                     ["argmax"] * 3, threshold=0.96, poison_threshold=None, coverage=0.9,
+                     genus_of=genus)
+    assert out.answer_rank == ["genus", "species", "unknown"]
+    assert out.genus == ["Boletus", "Boletus", None]
+    assert [m.tolist() for m in out.prediction_set] == [[10, 11], [10], [10, 13]]
+    assert out.class_id.tolist() == [10, 10, 10]  # one class id each, as decided
+    # a poisonous species entering the set turns the answer into poison risk, named
+    wide = apply_sets(probs, np.zeros(3), classes, poisonous, np.array([10, 10, 10]), kind,
+                      ["argmax"] * 3, threshold=0.999, poison_threshold=None, coverage=0.9,
+                      genus_of=genus, names={12: "Amanita phalloides"})
+    assert [m.tolist() for m in wide.prediction_set][0] == [10, 11, 12]
+    assert wide.class_id.tolist() == [12, 10, 10]
+    assert wide.kind.tolist() == ["poison_risk", "species", "species"]
+    assert "holds poisonous Amanita phalloides" in wide.reason[0]
