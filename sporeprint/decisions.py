@@ -64,7 +64,9 @@ def summary_of(predictions: pa.Table) -> DecisionSummary:
 
 def redecide(predictions: pa.Table, costs: Costs) -> pa.Table:
     """``observation_id, class_id, kind, reason, changed`` under ``costs``; the kind of
-    each answer is decided again, and rows stored as ``prior_only`` stay so."""
+    each answer is decided again, and rows stored as ``prior_only`` stay so. Rows scored
+    with conformal sets keep their poison check (the stored ``poison_check`` column,
+    ``sporeprint.scoring.sets.recheck_stored``): at the levels they were scored with."""
     summary = summary_of(predictions)
     if "kind" not in predictions.column_names or predictions.column("kind").null_count:
         raise SporeprintError("these predictions have no answer kind (a store made by an older "
@@ -74,6 +76,12 @@ def redecide(predictions: pa.Table, costs: Costs) -> pa.Table:
     d = decide_summary(summary, costs, prior_only=prior)
     reasons = [f"training prior only; {r}" if p else r
                for r, p in zip(d.reason, prior, strict=True)]
+    if "poison_check" in predictions.column_names:
+        from sporeprint.scoring.sets import recheck_stored
+
+        d.class_id, d.kind, reasons = recheck_stored(
+            predictions.column("poison_check").to_pylist(), summary.best_poisonous_class,
+            d.class_id, d.kind, reasons)
     before = predictions.column("class_id").to_numpy(zero_copy_only=False)
     return pa.table({"observation_id": predictions.column("observation_id"),
                      "class_id": pa.array(d.class_id, pa.int32()),

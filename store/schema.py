@@ -214,6 +214,7 @@ MIGRATIONS: list[str] = [
     # the conformal prediction set of each answer; NULL for rows scored before (or without
     # a set: heads trained with calibration mode oof)
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS prediction_set INTEGER[]",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS poison_check INTEGER[]",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS set_size INTEGER",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS answer_rank VARCHAR",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS genus VARCHAR",

@@ -160,3 +160,21 @@ def test_genus_answer_when_the_set_lies_within_one_genus():
     assert wide.class_id.tolist() == [12, 10, 10]
     assert wide.kind.tolist() == ["poison_risk", "species", "species"]
     assert "holds poisonous Amanita phalloides" in wide.reason[0]
+
+
+def test_decide_replays_the_poison_check_of_the_stored_sets(world):
+    from heads.decision import Costs
+    from sporeprint.decisions import redecide
+
+    fs, runs, _, _ = world
+    _score(world, runs["holdout"], "replay", coverage=0.9, poison_coverage=0.6)
+    preds = fs.batch_predictions("replay")
+    same = redecide(preds, Costs())
+    assert same.column("class_id").to_pylist() == preds.column("class_id").to_pylist()
+    assert same.column("kind").to_pylist() == preds.column("kind").to_pylist()
+    # a lenient survey's costs still answer poisonous wherever the sets held a poisonous species
+    poisonous = set(fs.poisonous_class_ids().tolist())
+    lenient = redecide(preds, Costs(poisonous_as_edible=1.0)).column("class_id").to_pylist()
+    checked = preds.column("poison_check").to_pylist()
+    assert any(checked)
+    assert all(c in poisonous for c, held in zip(lenient, checked, strict=True) if held)

@@ -10,7 +10,9 @@ best_edible_class, best_edible_prob, best_poisonous_class, best_poisonous_prob (
 probabilities: already scaled by 1 - unknown_prob); the conformal set
 (``sporeprint.scoring.sets``; null where the calibration promises none):
 prediction_set (class ids, most probable first, -1 = a species not in the model),
-set_size, answer_rank (species / genus / unknown) and genus.
+poison_check (the poisonous species the poison check found in the sets, most
+probable first; what ``sporeprint decide`` replays), set_size, answer_rank (species /
+genus / unknown) and genus.
 """
 
 from __future__ import annotations
@@ -97,16 +99,22 @@ def _summary_columns(summary, n: int) -> dict[str, pa.Array]:
             "best_poisonous_prob": pa.array(summary.best_poisonous_prob, pa.float64())}
 
 
+def _ragged(rows: list[np.ndarray]) -> pa.Array:
+    """A list<int32> column from one id array per row."""
+    offsets = np.r_[0, np.cumsum([len(m) for m in rows])].astype(np.int32)
+    flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int32()))
+
+
 def _set_columns(sets, n: int) -> dict[str, pa.Array]:
     """The set columns, null for every row without a set (one schema for all parts)."""
     if sets is None:
         return {"prediction_set": pa.nulls(n, pa.list_(pa.int32())),
+                "poison_check": pa.nulls(n, pa.list_(pa.int32())),
                 "set_size": pa.nulls(n, pa.int32()), "answer_rank": pa.nulls(n, pa.string()),
                 "genus": pa.nulls(n, pa.string())}
-    offsets = np.r_[0, np.cumsum([len(m) for m in sets.prediction_set])].astype(np.int32)
-    flat = np.concatenate(sets.prediction_set) if n else np.zeros(0, np.int64)
-    return {"prediction_set": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
-                                                       pa.array(flat, pa.int32())),
+    return {"prediction_set": _ragged(sets.prediction_set),
+            "poison_check": _ragged(sets.poison_check),
             "set_size": pa.array(sets.set_size, pa.int32()),
             "answer_rank": pa.array(sets.answer_rank, pa.string()),
             "genus": pa.array(sets.genus, pa.string())}
@@ -132,7 +140,8 @@ def write_outputs(table: pa.Table, out: str | Path,
     full_pq = out.with_name(out.stem + ".full.parquet")
     pq.write_table(table, full_pq)
     flat = table
-    for name in ("top5_class_ids", "top5_probs", "evidence_observation_ids", "prediction_set"):
+    for name in ("top5_class_ids", "top5_probs", "evidence_observation_ids", "prediction_set",
+                 "poison_check"):
         joined = pc.binary_join(pc.cast(table.column(name),
                                                         pa.list_(pa.string())), " ")
         flat = flat.set_column(flat.column_names.index(name), name, joined)

@@ -38,6 +38,7 @@ class SetAnswers:
     the answer it allows and its genus; the decision after the poison check."""
 
     prediction_set: list[np.ndarray]
+    poison_check: list[np.ndarray]  # the poisonous species the check found, most probable first
     set_size: np.ndarray
     answer_rank: list[str]
     genus: list[str | None]
@@ -72,7 +73,7 @@ def apply_sets(probs: np.ndarray, unknown_prob: np.ndarray, classes: np.ndarray,
     out_reason = list(reason)
     answered_poisonous = np.isin(out_class, classes[poisonous])
     genus_of = genus_of or {}
-    sets, ranks, genera = [], [], []
+    sets, checked, ranks, genera = [], [], [], []
     for i in range(len(options)):
         row = np.flatnonzero(inside[i])
         row = row[np.argsort(-options[i, row], kind="stable")]  # most probable first
@@ -89,12 +90,12 @@ def apply_sets(probs: np.ndarray, unknown_prob: np.ndarray, classes: np.ndarray,
             ranks.append("unknown")
             genera.append(None)
         cols = np.flatnonzero(check[i])
+        cols = cols[np.argsort(-options[i, cols], kind="stable")]  # most probable first
+        checked.append(np.asarray(classes[cols], np.int64))
         if len(cols) and not answered_poisonous[i]:
-            best = cols[np.argmax(options[i, cols])]
-            out_class[i] = classes[best]
+            out_class[i] = classes[cols[0]]
             out_kind[i] = POISON_RISK
-            held = ", ".join(_name(classes[c], names) for c in
-                             cols[np.argsort(-options[i, cols], kind="stable")][:5])
+            held = ", ".join(_name(classes[c], names) for c in cols[:5])
             more = f" and {len(cols) - 5} more" if len(cols) > 5 else ""
             out_reason[i] = (f"poison-risk: the {coverage:.0%} conformal set holds poisonous "
                              f"{held}{more}; {reason[i]}")
@@ -102,5 +103,25 @@ def apply_sets(probs: np.ndarray, unknown_prob: np.ndarray, classes: np.ndarray,
     for i, g in enumerate(genera):
         if ranks[i] == "genus" and g in poisonous_genera and out_kind[i] != POISON_RISK:
             out_reason[i] += f"; warning: the set lies within genus {g}, which has poisonous species"
-    return SetAnswers(sets, inside.sum(1).astype(np.int64), ranks, genera, out_class,
+    return SetAnswers(sets, checked, inside.sum(1).astype(np.int64), ranks, genera, out_class,
                       out_kind, out_reason, "")
+
+
+
+def recheck_stored(poison_check: list, best_poisonous_class: np.ndarray,
+                   class_id: np.ndarray, kind: np.ndarray, reason: list[str]) -> tuple:
+    """The poison check replayed from stored rows on answers decided again, e.g. under
+    other costs (``sporeprint decide``): ``poison_check`` is each row's stored column
+    (the poisonous species the sets held, most probable first; None without sets), and
+    an answer is poisonous when it is the row's ``best_poisonous_class``. Returns
+    ``(class_id, kind, reason)``: as scoring answers at the stored levels."""
+    class_id = np.asarray(class_id, np.int64).copy()
+    kind = np.asarray(kind, dtype=object).copy()
+    reason = list(reason)
+    best = np.asarray(best_poisonous_class, np.int64)
+    for i, held in enumerate(poison_check):
+        if held and (class_id[i] != best[i] or best[i] == UNKNOWN):
+            class_id[i], kind[i] = held[0], POISON_RISK
+            reason[i] = (f"poison-risk: the stored conformal sets hold poisonous class "
+                         f"{', '.join(map(str, held[:5]))}; {reason[i]}")
+    return class_id, kind, reason
