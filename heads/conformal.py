@@ -60,7 +60,7 @@ def option_index(labels: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     return np.where(found, order[pos], len(class_ids))
 
 
-CHUNK = 4096  # rows scored at a time: (CHUNK, K) float64 work arrays, not (n, K) ones
+CHUNK = 1024  # rows scored at a time: (CHUNK, K) work arrays, not (n, K) ones
 
 
 def _all_scores(probs: np.ndarray, lam: float, k_reg: int) -> np.ndarray:

@@ -178,3 +178,14 @@ def test_decide_replays_the_poison_check_of_the_stored_sets(world):
     checked = preds.column("poison_check").to_pylist()
     assert any(checked)
     assert all(c in poisonous for c, held in zip(lenient, checked, strict=True) if held)
+
+
+def test_a_genus_answer_warns_when_its_genus_has_poisonous_species():
+    classes, poisonous = np.array([10, 11, 12]), np.array([False, False, True])
+    genus = {10: "Boletus", 11: "Boletus", 12: "Boletus"}
+    probs = np.array([[0.50, 0.48, 0.02]])
+    out = apply_sets(probs, np.zeros(1), classes, poisonous, np.array([10]),
+                     np.array(["species"], dtype=object), ["argmax"], threshold=0.97,
+                     poison_threshold=None, coverage=0.9, genus_of=genus)
+    assert out.answer_rank == ["genus"] and out.kind.tolist() == ["species"]
+    assert "within genus Boletus, which has poisonous species" in out.reason[0]

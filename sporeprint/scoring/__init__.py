@@ -4,6 +4,7 @@
 ``settings`` (the calibration settings a run records), ``index`` (the training-image
 index), ``observations`` (per-observation inputs), ``model`` (:class:`ScoringModel`),
 ``pipeline`` (:func:`score_batch`), ``outputs`` (the predictions table and files),
+``sets`` (conformal prediction sets and the poison check from them),
 ``rules`` (every decision rule on the same labelled observations).
 
 Names are re-exported lazily, so that the CLI can read ``settings`` without torch.

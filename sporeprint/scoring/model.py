@@ -100,7 +100,8 @@ class ScoringModel:
         # the levels of the conformal sets `decide` gives (0: no set); `score` sets them
         self.coverage = DEFAULT_COVERAGE
         self.poison_coverage = DEFAULT_POISON_COVERAGE
-        self.genus_of: dict[int, str | None] = {}
+        self.genus_of: dict[int, str | None] = {}  # the store's taxonomy, for the sets
+        self.names_of: dict[int, str] = {}
 
     @classmethod
     def load(cls, fs, run_ids: list[str]) -> ScoringModel:
@@ -122,8 +123,10 @@ class ScoringModel:
         model = cls(space, members, index, cal, official, TrainingNeighbours(fs, index), counts,
                     encoder)
         taxa = fs.species_table()
-        model.genus_of = dict(zip(taxa.column("class_id").to_pylist(),
-                                  taxa.column("genus").to_pylist(), strict=True))
+        ids = taxa.column("class_id").to_pylist()
+        model.genus_of = dict(zip(ids, taxa.column("genus").to_pylist(), strict=True))
+        model.names_of = {i: n for i, n in zip(ids, taxa.column("species").to_pylist(),
+                                               strict=True) if n}
         return model
 
     def sets_line(self) -> str:
@@ -208,7 +211,7 @@ class ScoringModel:
         sets = apply_sets(d.probs, d.unknown_prob, self.classes, self.poisonous, d.class_id,
                           d.kind, d.reason, threshold, p_threshold, coverage,
                           cal.conformal.get("lam", 0.0), cal.conformal.get("k_reg", 0),
-                          self.genus_of, self.species_names)
+                          self.genus_of, self.species_names or self.names_of)
         if p_why:
             sets.note = (f"poison coverage {poison_coverage}: {p_why}; the poison check reads "
                          f"the {coverage} set alone")
