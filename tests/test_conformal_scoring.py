@@ -185,7 +185,7 @@ def test_a_genus_answer_warns_when_its_genus_has_poisonous_species():
     genus = {10: "Boletus", 11: "Boletus", 12: "Boletus"}
     probs = np.array([[0.50, 0.48, 0.02]])
     out = apply_sets(probs, np.zeros(1), classes, poisonous, np.array([10]),
-                     np.array(["species"], dtype=object), ["argmax"], threshold=0.97,
+                     np.array(["species"], dtype=object), ["argmax"], threshold=0.985,
                      poison_threshold=None, coverage=0.9, genus_of=genus)
     assert out.answer_rank == ["genus"] and out.kind.tolist() == ["species"]
     assert "within genus Boletus, which has poisonous species" in out.reason[0]

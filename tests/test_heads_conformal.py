@@ -123,3 +123,19 @@ def test_average_coverage_over_many_small_calibration_draws_is_the_finite_sample
     # draws within one repetition share a threshold: widen by the design effect
     spread = (hi - lo) / 2 * np.sqrt(n_test / 4)
     assert abs(hits / (reps * n_test) - 0.8) <= spread
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.05])
+def test_sets_from_candidates_equal_the_full_score_rule(lam):
+    """predict_sets sorts only the options that can be in; the sets equal the rule on
+    every option's score, for sharp and flat rows, ties and zeros included."""
+    rng = np.random.default_rng(4)
+    n, k = 3000, 200
+    probs = _dirichlet_probs(rng, n, k, rng.uniform(0.2, 8, n))
+    probs[:50, 100:] = 0.0
+    probs[:50] /= probs[:50].sum(1, keepdims=True)
+    probs[50:60] = 1.0 / k  # all tied
+    for t in (0.3, 0.9, 0.999, 1.2):
+        full = conformal._all_scores(probs, lam, 3) <= t + 1e-12
+        got = conformal.predict_sets(probs, t, lam, 3, keep_top=False)
+        assert np.array_equal(got, full), t
