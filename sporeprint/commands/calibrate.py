@@ -1,6 +1,7 @@
 """Fit the calibration of trained heads and record it in the store's runs table:
 the temperature, the unknown-species detector and its threshold, P(unknown) and
-the poison prior shift, on the validation observations the runs' calibration
+the poison prior shift (and, for heads trained with `--calibration holdout`, the
+conformal scores behind `score --coverage`), on the validation observations the runs' calibration
 mode names (docs/scoring.md). `sporeprint train` already does this for the runs
 it trains; run it for runs trained before training did, or after the labels of
 the validation observations changed. Scoring only reads the record."""
