@@ -5,7 +5,8 @@ column names, class ids, poisonous flags, metrics). No pickle.
 :func:`load_head` checks everything before a tensor is used: ``config.json`` is parsed,
 the head and training settings are rebuilt as their config dataclasses and checked by
 their own ``validate()``, the class list, flags and dimensions must agree with the head,
-and the weights must match the head they fill. Every defect is one
+and the weights must match the head they fill and hold only finite numbers (a NaN or
+infinite weight would turn every score into NaN). Every defect is one
 :class:`~heads.errors.HeadsError` line naming the file.
 
 Example:
@@ -233,6 +234,10 @@ def read_weights(weights: Path, expected: dict[str, torch.Tensor]) -> dict[str, 
         if got.is_floating_point() != tensor.is_floating_point():
             raise HeadsError(f"{weights}: tensor {name} has dtype {got.dtype}, expected "
                              f"{tensor.dtype}; {REPAIR}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            bad = int((~torch.isfinite(got)).sum())
+            raise HeadsError(f"{weights}: tensor {name} holds {bad} NaN or infinite values of "
+                             f"{got.numel()}; {REPAIR}")
     return state
 
 

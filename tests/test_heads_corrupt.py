@@ -71,12 +71,24 @@ def _int_tensor(d):
     _save_weights(d, state)
 
 
+def _non_finite(value):
+    def corrupt(d):
+        state = _weights(d)
+        name = next(k for k in state if k.endswith("species.weight"))
+        state[name] = state[name].clone()
+        state[name][0, 0] = value
+        _save_weights(d, state)
+    return corrupt
+
+
 CASES = {
     # weights
     "wrong tensor shape": ("model.safetensors", _wrong_shape),
     "missing tensor": ("model.safetensors", _missing_key),
     "extra tensor": ("model.safetensors", _extra_key),
     "integer tensor": ("model.safetensors", _int_tensor),
+    "NaN weight": ("model.safetensors", _non_finite(float("nan"))),
+    "infinite weight": ("model.safetensors", _non_finite(float("-inf"))),
     "pickle bytes": ("model.safetensors",
                      lambda d: torch.save({"w": torch.zeros(3)}, d / "model.safetensors")),
     "truncated weights": ("model.safetensors", lambda d: _truncate(d / "model.safetensors")),
@@ -154,3 +166,17 @@ def test_valid_configs_pass_their_own_validate():
                 FusionConfig(embed_dim=8, num_classes=2, meta_dim=2, groups={"date": [0, 1]}),
                 TrainConfig(), TrainConfig(lr=np.float64(1e-3), seed=np.int64(3))):
         cfg.validate()
+
+
+def test_a_nan_weight_is_refused_at_load_naming_the_file_and_the_fix(saved, tmp_path):
+    d = tmp_path / "h"
+    shutil.copytree(saved, d)
+    _non_finite(float("nan"))(d)
+    assert torch.isnan(_weights(d)[next(k for k in _weights(d) if k.endswith("species.weight"))]
+                       ).sum() == 1  # the file on disk really holds one NaN
+    with pytest.raises(HeadsError) as info:
+        Classifier.load(d)
+    message = str(info.value)
+    assert message.startswith(f"{d / 'model.safetensors'}: tensor ")
+    assert "species.weight holds 1 NaN or infinite values" in message
+    assert "`sporeprint train`" in message and "\n" not in message
