@@ -14,6 +14,13 @@ from the encoded observation features. The class list of a head = the class ids
 seen in its training rows; validation rows of other classes (and ``-1``) count as
 unknown.
 
+Each fold run records its ``identity`` (:func:`fold_identity`): a digest of the
+settings it was trained with and of the rows it trained and stopped early on. With
+``reuse=True`` (what ``sporeprint train`` does) a fold whose identity matches a
+finished run is not trained again: its saved head is loaded and joins the ensemble,
+so an interrupted training resumes at the fold it lost. Other settings, another split
+or changed data give another identity, and the fold trains afresh.
+
 Example:
     >>> with FeatureStore("fungi.duckdb") as fs:                       # doctest: +SKIP
     ...     runs = train_folds(fs, "dinov2_l", head="mlp", folds=[1, 2])
@@ -22,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from heads.classifier import Classifier, Ensemble, EvalSet
+from heads.errors import HeadsError
 from heads.inference import aggregate_by_observation
 from heads.metrics import first_per_observation, fungiclef_scores
 from heads.train import TrainConfig
@@ -64,6 +74,7 @@ class FoldRun:
     fold: int | None
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # a finished run of the same identity, not trained again
 
 
 def runs_dir(store_path: str | Path) -> Path:
@@ -116,13 +127,75 @@ def scores_of(clf, rows: Rows, poison: np.ndarray) -> dict[str, float]:
     return fungiclef_scores(truth, clf.classes_[mean.argmax(axis=1)], poison)
 
 
+def fold_identity(space: str, head: str, head_params: dict | None, config: TrainConfig,
+                  settings: dict, split_seed: int, fold: int, names: list[str],
+                  train: Rows, val: Rows) -> str:
+    """Digest of what decides a fold's head: space, head kind and settings, training
+    settings (less the progress display), calibration settings, split seed, fold, metadata
+    columns, and the training and validation rows (image and observation ids, labels,
+    embeddings, metadata)."""
+    train_settings = {k: v for k, v in asdict(config).items() if k != "progress"}
+    described = {"space": space, "head": head, "head_params": head_params or {},
+                 "train": train_settings, "calibration": settings,
+                 "split_seed": int(split_seed), "fold": int(fold), "features": list(names)}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
+    for rows in (train, val):
+        for part in (rows.image_ids, rows.observation_ids, rows.class_ids, rows.embeddings,
+                     rows.metadata):
+            part = np.ascontiguousarray(part)
+            digest.update(f"{part.dtype.str}{part.shape}".encode())
+            digest.update(part.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def finished_fold(fs, space: str, head: str, fold: int, identity: str) -> dict | None:
+    """The newest recorded run of ``fold`` with this identity whose head folder is there."""
+    ids = fs.sql("SELECT run_id FROM runs WHERE kind = 'train' AND space = ? AND head = ? "
+                 "AND fold = ? ORDER BY created_at DESC, run_id DESC",
+                 [space, head, int(fold)]).column(0).to_pylist()
+    for run_id in ids:
+        run = fs.get_run(run_id)
+        if run["config"].get("identity") == identity and run["path"] \
+                and Path(run["path"]).is_dir():
+            return run
+    return None
+
+
+def _reuse(run: dict, space: str, names: list[str], device: str) -> Classifier | None:
+    """The saved head of a finished run; None (with a warning) when it cannot be loaded."""
+    try:
+        return Classifier.load(run["path"], space=space, feature_names=names, device=device)
+    except HeadsError as exc:
+        log.warning("run %s matches but its head cannot be loaded (%s); training the fold "
+                    "again", run["run_id"], exc)
+        return None
+
+
+def finished_ensemble(fs, space: str, head: str, members: list[str],
+                      settings: dict) -> dict | None:
+    """The newest recorded ensemble of exactly these member runs and calibration settings."""
+    ids = fs.sql("SELECT run_id FROM runs WHERE kind = 'ensemble' AND space = ? AND head = ? "
+                 "ORDER BY created_at DESC, run_id DESC", [space, head]).column(0).to_pylist()
+    for run_id in ids:
+        run = fs.get_run(run_id)
+        if run["config"].get("members") == members \
+                and run["config"].get("calibration") == json.loads(json.dumps(settings)):
+            return run
+    return None
+
+
 def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
                 head_params: dict | None = None, config: TrainConfig | None = None,
                 out_dir: str | Path | None = None, store_path: str | Path | None = None,
                 split_seed: int = 0, calibration: str = DEFAULT_CALIBRATION,
-                poison_shift: bool = DEFAULT_POISON_SHIFT) -> list[FoldRun]:
+                poison_shift: bool = DEFAULT_POISON_SHIFT, reuse: bool = False
+                ) -> list[FoldRun]:
     """Train one head per fold, save it, record it in ``runs``; with two folds also
     score their ensemble on the held-out ``test`` part. Returns the recorded runs.
+
+    ``reuse``: a fold with a finished run of the same :func:`fold_identity` is loaded, not
+    trained (its ``FoldRun.reused`` is True), and an ensemble of exactly the resulting runs
+    already recorded is returned as it is.
 
     ``calibration``: ``"oof"`` uses all of p1/p2 (calibrated per head), ``"holdout"`` keeps
     the calibration slice out of training and early stopping; ``poison_shift``: whether
@@ -142,6 +215,16 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
     for fold in folds:
         train, val, test, names = fold_rows(fs, space, fold, split_seed, settings["one_in"])
         test_rows = test
+        identity = fold_identity(space, head, head_params, config, settings, split_seed, fold,
+                                 names, train, val)
+        done = finished_fold(fs, space, head, fold, identity) if reuse else None
+        clf = _reuse(done, space, names, config.device) if done else None
+        if clf is not None:
+            log.info("fold %d: reusing run %s (same settings and data)", fold, done["run_id"])
+            runs.append(FoldRun(done["run_id"], fold, Path(done["path"]),
+                                dict(done["metrics"]), reused=True))
+            members.append(clf)
+            continue
         log.info("fold %d: %d training images, %d validation images", fold, len(train), len(val))
         clf = Classifier(head, head_params, config, space=space, feature_names=names)
         clf.fit(train.embeddings, train.class_ids, train.metadata,
@@ -156,11 +239,19 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
                        history=clf.history_)  # per epoch: losses, validation scores
         fs.record_run(run_id, "train", space, head, fold,
                       {"head": clf.config_.to_dict(), "train": asdict(config),
-                       "calibration": settings}, metrics, str(path),
+                       "calibration": settings, "identity": identity}, metrics, str(path),
                       split_seed=split_seed)
         runs.append(FoldRun(run_id, fold, path, metrics))
         members.append(clf)
     if len(members) > 1 and test_rows is not None and len(test_rows):
+        member_ids = [r.run_id for r in runs]
+        done = finished_ensemble(fs, space, head, member_ids, settings) \
+            if reuse and all(r.reused for r in runs) else None
+        if done is not None:
+            log.info("reusing ensemble run %s of the same fold runs", done["run_id"])
+            runs.append(FoldRun(done["run_id"], None, Path(done["path"]), done["metrics"],
+                                reused=True))
+            return runs
         ens = Ensemble(members, combine="prob")
         metrics = {"test_" + k: v for k, v in scores_of(ens, test_rows, poison).items()}
         for run, clf in zip(runs, members, strict=True):
@@ -168,7 +259,7 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
                                 scores_of(clf, test_rows, poison).items()})
         run_id = f"{space}-{head}-ensemble-{stamp}-s{config.seed}"
         fs.record_run(run_id, "ensemble", space, head, None,
-                      {"members": [r.run_id for r in runs], "combine": "prob",
+                      {"members": member_ids, "combine": "prob",
                        "calibration": settings}, metrics, str(root),
                       split_seed=split_seed)
         runs.append(FoldRun(run_id, None, root, metrics))

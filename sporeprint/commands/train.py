@@ -6,6 +6,10 @@ also scored as an ensemble on the held-out test part. Training ends by fitting
 the calibration of what it trained (the ensemble, or the one fold head) and
 recording it, so `sporeprint score` can use the runs at once.
 
+Run again with the same settings on unchanged data, it reuses the fold runs that
+finished (an interrupted training resumes at the fold it lost) and says which;
+--retrain trains every fold again.
+
 The defaults are those of heads.TrainConfig and the head configs, the same as
 training from Python (docs/heads.md)."""
 
@@ -80,12 +84,15 @@ def add_arguments(parser) -> None:
                              "Track 3 in docs/results.md)")
     parser.add_argument("--seed", type=int, default=tc.seed,
                         help="seed of the head's initialisation and batch order")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train every fold again, even one whose finished run has the same "
+                             "settings, split and data (such a run is reused otherwise)")
     parser.add_argument("--out", default=argparse.SUPPRESS,
                         help="runs directory (default: STORE.runs/)")
     parser.set_defaults(interrupt_message=(
         "interrupted: folds finished before the interrupt are saved and recorded in the runs "
-        "table; the fold that was training is lost and starts from its first epoch when you "
-        "train it again (e.g. --fold 2)"))
+        "table; run the same command again to reuse them and train only the rest (the fold "
+        "that was training starts from its first epoch)"))
 
 
 def run(args) -> int:
@@ -113,10 +120,16 @@ def run(args) -> int:
     with FeatureStore(args.store, create=False) as fs:
         runs = train_folds(fs, args.space, args.head, folds, params, config,
                            out_dir=getattr(args, "out", None), store_path=args.store,
-                           calibration=args.calibration, poison_shift=args.poison_shift)
+                           calibration=args.calibration, poison_shift=args.poison_shift,
+                           reuse=not args.retrain)
         # what `sporeprint score` uses by default: the ensemble, else the (last) fold head
         cal = fit_and_record(fs, [runs[-1].run_id])
     keys = ("accuracy", "macro_f1", "track1", "track2", "track3")
+    for r in runs:
+        if r.reused:
+            what = f"fold {r.fold}" if r.fold is not None else "ensemble"
+            print(f"reused {what} run {r.run_id} (same settings and data; --retrain trains "
+                  "it again)")
     for r in runs:
         shown = {k: round(r.metrics[k], 4) for k in keys if k in r.metrics}
         shown.update({k: round(r.metrics[k], 4) for k in (f"test_{k}" for k in keys)
