@@ -438,3 +438,66 @@ def test_the_page_in_headless_chromium(world, server, tmp_path):
     keep = os.environ.get("SPOREPRINT_SCREENSHOTS")
     if keep:  # to refresh docs/screenshots/serve.png
         shutil.copy(shot, Path(keep) / "serve.png")
+
+
+# ------------------------------------------------------------------- the demo's store
+def test_the_demo_store_identifies_a_dropped_photo(demo_world):
+    """The app over the store `sporeprint demo` leaves: a held-out photo in, the species,
+    its poison probability, the unknown flag and look-alikes whose thumbnails are the
+    demo's own training photos out; a poisonous species' photo gets the warning."""
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the dev extra)")
+    from fastapi.testclient import TestClient
+
+    from sporeprint.serve import Service, create_app
+
+    demo = demo_world["dir"]
+    images = demo / "data" / "images"
+    test = pacsv.read_csv(demo / "data" / "test_2024.csv").to_pylist()
+    row = next(r for r in test if (images / r["image_path"]).is_file())
+    service = Service(demo / "fungi.duckdb")
+    try:
+        client = TestClient(create_app(service), base_url="http://127.0.0.1")
+        assert client.get("/api/info").json()["can_identify"] is True
+        got = client.post("/api/identify", data={**{k: v for k, v in metadata_fields(row).items()
+                                                    if v is not None}, "k": "4"},
+                          files={"photo": ("photo.jpg", (images / row["image_path"]).read_bytes(),
+                                           "image/jpeg")})
+        assert got.status_code == 200, got.text
+        res = got.json()
+        answer = res["answer"]
+        assert answer["kind"] in ("species", "poison_risk", "unknown")
+        assert 0.0 <= answer["poison_prob"] <= 1.0 and 0.0 <= answer["unknown_prob"] <= 1.0
+        assert (answer["species"] is not None) == (answer["class_id"] >= 0)
+        assert len(res["top5"]) == 5 and all(t["species"] for t in res["top5"])
+        assert res["evidence_observation_ids"]
+        hits = res["lookalikes"]
+        assert len(hits) == 4 and all(h["species"] and h["role"] == "train" for h in hits)
+        with FeatureStore(demo / "fungi.duckdb", read_only=True) as fs:
+            train_ids = set(fs.sql("SELECT observation_id FROM observations WHERE role = 'train'"
+                                   ).column(0).to_pylist())
+        assert set(res["evidence_observation_ids"]) <= train_ids
+        for h in hits:  # thumbnails of the demo's own photo files
+            thumb = client.get(h["image_url"])
+            assert thumb.headers["content-type"] == "image/jpeg"
+            want = Image.open(images / h["image_path"]).convert("RGB")
+            shown = Image.open(io.BytesIO(thumb.content)).convert("RGB")
+            assert shown.size == want.size
+            diff = np.abs(np.asarray(shown, np.int16) - np.asarray(want, np.int16)).mean()
+            assert diff < 8  # the same picture, re-encoded
+        # a poisonous species' training photo: the answer names the risk, the page warns
+        with FeatureStore(demo / "fungi.duckdb", read_only=True) as fs:
+            poisonous = fs.sql(
+                "SELECT i.image_path FROM images i JOIN observations o USING (observation_id) "
+                "JOIN species s USING (class_id) WHERE o.role = 'train' AND s.poisonous "
+                "ORDER BY i.image_id LIMIT 5").column(0).to_pylist()
+        warned = []
+        for name in poisonous:
+            photo = {"photo": ("photo.jpg", (images / name).read_bytes(), "image/jpeg")}
+            a = client.post("/api/identify", files=photo).json()["answer"]
+            if a["poisonous"]:
+                page = client.post("/", files=photo)
+                assert page.status_code == 200 and "Do not eat it" in page.text
+                warned.append(name)
+        assert warned, "no poisonous training photo was answered as poisonous"
+    finally:
+        service.close()

@@ -1,7 +1,8 @@
 """Find the observations that look most like a query: an observation in the store
 (the mean of its image vectors; the observation itself is left out), a photo
 (embedded with the space's model) or a vector saved with numpy (.npy). Results
-are observations ranked by their best image's cosine similarity. Filters are
+are observations ranked by their best image's cosine similarity; a photo or a
+vector is compared with training observations unless --role says otherwise. Filters are
 applied before ranking, so k hits come back whenever k observations match.
 No prebuilt index is needed: without a fresh saved index of --kind/--where, an
 exact index is built in memory for the search. Without --space, a store with several
@@ -49,7 +50,10 @@ def add_arguments(parser) -> None:
     f.add_argument("--date-to", help="YYYY-MM-DD")
     f.add_argument("--near", help="LAT,LON (with --radius-km)")
     f.add_argument("--radius-km", type=float, help="distance from --near, in km")
-    f.add_argument("--role", choices=ROLES, help="only observations ingested with this role")
+    f.add_argument("--role", choices=["all", *ROLES],
+                   help="only observations ingested with this role (default: train for "
+                        "--image and --vector-file, whose answer is the labelled training "
+                        "observations they resemble; all for --observation)")
     f.add_argument("--split", choices=PARTS, help="a part of the store's current split")
     parser.add_argument("--format", choices=["table", "json"], default="table",
                         help="a text table, or JSON with the hits' metadata")
@@ -73,6 +77,10 @@ def filters_from_args(args) -> dict:
            "poisonous": None if args.poisonous is None else args.poisonous == "yes",
            "date_from": args.date_from, "date_to": args.date_to, "near": near,
            "radius_km": args.radius_km, "role": args.role, "split": args.split}
+    if args.role is None and (args.image or args.vector_file):
+        out["role"] = "train"  # a photo's look-alikes: stored photos of known species
+    if out["role"] == "all":
+        out["role"] = None
     return {k: v for k, v in out.items() if v is not None}
 
 
