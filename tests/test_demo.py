@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pyarrow.csv as pacsv
 from conftest import copy_folder
@@ -89,3 +90,14 @@ def test_search_by_photo_finds_labelled_training_observations(demo_world, capsys
     assert all(h["species"] for h in hits)
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True) and scores[0] < 0.999  # not the photo itself
+
+
+def test_the_ids_the_serve_docs_and_page_show_exist_in_the_demo_store(demo_world):
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "serve.md").read_text()
+    page = (root / "sporeprint" / "serve" / "templates" / "page.html").read_text()
+    ids = {int(x) for x in re.findall(r"\b(2\d{9})\b", text + page)}
+    assert 2989919160 in ids and len(ids) > 3
+    with FeatureStore(demo_world["dir"] / "fungi.duckdb", read_only=True) as fs:
+        stored = set(fs.existing_observations(sorted(ids)).column(0).to_pylist())
+    assert stored == ids, sorted(ids - stored)
