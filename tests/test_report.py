@@ -134,8 +134,9 @@ def demo(demo_world, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     copy_folder(demo_world["dir"], root / "demo")  # scoring below writes to the store
     store = root / "demo" / "fungi.duckdb"
-    with FeatureStore(store, read_only=True) as fs:
-        run = reports.recent_runs(fs.con, ("ensemble",), 1).column("run_id")[0].as_py()
+    with FeatureStore(store, read_only=True) as fs:  # the ensemble on the simulated vectors
+        run = fs.sql("SELECT run_id FROM runs WHERE kind = 'ensemble' AND space = 'sim'"
+                     ).column(0)[0].as_py()
     meta, emb = _labelled_copy(root / "demo" / "data", root / "labelled")
     assert main(["score", "--store", str(store), "--metadata", str(meta), "--embeddings",
                  str(emb), "--run", run, "--batch", "labelled", "--out",
