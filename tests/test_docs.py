@@ -41,6 +41,10 @@ def test_readme_tour_runs_as_written(toured):
     assert (folder / "fungi.duckdb").is_file() and (folder / "pred.csv").is_file()
     assert "Track 3" in out  # evaluate printed the official scores
     assert re.search(r"returned \d+ of 5 requested", out)  # search --explain
+    # photos in, answers out: the demo's default run scores the held-out photos
+    assert re.search(r"batch 'test_2024' scored with dinov2_tiny-mlp-fold1", out)
+    assert re.search(r"scored from images [1-9]\d*", out)
+    assert (folder / "photo-pred.full.csv").is_file()
 
 
 def test_readme_python_block_runs(toured, monkeypatch):
