@@ -150,10 +150,7 @@ def fold_identity(space: str, head: str, head_params: dict | None, config: Train
 
 def finished_fold(fs, space: str, head: str, fold: int, identity: str) -> dict | None:
     """The newest recorded run of ``fold`` with this identity whose head folder is there."""
-    ids = fs.sql("SELECT run_id FROM runs WHERE kind = 'train' AND space = ? AND head = ? "
-                 "AND fold = ? ORDER BY created_at DESC, run_id DESC",
-                 [space, head, int(fold)]).column(0).to_pylist()
-    for run_id in ids:
+    for run_id in fs.runs_of("train", space, head, fold):
         run = fs.get_run(run_id)
         if run["config"].get("identity") == identity and run["path"] \
                 and Path(run["path"]).is_dir():
@@ -174,9 +171,7 @@ def _reuse(run: dict, space: str, names: list[str], device: str) -> Classifier |
 def finished_ensemble(fs, space: str, head: str, members: list[str],
                       settings: dict) -> dict | None:
     """The newest recorded ensemble of exactly these member runs and calibration settings."""
-    ids = fs.sql("SELECT run_id FROM runs WHERE kind = 'ensemble' AND space = ? AND head = ? "
-                 "ORDER BY created_at DESC, run_id DESC", [space, head]).column(0).to_pylist()
-    for run_id in ids:
+    for run_id in fs.runs_of("ensemble", space, head):
         run = fs.get_run(run_id)
         if run["config"].get("members") == members \
                 and run["config"].get("calibration") == json.loads(json.dumps(settings)):

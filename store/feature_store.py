@@ -478,6 +478,11 @@ class FeatureStore(ReportQueries):
         """Ids of the newest runs of ``kinds``, newest first (ties: the larger run id)."""
         return self._read(runs.latest_runs, kinds, limit)
 
+    def runs_of(self, kind: str, space: str, head: str | None = None,
+                fold: int | None = None) -> list[str]:
+        """Ids of the runs of ``kind`` in ``space`` (and ``head`` / ``fold``), newest first."""
+        return self._read(runs.runs_of, kind, space, head, fold)
+
     def default_run(self) -> str | None:
         """THE run used when none is named (scoring, serving, the report, the Python API):
         the newest ensemble run, else the newest trained head; runs created at the same

@@ -92,6 +92,21 @@ def latest_runs(con: duckdb.DuckDBPyConnection, kinds=("train", "ensemble"),
                                                           "limit": int(limit)}).fetchall()]
 
 
+def runs_of(con: duckdb.DuckDBPyConnection, kind: str, space: str, head: str | None = None,
+            fold: int | None = None) -> list[str]:
+    """Ids of the runs of ``kind`` in ``space`` (and ``head`` / ``fold`` when given), newest
+    first."""
+    where, params = ["kind = ?", "space = ?"], [kind, space]
+    if head is not None:
+        where.append("head = ?")
+        params.append(head)
+    if fold is not None:
+        where.append("fold = ?")
+        params.append(int(fold))
+    return [r[0] for r in con.execute(
+        f"SELECT run_id FROM runs WHERE {' AND '.join(where)} {NEWEST_FIRST}", params).fetchall()]
+
+
 def default_run(con: duckdb.DuckDBPyConnection) -> str | None:
     """The newest ensemble run, else the newest trained head; None when there is neither."""
     for kind in ("ensemble", "train"):

@@ -106,16 +106,19 @@ def test_calibrate_score_evaluate_and_report_run_without_scikit_learn_or_scipy(d
 import contextlib, io, json
 import numpy as np
 from sporeprint.cli import main
+from store import FeatureStore
 store = {str(demo / "fungi.duckdb")!r}
-assert main(["calibrate", "--store", store]) == 0
-assert main(["score", "--store", store, "--metadata", {str(data / "test_2024.csv")!r},
+with FeatureStore(store, read_only=True) as fs:  # the ensemble on the simulated vectors
+    run = fs.runs_of("ensemble", "sim")[0]
+assert main(["calibrate", "--store", store, "--run", run]) == 0
+assert main(["score", "--store", store, "--run", run, "--metadata", {str(data / "test_2024.csv")!r},
              "--embeddings", {str(data / "embeddings_test.parquet")!r}, "--batch", "lean",
              "--out", "pred.csv"]) == 0
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     assert main(["evaluate", "--predictions", "pred.csv", "--truth",
                  {str(data / "test_2024_truth.csv")!r}, "--format", "json"]) == 0
-assert main(["report", "--store", store, "--batch", "lean", "--out", "report.html",
+assert main(["report", "--store", store, "--run", run, "--batch", "lean", "--out", "report.html",
              "--map-points", "300"]) == 0
 from heads.calibration import PoisonFusion
 rng = np.random.default_rng(0)

@@ -367,8 +367,13 @@ class Mutator:
 def test_a_seeded_fuzz_run_gets_no_500_and_leaves_the_store_unchanged(world):
     mutate = Mutator(SEED, world)
     statuses: dict[int, int] = {}
-    for _ in range(N_FUZZ):
-        method, path, body, ctype, host = mutate.request()
+    # one request of each refusal the random run may or may not draw, then the random run
+    body, ctype = multipart({}, png_header(60_000, 5_000))
+    anchors = [("POST", "/api/identify", body, ctype, None),
+               ("GET", "/api/nope", None, None, None),
+               ("DELETE", "/api/identify", None, JSON, None)]
+    for i in range(len(anchors) + N_FUZZ):
+        method, path, body, ctype, host = anchors[i] if i < len(anchors) else mutate.request()
         if host is not None:
             host = host.encode("utf-8").decode("latin-1")
         status, got_type, raw = send(world, method, path, body, ctype, host)
