@@ -56,6 +56,23 @@ def ingest_simulation_cli(root: Path, seed: int = 0, space: str = "sim") -> tupl
     return store, files
 
 
+def trained_store_cli(root: Path, seed: int = 0, space: str = "sim", score: bool = True
+                      ) -> tuple[Path, dict]:
+    """``(store, files)``: :func:`ingest_simulation_cli`, then a small two-fold MLP ensemble
+    trained (and calibrated) through ``sporeprint train``, and with ``score`` the test batch
+    scored into ``root/p.csv`` (batch ``test_2024``)."""
+    from sporeprint.cli import main
+
+    store, files = ingest_simulation_cli(root, seed=seed, space=space)
+    assert main(["train", "--store", str(store), "--space", space, "--hidden", "32",
+                 "--epochs", "2", "--lr", "3e-3"]) == 0
+    if score:
+        assert main(["score", "--store", str(store), "--metadata", str(files["test"]),
+                     "--embeddings", str(files["embeddings_test"]),
+                     "--out", str(root / "p.csv")]) == 0
+    return store, files
+
+
 def make_photo_store(root: Path, space: str, store_name: str = "fungi.duckdb"
                      ) -> tuple[Path, dict, Path]:
     """``(store, files, model_dir)``: a 70-class simulation with 64-px photos, its train

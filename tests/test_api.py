@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import ingest_simulation_cli
+from conftest import trained_store_cli
 
 import sporeprint
 from sporeprint.cli import main
@@ -19,11 +19,7 @@ SPACE = "sim"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    store, files = ingest_simulation_cli(root, seed=1, space=SPACE)
-    assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
-                 "--epochs", "2", "--lr", "3e-3"]) == 0
-    assert main(["score", "--store", str(store), "--metadata", str(files["test"]),
-                 "--embeddings", str(files["embeddings_test"]), "--out", str(root / "p.csv")]) == 0
+    store, files = trained_store_cli(root, seed=1, space=SPACE)
     return {"store": store, "files": files}
 
 

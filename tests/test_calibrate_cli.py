@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ingest_simulation_cli
+from conftest import trained_store_cli
 
 import sporeprint
 from heads.train import TrainConfig
@@ -37,9 +37,7 @@ def _runs(fs) -> list[tuple]:
 def world(tmp_path_factory):
     """A CLI-trained two-fold ensemble; one batch scored."""
     root = tmp_path_factory.mktemp("calibrate")
-    store, files = ingest_simulation_cli(root, seed=2, space=SPACE)
-    assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
-                 "--epochs", "2", "--lr", "3e-3"]) == 0
+    store, files = trained_store_cli(root, seed=2, space=SPACE, score=False)
     with FeatureStore(store, read_only=True) as fs:
         ensemble = fs.latest_runs(("ensemble",), limit=1)[0]
         members = [r["run_id"] for r in resolve_runs(fs, [ensemble])]

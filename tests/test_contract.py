@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import ingest_simulation_cli
+from conftest import trained_store_cli
 from test_serve import free_port
 
 import sporeprint
@@ -29,11 +29,7 @@ SPACE = "sim"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
-    store, files = ingest_simulation_cli(root, seed=2, space=SPACE)
-    assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
-                 "--epochs", "2", "--lr", "3e-3"]) == 0
-    assert main(["score", "--store", str(store), "--metadata", str(files["test"]),
-                 "--embeddings", str(files["embeddings_test"]), "--out", str(root / "p.csv")]) == 0
+    store, files = trained_store_cli(root, seed=2, space=SPACE)
     emb = pq.read_table(files["embeddings_test"])
     by_path = dict(zip(emb["image_path"].to_pylist(),
                        emb["embedding"].to_numpy(zero_copy_only=False), strict=True))

@@ -6,7 +6,7 @@ a poison-risk answer."""
 from __future__ import annotations
 
 import pytest
-from conftest import ingest_simulation_cli
+from conftest import trained_store_cli
 
 from heads.decision import POISON_RISK, Costs
 from sporeprint.cli import main
@@ -19,11 +19,7 @@ SPACE = "sim"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("decide")
-    store, files = ingest_simulation_cli(root, seed=4, space=SPACE)
-    assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
-                 "--epochs", "2", "--lr", "3e-3"]) == 0
-    assert main(["score", "--store", str(store), "--metadata", str(files["test"]),
-                 "--embeddings", str(files["embeddings_test"]), "--out", str(root / "p.csv")]) == 0
+    store, files = trained_store_cli(root, seed=4, space=SPACE)
     with FeatureStore(store, read_only=True) as fs:
         runs = fs.sql("SELECT DISTINCT run_key FROM predictions WHERE batch = 'test_2024'"
                       ).column(0).to_pylist()

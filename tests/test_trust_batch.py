@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import ingest_simulation_cli
+from conftest import trained_store_cli
 
 from sporeprint.cli import main
 from store import FeatureStore
@@ -26,9 +26,7 @@ SPACE = "sim"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("trust_batch")
-    store, files = ingest_simulation_cli(root, seed=0, space=SPACE)
-    assert main(["train", "--store", str(store), "--space", SPACE, "--hidden", "32",
-                 "--epochs", "2", "--lr", "3e-3"]) == 0
+    store, files = trained_store_cli(root, seed=0, space=SPACE, score=False)
     return {"root": root, "store": store, "files": files}
 
 
