@@ -440,6 +440,190 @@ def test_the_page_in_headless_chromium(world, server, tmp_path):
         shutil.copy(shot, Path(keep) / "serve.png")
 
 
+class Browser:
+    """Headless Chromium driven over its DevTools protocol (a minimal WebSocket client on
+    a plain socket, so the test needs nothing beyond Chromium itself)."""
+
+    def __init__(self, url: str, profile: Path, width: int = 1280, height: int = 900):
+        import base64
+        import struct
+
+        self._struct, self._next = struct, 0
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--remote-debugging-port=0",
+                 f"--user-data-dir={profile}", f"--window-size={width},{height}"]
+        self.proc = subprocess.Popen([str(CHROMIUM), *flags, url], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        try:
+            port_file = profile / "DevToolsActivePort"
+            deadline = time.monotonic() + 60
+            while not (port_file.is_file() and port_file.read_text().strip()):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("headless Chromium did not open its DevTools port")
+                time.sleep(0.2)
+            port = int(port_file.read_text().split()[0])
+            while True:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:
+                    pages = [t for t in json.load(r) if t["type"] == "page"]
+                if pages:
+                    break
+                time.sleep(0.2)
+            path = urllib.parse.urlparse(pages[0]["webSocketDebuggerUrl"]).path
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+            key = base64.b64encode(os.urandom(16)).decode()
+            self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                               ).encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += self.sock.recv(1)
+            assert b" 101 " in head.split(b"\r\n")[0], head
+        except BaseException:
+            self.close()
+            raise
+
+    def _recv_exact(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("Chromium closed the DevTools connection")
+            out += chunk
+        return out
+
+    def _recv(self) -> dict:
+        data = b""
+        while True:
+            b0, b1 = self._recv_exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = self._struct.unpack(">H", self._recv_exact(2))[0]
+            elif n == 127:
+                n = self._struct.unpack(">Q", self._recv_exact(8))[0]
+            data += self._recv_exact(n)
+            if b0 & 0x80:  # the final fragment
+                return json.loads(data)
+
+    def call(self, method: str, **params) -> dict:
+        self._next += 1
+        payload = json.dumps({"id": self._next, "method": method, "params": params}).encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                                bytes([0x80 | 126]) + self._struct.pack(">H", n) if n < 65536
+                                else bytes([0x80 | 127]) + self._struct.pack(">Q", n))
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        while True:
+            msg = self._recv()
+            if msg.get("id") == self._next:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def js(self, expression: str):
+        got = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                        awaitPromise=True)
+        if "exceptionDetails" in got:
+            raise RuntimeError(f"{expression}: {got['exceptionDetails']}")
+        return got["result"].get("value")
+
+    def wait(self, expression: str, seconds: float = 60):
+        """Polls ``expression`` until it is truthy (a page load in between is fine)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                value = self.js(f"document.readyState === 'complete' && ({expression})")
+            except RuntimeError:  # the page navigated while the expression ran
+                value = None
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"the page never made {expression} true; it shows "
+                             f"{self.js('location.href')}")
+
+    def close(self) -> None:
+        if getattr(self, "sock", None) is not None:
+            self.sock.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+RESULT_TEXT = "document.getElementById('result') ? document.getElementById('result').innerText : ''"
+
+
+@pytest.mark.browser
+def test_the_address_holds_the_query_and_back_restores_it(world, server, tmp_path):
+    """An observation query made in the form lands in the address; opening that address
+    shows the same answer, and Back/Forward step between queries."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed at /usr/bin/chromium")
+    first, second = world["train_obs"][0], world["train_obs"][1]
+    browser = Browser(server["url"] + "/", tmp_path / "profile")
+    try:
+        browser.wait("!!document.getElementById('identify-form')")
+
+        def ask(obs: int, k: str) -> None:
+            browser.js(f"document.getElementById('observation').value = '{obs}';"
+                       f"document.querySelector('input[name=k]').value = '{k}';"
+                       "document.getElementById('identify').click()")
+            browser.wait(f"location.search.includes('observation={obs}')")
+
+        ask(first, "4")
+        assert browser.js("location.search") == f"?observation={first}&k=4"
+        answer = browser.js(RESULT_TEXT)
+        assert f"Observation {first}" in answer and "Top 5 species" in answer
+        assert browser.js("document.querySelectorAll('#lookalikes .card').length") == 4
+        browser.js("location.reload()")
+        browser.wait("performance.getEntriesByType('navigation')[0].type === 'reload'")
+        assert browser.js(RESULT_TEXT) == answer
+        ask(second, "10")  # the default k stays out of the address
+        assert browser.js("location.search") == f"?observation={second}"
+        browser.js("history.back()")
+        browser.wait(f"location.search === '?observation={first}&k=4'")
+        assert browser.js(RESULT_TEXT) == answer
+        assert browser.js("document.getElementById('observation').value") == str(first)
+        browser.js("history.forward()")
+        browser.wait(f"location.search === '?observation={second}'")
+        assert f"Observation {second}" in browser.js(RESULT_TEXT)
+    finally:
+        browser.close()
+
+
+OVERFLOWING = """[...document.querySelectorAll('body *')].filter(e => {
+  const r = e.getBoundingClientRect();
+  return r.width > 0 && (r.right > innerWidth + 0.5 || r.left < -0.5 ||
+                         e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible');
+}).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)"""
+
+
+@pytest.mark.browser
+def test_the_page_fits_a_390_pixel_phone(world, server, tmp_path):
+    """At 390 px wide nothing is clipped or scrolls sideways: the answer, the poison
+    probability, the reason and the top-5 table wrap inside the screen."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed at /usr/bin/chromium")
+    obs = world["train_obs"][2]
+    browser = Browser("about:blank", tmp_path / "profile", width=390, height=844)
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                     deviceScaleFactor=1, mobile=True)
+        browser.call("Page.navigate", url=f"{server['url']}/?observation={obs}&k=6")
+        browser.wait("!!document.getElementById('reason')")
+        assert browser.js("innerWidth") == 390
+        assert browser.js("document.documentElement.scrollWidth") <= 390
+        assert browser.js(OVERFLOWING) == []
+        for target in ("reason", "poison-prob", "top5", "answer"):
+            right = browser.js(f"document.getElementById('{target}').getBoundingClientRect().right")
+            assert right <= 390, target
+    finally:
+        browser.close()
+
+
 # ------------------------------------------------------------------- the demo's store
 def test_the_demo_store_identifies_a_dropped_photo(demo_world):
     """The app over the store `sporeprint demo` leaves: a held-out photo in, the species,

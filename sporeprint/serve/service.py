@@ -393,12 +393,40 @@ class Service:
                 v = np.asarray(vectors, np.float32).mean(0)
                 search = self.db.search(vector=v / np.linalg.norm(v), space=self.space)
             hits = self._hits(search, filters, k)
-        return {"query": query, "run": model.run_key, "answer": self._answer(row),
-                "warnings": row.get("warnings") or [],
-                "top5": [self._species_entry(c, p) for c, p in
-                         zip(row["top5_class_ids"], row["top5_probs"], strict=True)],
+        if "stored" in query:
+            query["stored"]["in_model"] = self._in_model(model, query["stored"].get("class_id"))
+        for h in hits["lookalikes"]:
+            h["in_model"] = self._in_model(model, h.get("class_id"))
+        answer = self._answer(row)
+        top5 = [self._species_entry(c, p) for c, p in
+                zip(row["top5_class_ids"], row["top5_probs"], strict=True)]
+        for t in top5:
+            t["named_by_answer"] = t["class_id"] == answer["class_id"]
+        return {"query": query, "run": model.run_key, "answer": answer,
+                "warnings": row.get("warnings") or [], "top5": top5,
+                "answer_outside_top5": self._outside_top5(row, answer, top5),
                 "evidence_observation_ids": row["evidence_observation_ids"],
                 **hits}
+
+    @staticmethod
+    def _in_model(model, class_id) -> bool | None:
+        """Whether the run was trained on ``class_id`` (None for an unlabelled one)."""
+        if class_id is None or int(class_id) < 0:
+            return None
+        return bool(np.isin(int(class_id), model.classes))
+
+    def _outside_top5(self, row: dict, answer: dict, top5: list[dict]) -> dict | None:
+        """The species the answer names when the top-5 list leaves it out (a poison-risk
+        answer names the most probable poisonous species, which may rank lower), with its
+        probability on the top-5 list's scale; None when the list holds it."""
+        cid = answer["class_id"]
+        if cid < 0 or any(t["named_by_answer"] for t in top5):
+            return None
+        prob = next((row.get(f"best_{side}_prob") for side in ("poisonous", "edible")
+                     if row.get(f"best_{side}_class") == cid), None)
+        entry = self._species_entry(cid, prob)
+        entry["named_by_answer"] = True
+        return entry
 
     def _answer(self, row: dict) -> dict:
         cid = int(row["class_id"])
@@ -411,7 +439,8 @@ class Service:
     def _species_entry(self, class_id: int, prob: float) -> dict:
         sp = self.species.get(int(class_id), {})
         return {"class_id": int(class_id), "species": sp.get("species"),
-                "genus": sp.get("genus"), "poisonous": sp.get("poisonous"), "prob": prob}
+                "genus": sp.get("genus"), "poisonous": sp.get("poisonous"), "prob": prob,
+                "in_model": True}
 
     # -- search -------------------------------------------------------------------------
     def search(self, observation_id: int, filters: dict, k: int) -> dict:
