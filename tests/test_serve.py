@@ -685,3 +685,60 @@ def test_the_demo_store_identifies_a_dropped_photo(demo_world):
         assert warned, "no poisonous training photo was answered as poisonous"
     finally:
         service.close()
+
+
+def test_the_answer_names_only_listed_species_and_unseen_species_say_so(demo_world):
+    """The demo's held-out observations: a stored species the run was never trained on
+    is labelled so on the page, and a species the answer names (a poison-risk answer
+    names the most probable poisonous one, which may rank below the top 5) is always in
+    the page's species list, marked."""
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the dev extra)")
+    from fastapi.testclient import TestClient
+
+    from sporeprint.serve import Service, create_app
+
+    store = demo_world["dir"] / "fungi.duckdb"
+    with FeatureStore(store, read_only=True) as fs:
+        rows = fs.sql("SELECT o.observation_id, o.class_id FROM observations o WHERE o.role = "
+                      "'val' AND EXISTS (SELECT 1 FROM images i WHERE i.observation_id = "
+                      "o.observation_id) ORDER BY o.observation_id LIMIT 120").to_pylist()
+    service = Service(store)
+    try:
+        client = TestClient(create_app(service), base_url="http://127.0.0.1")
+        known = set(service.model.classes.tolist())
+        unseen = outside = 0
+        for r in rows:
+            got = client.post("/api/identify", json={"observation_id": r["observation_id"],
+                                                     "k": 1})
+            if got.status_code != 200:  # an observation without vectors in this space
+                continue
+            res = got.json()
+            stored, answer = res["query"]["stored"], res["answer"]
+            assert stored["in_model"] is (r["class_id"] in known)
+            listed = [t["class_id"] for t in res["top5"]]
+            extra = res["answer_outside_top5"]
+            if answer["class_id"] >= 0:
+                assert (answer["class_id"] in listed) is (extra is None)
+                if extra is not None:
+                    assert extra["class_id"] == answer["class_id"] and 0 < extra["prob"] <= 1
+                    assert extra["prob"] <= min(t["prob"] for t in res["top5"]) + 1e-6
+            else:
+                assert extra is None
+            marked = [t["class_id"] for t in res["top5"] if t["named_by_answer"]]
+            assert marked == ([answer["class_id"]] if extra is None and answer["class_id"] >= 0
+                              else [])
+            if stored["in_model"] is False or extra is not None:
+                html = client.get(f"/?observation={r['observation_id']}&k=1").text
+                table = html[html.index('id="top5"'):html.index("</table>")]
+                if answer["species"]:
+                    assert answer["species"] in table and "⚠ the answer" in table
+                if extra is not None:
+                    outside += 1
+                    assert 'id="answer-outside-top5"' in table
+                if stored["in_model"] is False:
+                    unseen += 1
+                    assert (f"<em>{stored['species']}</em> — <strong id=\"not-in-model\">not a "
+                            "species this model was trained on") in html
+        assert unseen, "no held-out observation of a species the run never saw"
+    finally:
+        service.close()

@@ -410,8 +410,10 @@ class Service:
 
     @staticmethod
     def _in_model(model, class_id) -> bool | None:
-        """Whether the run was trained on ``class_id`` (None for an unlabelled one)."""
-        if class_id is None or int(class_id) < 0:
+        """Whether the run was trained on ``class_id``: False for a species it never saw
+        (class -1 is the store's "not one of the training species"), None when
+        unlabelled."""
+        if class_id is None:
             return None
         return bool(np.isin(int(class_id), model.classes))
 
