@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import urllib.error
 import urllib.request
 
@@ -16,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import trained_store_cli
-from test_serve import free_port
+from test_serve import serving
 
 import sporeprint
 from sporeprint.cli import main
@@ -38,27 +37,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(world):
-    import uvicorn
-
-    from sporeprint.serve import Service, create_app
-
-    service = Service(world["store"])
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/api/info", timeout=2).read()
-            break
-        except OSError:
-            threading.Event().wait(0.1)
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=20)
-    service.close()
+    with serving(world["store"]) as (url, _, _service):
+        yield url
 
 
 def post_json(url: str, obj: dict) -> tuple[int, dict]:

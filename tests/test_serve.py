@@ -4,6 +4,7 @@ caps, path handling, Host checks and the read-only store; the page in headless C
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -43,6 +44,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(store, log_level: str = "warning"):
+    """``(url, port, service)`` of the real app on a real uvicorn server in a thread over
+    ``store``, started and ready; stopped and closed on exit."""
+    import uvicorn
+
+    from sporeprint.serve import Service, create_app
+
+    service = Service(store)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
+                                        log_level=log_level))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.started, "the server did not start within 60 s"
+        yield f"http://127.0.0.1:{port}", port, service
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=20)
+        service.close()
 
 
 @pytest.fixture(scope="module")
@@ -363,25 +390,14 @@ def test_page_renders_an_observation_and_an_uploaded_photo(world, server):
 def test_a_store_without_photo_files_or_heads_serves_search_and_placeholders(tmp_path):
     """The simulation's vectors without photos and no trained heads: look-alike search,
     placeholder thumbnails and a clear refusal to identify."""
-    import uvicorn
     from conftest import make_simulated_store
-
-    from sporeprint.serve import Service, create_app
 
     path = make_simulated_store(tmp_path, dim=8)
     with FeatureStore(path, read_only=True) as fs:
         obs = fs.sql("SELECT min(observation_id) FROM observations WHERE role = 'val'"
                      ).column(0)[0].as_py()
         image_id = fs.sql("SELECT min(image_id) FROM images").column(0)[0].as_py()
-    service = Service(path)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, seconds=30)
+    with serving(path) as (url, _, service):
         status, headers, body = request(f"{url}/images/{image_id}")
         assert status == 200 and headers["content-type"] == "image/svg+xml"
         status, _, body = request(f"{url}/api/search?observation={obs}&k=3")
@@ -393,10 +409,6 @@ def test_a_store_without_photo_files_or_heads_serves_search_and_placeholders(tmp
         # Precomputed vectors have no model to embed a photo with: said in one line.
         with pytest.raises(SporeprintError, match="ingested precomputed"):
             service.embed_photo(png(64, 64))
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=20)
-        service.close()
 
 
 def test_serve_refuses_a_missing_store_in_one_line(tmp_path, capsys):

@@ -14,8 +14,6 @@ import random
 import struct
 import sys
 import tempfile
-import threading
-import time
 import urllib.parse
 import uuid
 import zlib
@@ -24,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import photo_world_copy
-from test_serve import free_port
+from test_serve import serving
 
 from store import FeatureStore
 
@@ -36,10 +34,6 @@ N_FUZZ = 300
 
 @pytest.fixture(scope="module")
 def world(photo_world, tmp_path_factory):
-    import uvicorn
-
-    from sporeprint.serve import Service, create_app
-
     root = tmp_path_factory.mktemp("serve-fuzz")
     store, files, _ = photo_world_copy(photo_world, root / "world")
     digest = hashlib.sha256(store.read_bytes()).hexdigest()
@@ -49,23 +43,10 @@ def world(photo_world, tmp_path_factory):
         image_ids = fs.sql("SELECT image_id FROM images ORDER BY image_id LIMIT 5"
                            ).column(0).to_pylist()
     photos = sorted(Path(files["images"]).glob("*.*"))[:5]
-    service = Service(store)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                        log_level="critical"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
+    with serving(store, log_level="critical") as (_, port, service):
         yield {"root": root, "store": store, "digest": digest, "port": port, "obs": obs,
                "image_ids": image_ids, "photos": [p.read_bytes() for p in photos],
                "dim": service.model.index.dim}
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=20)
-        service.close()
 
 
 def send(world, method: str, path: str, body: bytes | None = None, ctype: str | None = None,
