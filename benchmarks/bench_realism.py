@@ -40,10 +40,11 @@ from sporeprint.simulator.realism import (  # noqa: E402
 )
 from sporeprint.simulator.simulate import SimConfig, simulate  # noqa: E402
 
-DEFAULT_REAL = Path("/work/shared/data/df20_mini_test_metadata.csv")
+# The published DF20-Mini test metadata; --real names it elsewhere (absent: simulated only).
+DEFAULT_REAL = Path(__file__).resolve().parents[2] / "shared/data/df20_mini_test_metadata.csv"
 SOURCE = ("Danish Fungi 2020 (Picek et al., WACV 2022), DF20-Mini test metadata: records of "
           "the Danish Mycological Society's fungal atlas")
-# Published figures the real file cannot give (DESIGN.md §3): shown next to "n/a".
+# Published DF20/DF21 figures the real file cannot give: shown next to "n/a".
 PUBLISHED = {"training_poisonous_image_share": "~0.044 of DF20 images",
              "val_test_poisonous_observation_share": "~0.023 of DF21 observations"}
 # (key, label, target band (lo, hi) or None, real-file key or None when the same key)

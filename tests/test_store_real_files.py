@@ -16,7 +16,7 @@ from store.reference import poison_status
 
 DATA = Path(__file__).parent / "data"
 EXCERPT = DATA / "df20_mini_excerpt.csv"  # the first 40 rows of the published file
-FULL = Path("/work/shared/data/df20_mini_test_metadata.csv")
+FULL = Path(__file__).resolve().parents[2] / "shared/data/df20_mini_test_metadata.csv"  # if present
 POISONOUS = sorted(c for c, p in poison_status().items() if p)
 EDIBLE = sorted(c for c, p in poison_status().items() if not p)
 

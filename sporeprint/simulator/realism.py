@@ -68,7 +68,7 @@ def read_metadata_csv(path: str | Path) -> pa.Table:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"metadata CSV {path} does not exist; pass the path of a "
-                                "DF20-format CSV (e.g. /work/shared/data/df20_mini_test_metadata.csv)")
+                                "DF20-format CSV (e.g. the published DF20-Mini test metadata)")
     with path.open("rb") as f:
         names = f.readline().decode("utf-8").strip().split(",")
     opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
