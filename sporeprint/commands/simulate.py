@@ -51,7 +51,8 @@ def run(args) -> int:
 
         r = knn_baseline(sim, max_queries=2000)
         print(f"kNN baseline on {r['observations']} known val observations: top-1 "
-              f"{r['knn_top1']:.1%}, with metadata {r['knn_metadata_top1']:.1%}")
+              f"{r['knn_top1']:.1%}, with metadata {r['knn_metadata_top1']:.1%}, metadata alone "
+              f"{r['metadata_top1']:.1%}")
     for name, path in paths.items():
         print(f"  {name:10s} {path}")
     return 0

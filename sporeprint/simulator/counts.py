@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-IMAGES_PER_OBSERVATION = (0.45, 0.30, 0.15, 0.10)  # P(1), P(2), P(3), P(4) images
+# P(1), P(2), P(3), P(4) images per observation. Training: as in the DF20-Mini test
+# metadata (3,640 images of 3,397 observations, 1.07 per observation); the later period: as in
+# DF21 (60,832 images of 30,131 validation observations, about 2 per observation).
+IMAGES_PER_OBSERVATION = {"train": (0.936, 0.057, 0.006, 0.001),
+                          "later": (0.45, 0.30, 0.15, 0.10)}
 
 
 def _long_tail_shape(n: int, total: float, lo: float, hi: float) -> np.ndarray:
@@ -52,20 +56,22 @@ def train_image_counts(rng: np.random.Generator, n_classes: int, total: int, min
     return counts
 
 
-def images_per_observation(rng: np.random.Generator, n: int) -> np.ndarray:
-    """1..4 images for each of ``n`` observations."""
-    return rng.choice(np.arange(1, 5), size=n, p=IMAGES_PER_OBSERVATION)
+def images_per_observation(rng: np.random.Generator, n: int, period: str = "later") -> np.ndarray:
+    """1..4 images for each of ``n`` observations of ``period`` (``train`` or ``later``)."""
+    p = np.array(IMAGES_PER_OBSERVATION[period])
+    return rng.choice(np.arange(1, 5), size=n, p=p / p.sum())
 
 
 def split_into_observations(rng: np.random.Generator,
                             image_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Species index of each observation such that species ``i`` gets about
     ``image_counts[i]`` images in total (none when 0); returns ``(species, images)``."""
-    mean = float(np.dot(np.arange(1, 5), IMAGES_PER_OBSERVATION))
+    p = np.array(IMAGES_PER_OBSERVATION["train"])
+    mean = float(np.dot(np.arange(1, 5), p / p.sum()))
     n_obs = np.where(image_counts > 0, np.maximum(1, np.rint(image_counts / mean)), 0)
     n_obs = n_obs.astype(np.int64)
     species = np.repeat(np.arange(len(image_counts)), n_obs)
-    return species, images_per_observation(rng, len(species))
+    return species, images_per_observation(rng, len(species), "train")
 
 
 def period_weights(rng: np.random.Generator, train_counts: np.ndarray, known: np.ndarray,

@@ -23,6 +23,9 @@ the variance lives in about a hundred directions. A latent image vector is the s
 * an observation's **camera and light**: coefficients on ``camera_rank`` shared
   directions; the later (validation/test) period adds new cameras — extra
   directions and an offset of the old coefficients — that training mostly lacks;
+* what the photo shows **around** the fungus: a direction per substrate and per habitat
+  (shared by all species; ``substrate_scale``, ``habitat_scale``), so an image carries
+  some of what the metadata says, as real photos of a mushroom on wood or moss do;
 * observation and image noise.
 
 >>> import numpy as np
@@ -67,6 +70,8 @@ class EmbeddingParams:
     observation_noise: float = 1.5
     image_noise: float = 2.6
     ambient_noise: float = 0.25  # isotropic noise over all ``dim`` directions
+    substrate_scale: float = 0.15  # what the photo shows of the substrate (per observation)
+    habitat_scale: float = 0.1  # and of the habitat
 
 
 def _unit_rows(rng: np.random.Generator, shape: tuple[int, ...], dim: int) -> np.ndarray:
@@ -101,6 +106,7 @@ class EmbeddingModel:
     new_camera: np.ndarray  # (new_camera_rank, r)
     shift: np.ndarray  # (camera_rank,) later-period offset of the camera coefficients
     basis: np.ndarray  # (r, dim) float32, spectrum folded in
+    surroundings: tuple[np.ndarray, np.ndarray] | None = None  # (32, r) substrate, (31, r) habitat
 
     @classmethod
     def draw(cls, rng: np.random.Generator, params: EmbeddingParams, genus_idx: np.ndarray,
@@ -147,14 +153,21 @@ class EmbeddingModel:
         spectrum = (1.0 + np.arange(r) / 64.0) ** -p.spectrum
         spectrum *= np.sqrt(r / np.sum(spectrum**2))  # keep the total variance
         basis = (spectrum[:, None] * q.T).astype(np.float32)
+        from store.reference import habitats, substrate_groups
+
+        surroundings = (_unit_rows(rng, (len(substrate_groups()),), r),
+                        _unit_rows(rng, (len(habitats()),), r))
         return cls(p, means, stage_offsets, view_offsets, spread, stage_p, view_p, camera,
-                   new_camera, shift, basis)
+                   new_camera, shift, basis, surroundings)
 
     def generate(self, rng: np.random.Generator, species: np.ndarray, n_images: np.ndarray,
                  later_period: bool = False, out: np.ndarray | None = None,
-                 chunk: int = 8192) -> np.ndarray:
+                 chunk: int = 8192, substrate: np.ndarray | None = None,
+                 habitat: np.ndarray | None = None) -> np.ndarray:
         """Vectors for observations of ``species`` with ``n_images`` images each, in
-        observation order (images of an observation consecutive). float32 (sum(n_images), d)."""
+        observation order (images of an observation consecutive). float32 (sum(n_images), d).
+        ``substrate``/``habitat``: the observation's vocabulary index (-1 or absent: nothing
+        of it shows)."""
         p = self.params
         r = self.basis.shape[0]
         total = int(n_images.sum())
@@ -168,6 +181,12 @@ class EmbeddingModel:
             cam = rng.standard_normal((m, len(self.camera))) * (
                 p.camera_scale / np.sqrt(max(len(self.camera), 1)))
             obs = self.means[sp] + self.stage_offsets[sp, stage] + cam @ self.camera
+            if self.surroundings is not None:
+                for idx, dirs, scale in ((substrate, self.surroundings[0], p.substrate_scale),
+                                         (habitat, self.surroundings[1], p.habitat_scale)):
+                    if idx is not None and scale:
+                        v = np.asarray(idx[start:start + chunk])
+                        obs += np.where((v >= 0)[:, None], scale * dirs[np.maximum(v, 0)], 0.0)
             if later_period:
                 obs += self.shift @ self.camera
                 new = rng.standard_normal((m, len(self.new_camera))) * (

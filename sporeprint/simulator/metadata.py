@@ -1,10 +1,12 @@
-"""Observation metadata with species-dependent habits.
+"""Observation metadata grounded in real Danish fungi records.
 
-Each species gets preferences drawn around its genus's: a distribution over
-the 32 real DF20 substrates and the 31 habitats, a fruiting season (peak month
-and spread) and a few favourite Danish regions. Observations then draw their
-Substrate, Habitat, date and coordinates from their species' preferences, and
-a few percent of values are left missing.
+Every simulated species follows one real **profile** (:mod:`.profiles`: the habitat,
+substrate, month and place of the real observations of one DF20-Mini species), and its
+observations copy those four fields *together* from one real record of the profile —
+or, with probability ``1 - strength``, from any real record — so seasons peak in
+August–October, ``soil`` dominates and habitats are as mixed as in the real data. Dates
+within the month, coordinates around the record's Danish hot spot, recorders and a few
+percent of missing values and records from abroad are drawn on top.
 
 >>> import numpy as np
 >>> prefs = SpeciesPreferences.draw(np.random.default_rng(0), genus_idx=np.array([0, 0, 1]))
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sporeprint.simulator.profiles import Profiles, load_profiles
 from store.reference import country_codes, habitats, substrate_groups
 
 # (municipality, latitude, longitude, level1 index, level1 name, weight): observation hot spots.
@@ -52,15 +55,6 @@ _FIRST = ["Jens", "Anne", "Søren", "Mette", "Lars", "Hanne", "Thomas", "Karen",
           "Jacob", "Tove", "Henrik", "Birgitte", "Ole", "Inge", "Mads", "Lise", "Peter", "Kirsten"]
 _LAST = ["Hansen", "Jensen", "Nielsen", "Pedersen", "Andersen", "Christensen", "Larsen",
          "Sørensen", "Rasmussen", "Petersen", "Madsen", "Kristensen", "Olsen", "Thomsen"]
-_COMMON_SUBSTRATES = {"soil": 30, "dead wood (including bark)": 20, "leaf or needle litter": 10,
-                      "wood": 8, "bark of living trees": 7, "wood and roots of living trees": 4,
-                      "stems of herbs, grass etc": 2, "mosses": 2, "stone": 2,
-                      "dead stems of herbs, grass etc": 2, "cones": 1, "fruits": 1}
-_COMMON_HABITATS = {"Deciduous woodland": 20, "Mixed woodland (with coniferous and deciduous trees)": 12,
-                    "coniferous woodland/plantation": 10, "Unmanaged deciduous woodland": 6,
-                    "park/churchyard": 6, "lawn": 4, "garden": 4, "natural grassland": 4,
-                    "Acidic oak woodland": 3, "roadside": 3, "heath": 2, "dune": 2, "bog": 2,
-                    "Unmanaged coniferous woodland": 3, "Bog woodland": 2, "hedgerow": 2}
 UNCERTAINTY_M = np.array([5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0])
 _UNCERTAINTY_P = np.array([0.05, 0.2, 0.2, 0.15, 0.15, 0.1, 0.07, 0.05, 0.03])
 
@@ -69,84 +63,65 @@ def substrates() -> list[str]:
     return list(substrate_groups())
 
 
-def _base(values: list[str], common: dict[str, float]) -> np.ndarray:
-    w = np.array([common.get(v, 0.4) for v in values])
-    return w / w.sum()
-
-
-def _categorical(rng: np.random.Generator, genus_idx: np.ndarray, base: np.ndarray,
-                 genus_spread: float, species_spread: float) -> np.ndarray:
-    """(S, V) per-species probabilities: log(base) + genus effect + species effect, softmaxed."""
-    n_genera = int(genus_idx.max()) + 1
-    genus = genus_spread * rng.standard_normal((n_genera, len(base)))
-    logits = np.log(base) + genus[genus_idx] + species_spread * rng.standard_normal(
-        (len(genus_idx), len(base)))
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    return p / p.sum(1, keepdims=True)
-
-
 @dataclass
 class SpeciesPreferences:
-    """Per-species habits (arrays indexed by species key)."""
+    """Which real profile each simulated species follows (see :mod:`.profiles`), and how
+    faithfully: an observation takes its habitat, substrate, month and place from one real
+    record of its species' profile with probability ``strength``, otherwise from a record
+    of the whole real table (so rare habits are not over-sharp, and 0 makes metadata
+    independent of the species)."""
 
-    substrate_p: np.ndarray  # (S, 32)
-    habitat_p: np.ndarray  # (S, 31)
-    peak_month: np.ndarray  # (S,) float in [0, 12)
-    season_spread: np.ndarray  # (S,) months
-    site_p: np.ndarray  # (S, len(DANISH_SITES))
+    profile: np.ndarray  # (S,) profile index per species
+    strength: float
+    month_jitter: float  # share of observations moved one month earlier or later
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, genus_idx: np.ndarray,
-             strength: float = 1.0) -> SpeciesPreferences:
-        """``strength`` scales how much species differ (0 = metadata carries no signal)."""
-        n, n_genera = len(genus_idx), int(genus_idx.max()) + 1
-        sub = _categorical(rng, genus_idx, _base(substrates(), _COMMON_SUBSTRATES),
-                           1.6 * strength, 0.8 * strength)
-        hab = _categorical(rng, genus_idx, _base(list(habitats()), _COMMON_HABITATS),
-                           1.3 * strength, 0.8 * strength)
-        # Seasons: most genera fruit in autumn, some in spring, some all year round.
-        kind = rng.choice(3, size=n_genera, p=[0.75, 0.15, 0.10])
-        genus_peak = np.where(kind == 0, rng.normal(8.8, 1.0, n_genera),
-                              np.where(kind == 1, rng.normal(3.5, 1.0, n_genera),
-                                       rng.uniform(0, 12, n_genera)))
-        peak = (genus_peak[genus_idx] + strength * rng.normal(0, 0.8, n)) % 12
-        spread = np.where(kind[genus_idx] == 2, 4.0, rng.uniform(0.8, 1.6, n)) / max(strength, 1e-3)
-        weights = np.array([s[5] for s in DANISH_SITES])
-        sites = _categorical(rng, genus_idx, weights / weights.sum(), 0.8 * strength,
-                             1.0 * strength)
-        return cls(sub, hab, peak, np.minimum(spread, 6.0), sites)
-
-    def separate_niches(self, rng: np.random.Generator, twin: np.ndarray,
-                        weight: float = 0.6, season_shift: tuple[float, float] = (1.5, 3.0)
-                        ) -> SpeciesPreferences:
-        """Give each look-alike pair (species ``s`` and ``twin[s]``) habits of their own, as
-        real look-alikes have: each member puts a share ``weight`` of its observations on
-        a substrate, a habitat and a place of its own, and ``s`` fruits 1.5–3 months
-        earlier or later than its twin. Returns a new object; species without a twin
-        keep their habits."""
-        sub, hab, site = self.substrate_p.copy(), self.habitat_p.copy(), self.site_p.copy()
-        peak = self.peak_month.copy()
-        has = np.flatnonzero(twin >= 0)
-        members = np.unique(np.concatenate([has, twin[has]])) if len(has) else has
-        for probs in (sub, hab, site):
-            pick = rng.integers(probs.shape[1], size=len(members))
-            probs[members] *= 1.0 - weight
-            probs[members, pick] += weight
-        if len(has):
-            shift = rng.uniform(*season_shift, len(has)) * rng.choice([-1.0, 1.0], len(has))
-            peak[has] = (peak[twin[has]] + shift) % 12
-        return SpeciesPreferences(sub, hab, peak, self.season_spread, site)
+    def draw(cls, rng: np.random.Generator, genus_idx: np.ndarray, strength: float = 0.45,
+             twin: np.ndarray | None = None, month_jitter: float = 0.2,
+             profiles: Profiles | None = None) -> SpeciesPreferences:
+        """Each simulated genus follows one real genus (drawn in proportion to its
+        profiles), and its species take that genus's profiles in a random order, reusing
+        them only when the genus has more species than profiles. A look-alike (``twin[s]
+        >= 0``) takes another profile of its twin's real genus, so the pair's habits
+        overlap as real siblings' do. Several simulated species can share a profile."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"metadata strength={strength} must be in [0, 1]")
+        prof = load_profiles() if profiles is None else profiles
+        real_genus = prof.genus_of()
+        names = np.array(sorted(set(real_genus.tolist())), dtype=object)
+        members = {g: np.flatnonzero(real_genus == g) for g in names}
+        sizes = np.array([len(members[g]) for g in names], float)
+        n_genera = int(genus_idx.max()) + 1
+        sim_to_real = names[rng.choice(len(names), size=n_genera, p=sizes / sizes.sum())]
+        out = np.empty(len(genus_idx), np.int64)
+        for g in range(n_genera):
+            species = np.flatnonzero(genus_idx == g)
+            pool = rng.permutation(members[sim_to_real[g]])
+            out[species] = pool[np.arange(len(species)) % len(pool)]
+        if twin is not None:
+            for s in np.flatnonzero(twin >= 0):
+                mates = members[real_genus[out[twin[s]]]]
+                others = mates[mates != out[twin[s]]]
+                out[s] = others[rng.integers(len(others))] if len(others) else out[twin[s]]
+        return cls(out, float(strength), float(month_jitter))
 
 
-def _sample_rows(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """One category per entry of ``rows`` from ``probs[rows]`` (inverse CDF, vectorised)."""
-    out = np.empty(len(rows), np.int64)
-    for start in range(0, len(rows), 65536):
-        r = rows[start:start + 65536]
-        cdf = np.cumsum(probs[r], axis=1)
-        u = rng.random(len(r))[:, None] * cdf[:, -1:]
-        out[start:start + 65536] = np.minimum((u > cdf).sum(1), probs.shape[1] - 1)
-    return out
+def _draw_records(rng: np.random.Generator, prefs: SpeciesPreferences, species: np.ndarray,
+                  prof: Profiles) -> np.ndarray:
+    """Index of one profile row per observation: a row of the species' own profile with
+    probability ``prefs.strength``, else any row, each in proportion to its observations."""
+    n = len(species)
+    order = np.argsort(prof.profile, kind="stable")
+    starts = np.searchsorted(prof.profile[order], np.arange(prof.n_profiles + 1))
+    cum = np.cumsum(prof.weight[order])
+    before = np.concatenate([[0.0], cum])
+    p = prefs.profile[species]
+    lo, hi = before[starts[p]], before[starts[p + 1]]
+    u = lo + rng.random(n) * (hi - lo)
+    own = order[np.minimum(np.searchsorted(cum, u, side="right"), len(order) - 1)]
+    anywhere = order[np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"),
+                                len(order) - 1)]
+    return np.where(rng.random(n) < prefs.strength, own, anywhere)
 
 
 def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
@@ -167,16 +142,19 @@ def draw_observations(rng: np.random.Generator, prefs: SpeciesPreferences, speci
     n = len(species)
     subs, habs = np.array(substrates(), dtype=object), np.array(habitats(), dtype=object)
     groups = substrate_groups()
-    sub_i = _sample_rows(rng, prefs.substrate_p, species)
-    hab_i = _sample_rows(rng, prefs.habitat_p, species)
-    site_i = _sample_rows(rng, prefs.site_p, species)
+    prof = load_profiles()
+    rec = _draw_records(rng, prefs, species, prof)
+    sub_i, hab_i, site_i = prof.substrate[rec], prof.habitat[rec], prof.site[rec]
 
     lo, hi = years
     span = np.arange(lo, hi + 1)
     yw = (span - lo + 1.0) ** 1.5
     year = rng.choice(span, size=n, p=yw / yw.sum())
-    month = (np.floor(prefs.peak_month[species] + prefs.season_spread[species]
-                      * rng.standard_normal(n)).astype(np.int64) % 12) + 1
+    month = prof.month[rec].copy()
+    undated = month == 0
+    month[undated] = 1 + rng.integers(12, size=int(undated.sum()))
+    moved = rng.random(n) < prefs.month_jitter
+    month[moved] = (month[moved] - 1 + rng.choice([-1, 1], size=int(moved.sum()))) % 12 + 1
     day = 1 + np.floor(rng.random(n) * _days_in_month(year, month)).astype(np.int64)
 
     site_lat = np.array([s[1] for s in DANISH_SITES])
@@ -197,6 +175,8 @@ def draw_observations(rng: np.random.Generator, prefs: SpeciesPreferences, speci
     people = np.array([f"{f} {s}" for f in _FIRST for s in _LAST], dtype=object)
     who = np.minimum(rng.zipf(1.6, size=n) - 1, len(people) - 1)
 
+    sub_text = np.where(sub_i >= 0, subs[np.maximum(sub_i, 0)], None)
+    meta_sub = np.array([groups[v] if v is not None else None for v in sub_text], dtype=object)
     cols: dict[str, np.ndarray] = {
         "year": year, "month": month.astype(float), "day": day.astype(float),
         "countryCode": np.full(n, "DK", dtype=object), "locality": locality,
@@ -204,10 +184,10 @@ def draw_observations(rng: np.random.Generator, prefs: SpeciesPreferences, speci
         "level0Name": np.full(n, "Denmark", dtype=object),
         "level1Gid": level1_gid[site_i], "level1Name": region_names[site_i],
         "level2Gid": level2_gid[site_i], "level2Name": names[site_i],
-        "Substrate": subs[sub_i],
-        "MetaSubstrate": np.array([groups[s] for s in subs], dtype=object)[sub_i],
+        "Substrate": sub_text, "MetaSubstrate": meta_sub,
         "rightsHolder": people[rng.permutation(len(people))][who],
-        "Latitude": lat, "Longitude": lon, "CoorUncert": uncert, "Habitat": habs[hab_i],
+        "Latitude": lat, "Longitude": lon, "CoorUncert": uncert,
+        "Habitat": np.where(hab_i >= 0, habs[np.maximum(hab_i, 0)], None),
     }
     # Missing values, and a few observations from abroad (no Danish coordinates or regions).
     no_date = rng.random(n) < missing
@@ -225,5 +205,9 @@ def draw_observations(rng: np.random.Generator, prefs: SpeciesPreferences, speci
     no_sub = rng.random(n) < missing
     cols["Substrate"][no_sub] = None
     cols["MetaSubstrate"][no_sub] = None
-    cols["Habitat"][rng.random(n) < 1.5 * missing] = None
+    no_hab = rng.random(n) < 1.5 * missing
+    cols["Habitat"][no_hab] = None
+    # What the photo can show (the embedding model reads these; -1 = not recorded).
+    cols["_substrate_idx"] = np.where(no_sub, -1, sub_i)
+    cols["_habitat_idx"] = np.where(no_hab, -1, hab_i)
     return cols

@@ -70,21 +70,26 @@ class SimConfig:
     """
 
     scale: str = "small"
-    classes: int | None = None  # known DF20 classes kept (all 49 poisonous always are)
+    classes: int | None = None  # known DF20 classes kept
+    poisonous_species: int | None = None  # poisonous among them (None: DF20's ~3%, at least 3)
     seed: int = 0
     dim: int = 1024
     images: bool = False  # write JPEGs too (used by write_simulation / the CLI)
     count_scale: float | None = None  # multiplier on DF20-like training counts per class
     min_count: int = 30  # training images of the rarest class at full scale
     max_count: int = 1900  # training images of the most frequent class at full scale
-    unknown_fraction: float = 1 / 3  # share of val/test observations from unknown species
-    poisonous_fraction: float = 0.02  # share of val/test observations of poisonous species
-    period_observations: float = DF21_OBSERVATIONS_PER_TRAIN_IMAGE  # val (and test) obs / train image
+    unknown_fraction: float = 1 / 3  # share of val observations from unknown species
+    poisonous_fraction: float = 0.02  # share of val observations of poisonous species (DF21 ~2.3%)
+    poisonous_image_share: float = 0.044  # share of training images of poisonous species (DF20)
+    test_unknown_fraction: float = 0.4  # the same in the test draw: the later period shifts
+    test_poisonous_fraction: float = 0.03
+    period_observations: float = DF21_OBSERVATIONS_PER_TRAIN_IMAGE  # val obs / train image
+    test_factor: float = 4.0  # test observations per val observation (a larger, independent draw)
     missing: float = 0.03  # base rate of missing metadata values
-    metadata_strength: float = 1.6  # 0 = metadata independent of species
+    metadata_strength: float = 0.45  # share of records from the species' own real profile (0 = none)
+    month_jitter: float = 0.2  # share of observations moved a month from their record's
     lookalike_share: float = 0.9  # share of other species paired with a look-alike
     label_noise: float = 0.03  # share of training observations labelled as another species
-    niche_weight: float = 0.85  # share of a look-alike's observations in a niche of its own
     embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
 
     def resolved(self) -> SimConfig:
@@ -97,13 +102,25 @@ class SimConfig:
         if not 1 <= classes <= NUM_CLASSES:
             raise SimulationError(f"classes={classes} is outside 1..{NUM_CLASSES}; pass a value "
                                   "in range")
-        for name in ("unknown_fraction", "poisonous_fraction", "missing", "lookalike_share",
-                     "label_noise", "niche_weight"):
+        for name in ("unknown_fraction", "poisonous_fraction", "poisonous_image_share",
+                     "test_unknown_fraction",
+                     "test_poisonous_fraction", "missing", "lookalike_share", "label_noise",
+                     "month_jitter"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise SimulationError(f"{name}={v} must be in [0, 1)")
-        if self.unknown_fraction + self.poisonous_fraction >= 1.0:
-            raise SimulationError("unknown_fraction + poisonous_fraction must stay below 1")
+        if not 0.0 <= self.metadata_strength <= 1.0:
+            raise SimulationError(f"metadata_strength={self.metadata_strength} must be in [0, 1] "
+                                  "(the share of records drawn from a species' own profile)")
+        for u, p in (("unknown_fraction", "poisonous_fraction"),
+                     ("test_unknown_fraction", "test_poisonous_fraction")):
+            if getattr(self, u) + getattr(self, p) >= 1.0:
+                raise SimulationError(f"{u} + {p} must stay below 1")
+        if self.test_factor <= 0:
+            raise SimulationError(f"test_factor={self.test_factor} must be positive (e.g. 4)")
+        if self.poisonous_species is not None and not 0 <= self.poisonous_species <= 49:
+            raise SimulationError(f"poisonous_species={self.poisonous_species} is outside 0..49 "
+                                  "(the official list's poisonous species)")
         if self.count_scale is not None and self.count_scale <= 0:
             raise SimulationError(f"count_scale={self.count_scale} must be positive (e.g. 0.1)")
         if not 2 <= self.dim <= MAX_DIM:
@@ -166,6 +183,14 @@ class Simulation:
         """``observation_id, class_id``: one row per test observation."""
         return _first_per_observation(self.test).select(["observationID", "class_id"]) \
             .rename_columns(["observation_id", "class_id"])
+
+    def test_species_truth(self) -> pa.Table:
+        """``observation_id, class_id, species, genus, family, poisonous``: the true species of
+        every test observation, the unknown ones (class_id -1) included — what an expert
+        would later tell, for measuring enrollment of new species."""
+        cols = ["observationID", "class_id", "species", "genus", "family", "poisonous"]
+        t = _first_per_observation(self.test).select(cols)
+        return t.rename_columns(["observation_id", *cols[1:]])
 
     def summary(self) -> dict:
         """Counts and shares per split (observation level for unknown/poisonous shares)."""
@@ -285,6 +310,21 @@ def noisy_labels(rng: np.random.Generator, rows: np.ndarray, genus_idx: np.ndarr
     return out
 
 
+def poisonous_image_share(counts: np.ndarray, poisonous: np.ndarray, share: float,
+                          floor: int) -> np.ndarray:
+    """Training counts with the poisonous species' scaled (keeping their long-tail order)
+    so that they hold ``share`` of the training images: DF20's 4.4% at any scale, however
+    few poisonous species a small simulation keeps."""
+    out = counts.copy()
+    pois = poisonous & (counts > 0)
+    if not pois.any() or share <= 0:
+        return out
+    others = float(counts[~pois].sum())
+    target = share / (1.0 - share) * others
+    out[pois] = np.maximum(floor, np.rint(counts[pois] * target / counts[pois].sum()))
+    return out
+
+
 def simulate(config: SimConfig) -> Simulation:
     """Draw a simulated dataset; the same config always gives the same data."""
     cfg = config.resolved()
@@ -297,7 +337,7 @@ def simulate(config: SimConfig) -> Simulation:
     tax = build_taxonomy(rng_tax, poisonous, n_unknown=EXTRA_SPECIES)
     full_counts = train_image_counts(rng_counts, NUM_CLASSES, DF20_TRAIN_IMAGES, cfg.min_count,
                                      cfg.max_count, poisonous=poisonous)
-    known_keys = keep_classes(tax, rng_counts, cfg.classes)
+    known_keys = keep_classes(tax, rng_counts, cfg.classes, cfg.poisonous_species)
     n_unknown = max(5, round(EXTRA_SPECIES * cfg.classes / NUM_CLASSES))
     unknown_keys = NUM_CLASSES + np.sort(rng_counts.choice(EXTRA_SPECIES, n_unknown, replace=False))
     keys = np.concatenate([known_keys, unknown_keys])
@@ -305,27 +345,31 @@ def simulate(config: SimConfig) -> Simulation:
     counts = np.zeros(len(keys), np.int64)
     counts[: len(known_keys)] = np.maximum(
         floor, np.rint(full_counts[known_keys] * cfg.count_scale)).astype(np.int64)
+    counts = poisonous_image_share(counts, tax.poisonous[keys], cfg.poisonous_image_share, floor)
     species = _species_table(tax, keys, counts)
 
     # Observations: training from the long-tailed counts, val/test from the period weights.
     tr_rows, tr_n = split_into_observations(rng_counts, counts)
     tr_order = rng_counts.permutation(len(tr_rows))
     tr_rows, tr_n = tr_rows[tr_order], tr_n[tr_order]
-    p = period_weights(rng_period, counts, tax.known[keys], tax.poisonous[keys],
-                       cfg.unknown_fraction, cfg.poisonous_fraction)
+    # The test draw shifts from validation: other unknown and poisonous shares, a later year.
+    p_val = period_weights(rng_period, counts, tax.known[keys], tax.poisonous[keys],
+                           cfg.unknown_fraction, cfg.poisonous_fraction)
+    p_test = period_weights(rng_period, counts, tax.known[keys], tax.poisonous[keys],
+                            cfg.test_unknown_fraction, cfg.test_poisonous_fraction)
     n_period = max(1, round(cfg.period_observations * int(counts.sum())))
-    va_rows = rng_period.choice(len(keys), size=n_period, p=p)
-    te_rows = rng_period.choice(len(keys), size=n_period, p=p)
+    n_test = max(1, round(cfg.test_factor * n_period))
+    va_rows = rng_period.choice(len(keys), size=n_period, p=p_val)
+    te_rows = rng_period.choice(len(keys), size=n_test, p=p_test)
     va_n = images_per_observation(rng_period, n_period)
-    te_n = images_per_observation(rng_period, n_period)
+    te_n = images_per_observation(rng_period, n_test)
 
     # Look-alike pairs share part of their look and differ in their habits.
     twin, overlap = lookalike_twins(rng_look, tax.genus_idx[keys], tax.poisonous[keys],
                                     tax.known[keys], share=cfg.lookalike_share,
                                     overlap=_around(cfg.embedding.twin_overlap, 0.05))
-    prefs = SpeciesPreferences.draw(rng_meta, tax.genus_idx[keys], cfg.metadata_strength)
-    prefs = prefs.separate_niches(rng_look, twin,
-                                  weight=cfg.niche_weight * min(cfg.metadata_strength, 1.0))
+    prefs = SpeciesPreferences.draw(rng_meta, tax.genus_idx[keys], cfg.metadata_strength,
+                                    twin=twin, month_jitter=cfg.month_jitter)
     labels = {"train": noisy_labels(rng_look, tr_rows, tax.genus_idx[keys], len(known_keys),
                                     cfg.label_noise)}
     splits = [("train", tr_rows, tr_n, (2000, 2020)), ("val", va_rows, va_n, (2021, 2021)),
@@ -344,7 +388,8 @@ def simulate(config: SimConfig) -> Simulation:
         tables[role] = _split_table(species, labels.get(role, rows), n_images,
                                     obs_ids[o0:o0 + no], image_numbers[i0:i0 + ni], meta)
         model.generate(rng_vec, rows, n_images, later_period=role != "train",
-                       out=vectors[i0:i0 + ni])
+                       out=vectors[i0:i0 + ni], substrate=meta["_substrate_idx"],
+                       habitat=meta["_habitat_idx"])
         o0, i0 = o0 + no, i0 + ni
         log.debug("simulated %s: %d observations, %d images", role, no, ni)
 
@@ -373,7 +418,8 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
     """Write the simulation in the real formats; returns ``{name: path}``.
 
     Files: ``df20_train.csv``, ``df21_val.csv``, ``test_2024.csv`` (no labels),
-    ``test_2024_truth.csv``, ``embeddings.parquet`` (``image_path``, ``embedding``
+    ``test_2024_truth.csv``, ``test_2024_species.csv`` (the true species of every test
+    observation, unknown species included), ``embeddings.parquet`` (``image_path``, ``embedding``
     fixed-size list of float32; every image), the same per split in
     ``embeddings_{train,val,test}.parquet`` and, with ``images`` (default: ``sim.config.images``),
     ``images/<image_path>`` JPEGs.
@@ -388,11 +434,13 @@ def write_simulation(sim: Simulation, out_dir: str | Path, images: bool | None =
     out.mkdir(parents=True, exist_ok=True)
     paths = {"train": out / "df20_train.csv", "val": out / "df21_val.csv",
              "test": out / "test_2024.csv", "truth": out / "test_2024_truth.csv",
+             "species_truth": out / "test_2024_species.csv",
              "embeddings": out / "embeddings.parquet"}
     pacsv.write_csv(sim.train, paths["train"])
     pacsv.write_csv(sim.val, paths["val"])
     pacsv.write_csv(sim.test_public(), paths["test"])
     pacsv.write_csv(sim.test_truth(), paths["truth"])
+    pacsv.write_csv(sim.test_species_truth(), paths["species_truth"])
 
     roles = np.asarray(sim.image_roles)
     _write_embeddings(paths["embeddings"], sim.image_paths, sim.vectors, row_group)

@@ -172,13 +172,25 @@ def build_taxonomy(rng: np.random.Generator, poisonous: np.ndarray, n_unknown: i
                     taxon_id=taxon_id.astype(np.int64))
 
 
-def keep_classes(tax: Taxonomy, rng: np.random.Generator, n_classes: int) -> np.ndarray:
-    """Species keys of ``n_classes`` known classes: all poisonous ones, an edible same-genus
-    look-alike of each, then random others. Raises SimulationError when ``n_classes`` is too small."""
+def poisonous_share_of(n_classes: int, n_known: int, n_poisonous: int, least: int = 3) -> int:
+    """How many poisonous species ``n_classes`` known classes hold at DF20's share
+    (49 of 1,604, about 3%), at least ``least`` so a small simulation still has some."""
+    return min(n_poisonous, n_classes, max(least, round(n_poisonous * n_classes / n_known)))
+
+
+def keep_classes(tax: Taxonomy, rng: np.random.Generator, n_classes: int,
+                 n_poisonous: int | None = None) -> np.ndarray:
+    """Species keys of ``n_classes`` known classes: ``n_poisonous`` poisonous ones (default:
+    DF20's share, :func:`poisonous_share_of`) drawn at random, an edible same-genus
+    look-alike of each, then random edible others; the poisonous species left out are
+    not in the simulation at all. Raises SimulationError when ``n_classes`` is too small."""
     n_known = int(tax.known.sum())
-    if n_classes >= n_known:
+    all_pois = np.flatnonzero(tax.poisonous)
+    if n_poisonous is None:
+        n_poisonous = poisonous_share_of(n_classes, n_known, len(all_pois))
+    if n_classes >= n_known and n_poisonous >= len(all_pois):
         return np.arange(n_known)
-    pois = np.flatnonzero(tax.poisonous)
+    pois = np.sort(rng.choice(all_pois, size=min(n_poisonous, len(all_pois)), replace=False))
     required = set(pois.tolist())
     edible_known = np.flatnonzero(tax.known & ~tax.poisonous)
     for g in np.unique(tax.genus_idx[pois]):
@@ -189,6 +201,6 @@ def keep_classes(tax: Taxonomy, rng: np.random.Generator, n_classes: int) -> np.
             f"classes={n_classes} is too small: the {len(pois)} poisonous species and an edible "
             f"look-alike of each need {len(required)} classes; pass --classes {len(required)} "
             "or more")
-    rest = np.setdiff1d(np.arange(n_known), np.fromiter(required, np.int64))
-    extra = rng.choice(rest, size=n_classes - len(required), replace=False)
+    rest = np.setdiff1d(np.flatnonzero(tax.known & ~tax.poisonous), np.fromiter(required, np.int64))
+    extra = rng.choice(rest, size=min(len(rest), n_classes - len(required)), replace=False)
     return np.sort(np.concatenate([np.fromiter(required, np.int64), extra]))
