@@ -114,6 +114,11 @@ class VectorIndex:
         self._ids = np.empty(0, dtype=np.int64)  # ids of stored vectors, in insertion order
         self._index: faiss.Index | None = None  # CPU index; None until the first add (IVF trains then)
         self._gpu_index: faiss.Index | None = None
+        # what the index holds beyond its vectors: how many its lists were trained on
+        # (IVF kinds) and how many it held when first saved (vectors added since then
+        # grew it incrementally); recorded in the manifest
+        self.trained_on: int | None = None
+        self.built_count: int | None = None
         if not self._kind.trains:
             self._index = self._kind.new_index(0, None)
 
@@ -153,6 +158,7 @@ class VectorIndex:
             )
         if self._index is None:
             self._index = self._kind.new_index(x.shape[0], x)
+            self.trained_on = int(x.shape[0]) if self._kind.trains else None
         if self._kind.native_ids:
             self._index.add_with_ids(x, ids)
         else:
@@ -410,6 +416,8 @@ class VectorIndex:
         directory.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(directory / INDEX_FILE))
         np.save(directory / IDS_FILE, self._ids)
+        if self.built_count is None:
+            self.built_count = len(self)
         self.manifest = {
             "format_version": FORMAT_VERSION,
             "space": space,
@@ -421,6 +429,9 @@ class VectorIndex:
             "ids_digest": ids_digest(self._ids),
             "index_digest": file_digest(directory / INDEX_FILE),
             "faiss_version": faiss.__version__,
+            "built_count": int(self.built_count),
+            "added_since_build": int(len(self) - self.built_count),
+            "trained_on": self.trained_on,
             "extra": dict(extra or {}),
         }
         write_manifest(directory, self.manifest)
@@ -479,7 +490,36 @@ class VectorIndex:
                 f"{index_path} is not the file the index was built with (its bytes changed "
                 f"since it was saved); {REBUILD}")
         self.manifest = manifest
+        # manifests written before these keys: built as they are, IVF lists trained on all
+        built = manifest.get("built_count")
+        self.built_count = int(built) if isinstance(built, int) else len(self)
+        trained = manifest.get("trained_on")
+        self.trained_on = int(trained) if isinstance(trained, int) else (
+            len(self) if self._kind.trains else None)
         return self
+
+    # Grown past this multiple of the vectors its lists were trained on, an IVF index is
+    # worth rebuilding: the lists get longer (slower searches at the same nprobe) and
+    # the centroids describe the old vectors only.
+    REBUILD_GROWTH = 2.0
+
+    def rebuild_advice(self) -> tuple[bool, str]:
+        """``(pays_off, why)``: whether building the index again from its vectors would
+        pay off after incremental growth (``add`` to a saved index)."""
+        n, added = len(self), len(self) - (self.built_count or len(self))
+        grown = f"holds {n:,} vectors, {added:,} added since it was built"
+        planned = plan.choose_plan(n)
+        if self._kind.trains and self.trained_on and n > self.REBUILD_GROWTH * self.trained_on:
+            return True, (f"{grown}; its lists were trained on {self.trained_on:,}: rebuild to "
+                          "retrain them for the vectors it holds now")
+        if planned.kind != self.kind and self.kind == "exact":
+            return True, (f"{grown}; at this size the planned kind is {planned.kind!r} "
+                          f"({planned.why}): rebuild with that kind for faster searches")
+        if self._kind.trains:
+            return False, (f"{grown}; its lists were trained on {self.trained_on:,} (rebuild "
+                           f"when it holds more than {self.REBUILD_GROWTH:g}x that)")
+        return False, (f"{grown}; a {self.kind!r} index holds added vectors as a build "
+                       "would: no rebuild needed")
 
     # ---------------------------------------------------------------- checking
     def _check_vectors(self, x, name: str) -> np.ndarray:

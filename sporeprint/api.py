@@ -134,8 +134,42 @@ class Database:
             model = ScoringModel.load(self.store, ids)
             model.species_names = {r["class_id"]: r["species"] for r in
                                    self.store.species_table().to_pylist() if r["species"]}
+            if model.enrolled is not None:
+                model.species_names.update(model.enrolled.names)
             self._models[run_id] = model
         return self._models[run_id]
+
+    # -- enrolled species ---------------------------------------------------------------
+    def enroll(self, labels: str | Path, by: str | None = None):
+        """Enroll the species a labels file names for stored observations (columns
+        ``observation_id, species`` and optional ``genus, family, poisonous``; see
+        docs/enrollment.md); needs ``write=True``. Returns the store's report
+        (``enrollment_id``, ``new_species``, ``joined``, ``lines()``); models loaded
+        after it answer the enrolled species."""
+        from sporeprint.enrollment import enroll
+
+        report, warnings = enroll(self.store, labels, by)
+        report.warnings = warnings
+        self._models.clear()
+        return report
+
+    def undo_enrollment(self, enrollment_id: int, by: str | None = None) -> dict:
+        """Undo one enrollment (its record stays); models loaded after it answer as
+        before the enrollment."""
+        from sporeprint.enrollment import undo
+
+        done = undo(self.store, enrollment_id, by)
+        self._models.clear()
+        return done
+
+    def enrollments(self) -> pa.Table:
+        """Every enrollment's record (who, when, which file and its digest, undone when)."""
+        return self.store.enrollments()
+
+    def enrolled_species(self) -> pa.Table:
+        """The enrolled species in force, with their poison status (null = unknown,
+        treated as possibly poisonous)."""
+        return self.store.enrolled_species()
 
 
 class Search:

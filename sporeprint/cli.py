@@ -34,6 +34,7 @@ COMMANDS = [
     "search",
     "train",
     "calibrate",
+    "enroll",
     "score",
     "decide",
     "evaluate",

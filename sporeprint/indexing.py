@@ -76,6 +76,48 @@ def _split_seed(fs, where: str) -> int | None:
 def load_index(fs, space: str, kind: str = "exact", where: str = "all",
                directory: str | Path | None = None) -> VectorIndex:
     """Load a saved index; :class:`StaleIndexError` when it does not match this store now."""
+    index, directory, rebuild, selection = _load_same_store(fs, space, kind, where, directory)
+    current = fs.selection_image_ids(space, selection)
+    m = index.manifest
+    if id_checksum(current) != m["id_checksum"]:
+        raise StaleIndexError(
+            f"index is stale: {directory} holds {m['count']} vectors but the store now has "
+            f"{current.size} for that selection (or different ones); add the new ones with: "
+            f"{rebuild.replace(' build ', ' update ')} (or rebuild with: {rebuild})")
+    _check_sample(fs, index, space, directory, rebuild)
+    return index
+
+
+def update_index(fs, space: str, kind: str = "exact", where: str = "all",
+                 directory: str | Path | None = None) -> tuple[VectorIndex, int, int]:
+    """Grow a saved index to the selection's vectors now without rebuilding it: add the
+    vectors of images it lacks, remove those of images no longer in the selection (kinds
+    that cannot remove, such as HNSW, refuse: rebuild them), save it; ``(index, added,
+    removed)``. The manifest then records how much it grew since the build, and
+    ``VectorIndex.rebuild_advice`` says when a rebuild would pay off."""
+    index, directory, rebuild, selection = _load_same_store(fs, space, kind, where, directory)
+    _check_sample(fs, index, space, directory, rebuild)
+    current = fs.selection_image_ids(space, selection)
+    held = index.ids
+    gone = np.setdiff1d(held, current)
+    new = np.setdiff1d(current, held)
+    if gone.size:
+        try:
+            index.remove(gone)
+        except RetrievalError as exc:
+            raise StaleIndexError(f"{directory}: {gone.size} of its images left the selection "
+                                  f"and {exc}; rebuild with: {rebuild}") from exc
+    if new.size:
+        ids, vectors = fs.fetch_embeddings(space, new)
+        index.add(ids, vectors)
+    if new.size or gone.size:
+        index.save(directory, space=space, extra=index.manifest.get("extra", {}))
+    return index, int(new.size), int(gone.size)
+
+
+def _load_same_store(fs, space: str, kind: str, where: str, directory: str | Path | None):
+    """A saved index checked to be of this store, space, model and split (not yet that it
+    holds the selection's images now): ``(index, directory, rebuild command, selection)``."""
     spec = fs.require_space(space)
     directory = Path(directory) if directory else index_dir(fs.path, space, kind, where)
     rebuild = (f"sporeprint index build --store {fs.path} --space {space} --kind {kind} "
@@ -99,13 +141,7 @@ def load_index(fs, space: str, kind: str = "exact", where: str = "all",
         raise StaleIndexError(f"index is stale: {directory} was built on split seed "
                               f"{extra.get('split_seed')}, the store's splits are now seed "
                               f"{_split_seed(fs, selection)}; rebuild with: {rebuild}")
-    current = fs.selection_image_ids(space, selection)
-    if id_checksum(current) != m["id_checksum"]:
-        raise StaleIndexError(
-            f"index is stale: {directory} holds {m['count']} vectors but the store now has "
-            f"{current.size} for that selection (or different ones); rebuild with: {rebuild}")
-    _check_sample(fs, index, space, directory, rebuild)
-    return index
+    return index, directory, rebuild, selection
 
 
 SAMPLE_VECTORS = 64  # vectors of a loaded index compared with the store's

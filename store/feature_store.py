@@ -18,6 +18,7 @@ from . import (
     batch,
     embedding_file,
     encoding,
+    enrollment,
     interchange,
     queries,
     runs,
@@ -495,6 +496,35 @@ class FeatureStore(ReportQueries):
     def write_predictions(self, run_key: str, batch: str, table: pa.Table) -> int:
         """Replace the predictions of ``(run_key, batch)`` with ``table``'s rows."""
         return self._write(interchange.write_predictions, run_key, batch, table)
+
+    # -- enrolled species (store/enrollment.py) ------------------------------------------
+
+    def enroll(self, labels_path: str | Path, enrolled_by: str,
+               labels_file: str | None = None) -> enrollment.EnrollmentReport:
+        """Record the labels file's enrollment in one transaction (nothing on a refusal);
+        ``labels_file``: the name recorded (default: the path as given)."""
+        self._writable()
+        labels = enrollment.read_labels(labels_path)
+        digest = enrollment.file_digest(Path(labels_path))
+        return self._write(enrollment.enroll, labels, labels_file or str(labels_path), digest,
+                           enrolled_by)
+
+    def undo_enrollment(self, enrollment_id: int, undone_by: str) -> dict:
+        """Mark an enrollment undone: its labels stop counting; its record stays."""
+        return self._write(enrollment.undo, enrollment_id, undone_by)
+
+    def enrollments(self) -> pa.Table:
+        """Every enrollment's record, oldest first."""
+        return self._read(enrollment.list_enrollments)
+
+    def enrolled_observations(self) -> pa.Table:
+        """``observation_id, class_id`` of the enrollments not undone."""
+        return self._read(enrollment.active_observations)
+
+    def enrolled_species(self) -> pa.Table:
+        """The enrolled classes in force: names, taxonomy, poison status (NULL = unknown),
+        whether the class is on the official list, observation counts."""
+        return self._read(enrollment.enrolled_species)
 
     # -- Parquet interchange ------------------------------------------------------------
 

@@ -7,6 +7,8 @@ column names below and validated embedding-space names.
 
 from __future__ import annotations
 
+from .enrollment import DDL as ENROLLMENT_DDL
+
 SCHEMA_VERSION = 2
 
 # The kind of answer of each ``predictions`` row: the vocabulary of ``heads.decision.KINDS``
@@ -218,6 +220,9 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS set_size INTEGER",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS answer_rank VARCHAR",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS genus VARCHAR",
+    # enrolled species and their labelled observations (store/enrollment.py): new tables,
+    # so stores of either version gain them on their first writable open
+    *ENROLLMENT_DDL,
 ]
 
 

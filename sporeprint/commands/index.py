@@ -18,10 +18,17 @@ ACTIONS = {
               "`sporeprint search`\nuses it while it is fresh; build again after the store "
               "changes.",
               "sporeprint index build --store fungi.duckdb --space sim --kind hnsw --where train"),
-    "info": ("show a saved index's manifest and whether it is stale",
+    "update": ("add the selection's new vectors to a saved index, without a rebuild",
+               "Grow the saved index of --space, --kind and --where to the selection's vectors\n"
+               "now: add the images it lacks (a scored batch, new photos) and remove those that\n"
+               "left the selection (HNSW cannot remove: rebuild it). The manifest records the\n"
+               "growth; `index info` says when a rebuild would pay off.",
+               "sporeprint index update --store fungi.duckdb --space sim --kind exact"),
+    "info": ("show a saved index's manifest, whether it is stale, and whether a rebuild pays off",
              "Print the manifest of the saved index of --space, --kind and --where (its kind,\n"
-             "parameters, image count and checksum) and say whether it is up to date with the\n"
-             "store; a stale or missing index is an error naming the `index build` to run.",
+             "parameters, image count and checksum, vectors added since the build) and say\n"
+             "whether it is up to date with the store and whether a rebuild would pay off; a\n"
+             "stale or missing index is an error naming the `index update` or `index build` to run.",
              "sporeprint index info --store fungi.duckdb --space sim --kind hnsw --where train"),
 }
 
@@ -49,7 +56,7 @@ def run(args) -> int:
     import json
     import time
 
-    from sporeprint.indexing import build_index, index_dir, load_index, planned_kind
+    from sporeprint.indexing import build_index, index_dir, load_index, planned_kind, update_index
     from store import FeatureStore
 
     with FeatureStore(args.store, read_only=True, create=False) as fs:
@@ -61,6 +68,16 @@ def run(args) -> int:
             index = load_index(fs, args.space, args.kind, args.where, directory)
             print(json.dumps(index.manifest, indent=2))
             print("up to date")
+            pays, why = index.rebuild_advice()
+            print(f"{'a rebuild would pay off' if pays else 'no rebuild needed'}: {why}")
+            return 0
+        if args.action == "update":
+            t0 = time.perf_counter()
+            index, added, removed = update_index(fs, args.space, args.kind, args.where, directory)
+            pays, why = index.rebuild_advice()
+            print(f"added {added:,} vectors, removed {removed:,}, {time.perf_counter() - t0:.1f} s "
+                  f"-> {directory} ({len(index):,} vectors)")
+            print(f"{'a rebuild would pay off' if pays else 'no rebuild needed'}: {why}")
             return 0
         print(f"building {args.kind} index of space {args.space!r} ({args.where}) ...")
         t0 = time.perf_counter()

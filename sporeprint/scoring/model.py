@@ -21,6 +21,7 @@ from sporeprint.errors import SporeprintError
 from sporeprint.lookalikes import TrainingNeighbours
 from sporeprint.rows import Rows, load_rows
 from sporeprint.scoring import calibration as calib
+from sporeprint.scoring.enrolled import EnrolledSpecies
 from sporeprint.scoring.index import training_index
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
 from sporeprint.scoring.runs import Member, load_members, run_key
@@ -127,7 +128,27 @@ class ScoringModel:
         model.genus_of = dict(zip(ids, taxa.column("genus").to_pylist(), strict=True))
         model.names_of = {i: n for i, n in zip(ids, taxa.column("species").to_pylist(),
                                                strict=True) if n}
+        model.attach_enrolled(EnrolledSpecies.load(fs, space, classes))
         return model
+
+    # the enrolled species answered beside the trained ones (sporeprint.scoring.enrolled)
+    enrolled: EnrolledSpecies | None = None
+
+    def attach_enrolled(self, enrolled: EnrolledSpecies | None) -> None:
+        """Answer ``enrolled`` species too (None: the trained species only)."""
+        self.enrolled = enrolled
+        if enrolled is not None:
+            self.names_of = {**self.names_of, **enrolled.names}
+            self.genus_of = {**self.genus_of, **enrolled.genus}
+            if self.species_names is not None:
+                self.species_names = {**self.species_names, **enrolled.names}
+
+    @property
+    def answer_classes(self) -> np.ndarray:
+        """The class ids answers can name: the trained ones and any enrolled ones."""
+        if self.enrolled is None:
+            return self.classes
+        return np.union1d(self.classes, self.enrolled.class_ids)
 
     def sets_line(self) -> str:
         """What the sets of :meth:`decide` promise at the model's levels, in one line."""
@@ -184,12 +205,16 @@ class ScoringModel:
         s = det.fuse(knn, uncertainty(plain))  # as calibrated: before the poison shift
         flag = s > det.threshold_
         p_unknown = cal.unknown_prob(s)
-        summary = summarise(probs, p_unknown, self.classes, self.poisonous)
+        classes, poisonous = self.classes, self.poisonous
+        if self.enrolled is not None:  # enrolled species share the unknown mass
+            probs, p_unknown, flag, classes, poisonous = self.enrolled.extend(
+                probs, p_unknown, flag, scores.queries, classes, poisonous)
+        summary = summarise(probs, p_unknown, classes, poisonous)
         # Track 3 decides from the summary it stores (what `decide(rule="track3")` does
         # inside, computed once here); the other rules need the full probabilities.
         d = decide_summary(summary) if rule == "track3" else decide(
-            probs, None, self.classes, self.poisonous, rule=rule, unknown_flag=flag)
-        out = Decided(scores.observation_ids, d.class_id, probs, self.classes, self.poisonous,
+            probs, None, classes, poisonous, rule=rule, unknown_flag=flag)
+        out = Decided(scores.observation_ids, d.class_id, probs, classes, poisonous,
                       p_unknown, s, flag, d.poison_prob, d.reason, d.kind, evidence, summary)
         return self._with_sets(out, self.coverage if coverage is None else coverage,
                                self.poison_coverage if poison_coverage is None
@@ -208,7 +233,7 @@ class ScoringModel:
             return d
         p_threshold, p_why = (cal.conformal_threshold(poison_coverage, poisonous=True)
                               if poison_coverage else (None, ""))
-        sets = apply_sets(d.probs, d.unknown_prob, self.classes, self.poisonous, d.class_id,
+        sets = apply_sets(d.probs, d.unknown_prob, d.classes, d.poisonous, d.class_id,
                           d.kind, d.reason, threshold, p_threshold, coverage,
                           cal.conformal.get("lam", 0.0), cal.conformal.get("k_reg", 0),
                           self.genus_of, self.species_names or self.names_of)
