@@ -253,7 +253,13 @@ class Service:
 
     def _species(self) -> dict[int, dict]:
         rows = self.db.store.species_table().to_pylist()
-        return {r["class_id"]: r for r in rows}
+        out = {r["class_id"]: r for r in rows}
+        # enrolled species: their names, and a poison status that may be unknown (null)
+        for r in self.db.store.enrolled_species().to_pylist():
+            out[r["class_id"]] = {**out.get(r["class_id"], {}), **{
+                k: r[k] for k in ("class_id", "species", "genus", "family", "poisonous")},
+                "enrolled": True}
+        return out
 
     def _choices(self) -> dict[str, list[str]]:
         """Values offered in the page's drop-downs: the official DF20 lists plus any value
@@ -415,7 +421,7 @@ class Service:
         unlabelled."""
         if class_id is None:
             return None
-        return bool(np.isin(int(class_id), model.classes))
+        return bool(np.isin(int(class_id), model.answer_classes))
 
     def _outside_top5(self, row: dict, answer: dict, top5: list[dict]) -> dict | None:
         """The species the answer names when the top-5 list leaves it out (a poison-risk
