@@ -41,39 +41,7 @@ from .errors import InvalidValueError, StoreError
 from .reference import NUM_CLASSES
 from .temporary import registered
 
-TABLES = ("enrollments", "enrolled_species", "enrolled_observations")
-
-DDL = [
-    """
-CREATE TABLE IF NOT EXISTS enrollments (
-    enrollment_id INTEGER PRIMARY KEY,
-    enrolled_by VARCHAR NOT NULL,
-    enrolled_at TIMESTAMP NOT NULL,
-    labels_file VARCHAR NOT NULL,
-    labels_digest VARCHAR NOT NULL,
-    n_observations INTEGER NOT NULL,
-    n_new_species INTEGER NOT NULL,
-    undone_by VARCHAR,
-    undone_at TIMESTAMP
-)""",
-    """
-CREATE TABLE IF NOT EXISTS enrolled_species (
-    class_id INTEGER PRIMARY KEY,
-    species VARCHAR NOT NULL,
-    genus VARCHAR,
-    family VARCHAR,
-    enrollment_id INTEGER NOT NULL
-)""",
-    """
-CREATE TABLE IF NOT EXISTS enrolled_observations (
-    enrollment_id INTEGER NOT NULL,
-    observation_id BIGINT NOT NULL,
-    class_id INTEGER NOT NULL,
-    species VARCHAR NOT NULL,
-    poisonous BOOLEAN,
-    PRIMARY KEY (enrollment_id, observation_id)
-)""",
-]
+TABLES = ("enrollments", "enrolled_species", "enrolled_observations")  # store/schema.py
 
 # The labels file's columns, matched case- and underscore-insensitively.
 LABEL_COLUMNS = ("observation_id", "species", "genus", "family", "poisonous")

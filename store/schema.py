@@ -7,8 +7,6 @@ column names below and validated embedding-space names.
 
 from __future__ import annotations
 
-from .enrollment import DDL as ENROLLMENT_DDL
-
 SCHEMA_VERSION = 2
 
 # The kind of answer of each ``predictions`` row: the vocabulary of ``heads.decision.KINDS``
@@ -183,6 +181,39 @@ CREATE TABLE IF NOT EXISTS predictions (
     top5_probs DOUBLE[],
     evidence_observation_ids BIGINT[],
     created_at TIMESTAMP DEFAULT current_timestamp
+)""",
+]
+
+# Enrolled species and their labelled observations (store/enrollment.py).
+ENROLLMENT_DDL = [
+    """
+CREATE TABLE IF NOT EXISTS enrollments (
+    enrollment_id INTEGER PRIMARY KEY,
+    enrolled_by VARCHAR NOT NULL,
+    enrolled_at TIMESTAMP NOT NULL,
+    labels_file VARCHAR NOT NULL,
+    labels_digest VARCHAR NOT NULL,
+    n_observations INTEGER NOT NULL,
+    n_new_species INTEGER NOT NULL,
+    undone_by VARCHAR,
+    undone_at TIMESTAMP
+)""",
+    """
+CREATE TABLE IF NOT EXISTS enrolled_species (
+    class_id INTEGER PRIMARY KEY,
+    species VARCHAR NOT NULL,
+    genus VARCHAR,
+    family VARCHAR,
+    enrollment_id INTEGER NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS enrolled_observations (
+    enrollment_id INTEGER NOT NULL,
+    observation_id BIGINT NOT NULL,
+    class_id INTEGER NOT NULL,
+    species VARCHAR NOT NULL,
+    poisonous BOOLEAN,
+    PRIMARY KEY (enrollment_id, observation_id)
 )""",
 ]
 
