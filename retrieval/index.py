@@ -508,11 +508,11 @@ class VectorIndex:
         pay off after incremental growth (``add`` to a saved index)."""
         n, added = len(self), len(self) - (self.built_count or len(self))
         grown = f"holds {n:,} vectors, {added:,} added since it was built"
-        planned = plan.choose_plan(n)
         if self._kind.trains and self.trained_on and n > self.REBUILD_GROWTH * self.trained_on:
             return True, (f"{grown}; its lists were trained on {self.trained_on:,}: rebuild to "
                           "retrain them for the vectors it holds now")
-        if planned.kind != self.kind and self.kind == "exact":
+        if self._kind.exact and n > plan.EXACT_MAX_VECTORS:
+            planned = plan.choose_plan(n)
             return True, (f"{grown}; at this size the planned kind is {planned.kind!r} "
                           f"({planned.why}): rebuild with that kind for faster searches")
         if self._kind.trains:
