@@ -156,6 +156,36 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion ``k / n``: the beta
+    quantiles ``B(a/2; k, n-k+1)`` and ``B(1-a/2; k+1, n-k)``, with 0 as the low end when
+    ``k = 0`` and 1 as the high end when ``k = n``.
+
+    >>> [round(v, 4) for v in clopper_pearson(4, 84)]
+    [0.0131, 0.1174]
+    >>> [round(v, 4) for v in clopper_pearson(0, 84)]
+    [0.0, 0.043]
+    """
+    from scipy.stats import beta
+
+    if isinstance(k, bool) or isinstance(n, bool) or int(k) != k or int(n) != n \
+            or not 0 <= k <= n or n < 1:
+        raise ValueError(f"clopper_pearson needs whole numbers 0 <= k <= n and n >= 1, got "
+                         f"k={k!r}, n={n!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level!r} must be between 0 and 1 (e.g. 0.95)")
+    a = 1.0 - level
+    lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def fmt_count(k: int, n: int, level: float = 0.95) -> str:
+    """``4/84 = 4.8% [1.3, 11.7]``: a count with its Clopper-Pearson interval in percent."""
+    lo, hi = clopper_pearson(k, n, level)
+    return f"{k}/{n} = {100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from stats import fmt_interval, macro_f1, metric, paired_interval  # noqa: E402
+from stats import clopper_pearson, fmt_count, fmt_interval, macro_f1, metric, paired_interval  # noqa: E402
 
 from heads.metrics import fungiclef_scores  # noqa: E402
 
@@ -41,3 +41,22 @@ def test_paired_interval_finds_a_real_difference_and_not_a_fake_one():
     assert d == lo == hi == 0  # identical predictions: no difference at all
     with pytest.raises(ValueError, match="unknown metric"):
         metric("auc", y, a, np.array([]))
+
+
+def test_clopper_pearson_matches_known_values():
+    # R: binom.test(5, 10)$conf.int = 0.187086 0.812914; binom.test(4, 84) = 0.01313 0.11746
+    assert clopper_pearson(5, 10) == pytest.approx((0.187086, 0.812914), abs=1e-6)
+    assert clopper_pearson(4, 84) == pytest.approx((0.013125, 0.117457), abs=1e-6)
+    # k = 0 and k = n have closed forms: 1 - (a/2)^(1/n) and its mirror
+    assert clopper_pearson(0, 84) == pytest.approx((0.0, 1 - 0.025 ** (1 / 84)), abs=1e-12)
+    assert clopper_pearson(84, 84) == pytest.approx((0.025 ** (1 / 84), 1.0), abs=1e-12)
+    lo90, hi90 = clopper_pearson(5, 10, level=0.90)
+    assert 0.187086 < lo90 < 0.5 < hi90 < 0.812914
+    assert fmt_count(4, 84) == "4/84 = 4.8% [1.3, 11.7]"
+
+
+@pytest.mark.parametrize("k, n, level", [(5, 4, 0.95), (-1, 4, 0.95), (1, 0, 0.95), (1.5, 4, 0.95),
+                                         (1, 4, 1.0)])
+def test_clopper_pearson_refuses_impossible_counts(k, n, level):
+    with pytest.raises(ValueError, match="clopper_pearson|level"):
+        clopper_pearson(k, n, level)
