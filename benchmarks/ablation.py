@@ -3,15 +3,24 @@
 Per seed ``s`` (the simulator seed, the split seed and the training seed are all
 ``s``): a store is built from ``simulate(SimConfig(scale, seed=s))``; each variant
 trains on fold 1 (training = role train + part p2, validation = part p1) and is
-scored on the held-out ``test`` part, one answer per observation (image
-probabilities averaged). Unknown test species count as errors: no open-set step
-runs here (see decision_analysis.py for that). The last recipe row averages the
-fold-1 and fold-2 heads of the full MLP recipe.
+scored on the simulation's independent test draw (the 2024-style test role,
+ingested without labels, its labels kept in memory; ``--eval part`` scores the
+held-out part ``test`` of the splits instead, ``--eval both`` the two), one answer
+per observation (image probabilities averaged). Unknown test species count as
+errors: no open-set step runs here (see decision_analysis.py for that). The last
+recipe row averages the fold-1 and fold-2 heads of the full MLP recipe.
 
 Baselines fit on the same fold-1 training images and classify each test
 observation's mean embedding: nearest class mean (cosine), 1-NN (cosine), LDA
 and logistic regression (scikit-learn; standardised inputs), the latter on
-embeddings alone and on embeddings + the encoded metadata.
+embeddings alone and on embeddings + the encoded metadata. The strong baselines
+(``sporeprint.simulator.baselines.strong_baselines``) fit on the same rows, choose
+their C (``--c-grid``) and the fusion weight on p1 and correct their class prior to
+the evaluation period's (``--prior``, default p1's class frequencies): logistic
+regression on standardised embeddings, on metadata alone, the late fusion of those
+two, and on embeddings + metadata. After the table, each recipe row is compared
+with every baseline: a recipe effect counts only when its interval against all of
+them excludes zero.
 
 Each row: mean ± sd over seeds, and the difference against a reference row with a
 95% paired-bootstrap interval (``benchmarks/stats.py``: test observations
@@ -43,6 +52,8 @@ from stats import fmt_interval, fmt_mean_sd, metric, paired_interval  # noqa: E4
 from heads.classifier import Classifier, Ensemble, EvalSet  # noqa: E402
 from heads.inference import aggregate_by_observation  # noqa: E402
 from heads.train import TrainConfig  # noqa: E402
+from sporeprint.rows import Rows, load_rows  # noqa: E402
+from sporeprint.simulator import baselines as strong  # noqa: E402
 from sporeprint.simulator.simulate import (  # noqa: E402
     SimConfig,
     ingest_simulation,
@@ -70,31 +81,79 @@ NO_PLACE = "full MLP without the place columns"
 ENSEMBLE = "2-fold ensemble (full MLP)"
 
 
+EVALUATIONS = ("role", "part", "both")
+
+
 @dataclass
 class SeedData:
     seed: int
     poison: np.ndarray
-    folds: dict  # fold -> (train, val, test, names)
+    folds: dict  # fold -> (train, val, evaluated test rows, names)
     summary: str
     store: FeatureStore | None = None  # kept open for decision_analysis.py
+    test_ids: np.ndarray | None = None  # the evaluated observations (sorted)
+    test_truth: np.ndarray | None = None  # their class ids (-1 unknown), same order
+
+    def truth_of(self, observation_ids: np.ndarray) -> np.ndarray:
+        """Class id (-1 unknown) of evaluated observations, from the labels in memory."""
+        pos = np.searchsorted(self.test_ids, observation_ids)
+        if not np.array_equal(self.test_ids[np.minimum(pos, len(self.test_ids) - 1)],
+                              observation_ids):
+            raise ValueError("observations outside the evaluated test set")
+        return self.test_truth[pos]
+
+
+def _cat_rows(a: Rows, b: Rows) -> Rows:
+    return Rows(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in
+                  ("image_ids", "observation_ids", "class_ids", "embeddings", "metadata")))
 
 
 def build_seed(root: Path, seed: int, scale: str, dim: int | None, classes: int | None,
-               count_scale: float | None) -> SeedData:
-    """Simulate, ingest, encode and split one seed's data; load both folds' rows."""
+               count_scale: float | None, evaluate: str = "role") -> SeedData:
+    """Simulate, ingest, encode and split one seed's data; load both folds' rows.
+
+    ``evaluate``: the test rows of each fold are the simulation's independent test draw
+    (``role``, the default: the unlabelled 2024-style file and its vectors are ingested as
+    role test, their labels kept in memory), part ``test`` of the splits (``part``), or
+    both together."""
+    if evaluate not in EVALUATIONS:
+        raise SystemExit(f"--eval {evaluate!r} is not one of {', '.join(EVALUATIONS)}")
     kw = {"dim": dim} if dim else {}
     sim = simulate(SimConfig(scale=scale, seed=seed, classes=classes, count_scale=count_scale,
                              **kw))
     files = write_simulation(sim, root / f"sim{seed}")
     fs = FeatureStore(root / f"seed{seed}.duckdb")
     ingest_simulation(fs, files, SPACE, seed)
+    if evaluate != "part":
+        fs.ingest_metadata(files["test"], role="test")
+        fs.ingest_embeddings(files["embeddings_test"], SPACE)
+        fs.encode_observations()
     folds = {f: fold_rows(fs, SPACE, f) for f in (1, 2)}
+    part = folds[1][2]
+    ids, truth = np.unique(part.observation_ids, return_index=True)
+    truth = part.class_ids[truth]
+    if evaluate != "part":
+        t = sim.test_truth()
+        role_ids = np.asarray(t["observation_id"], np.int64)
+        order = np.argsort(role_ids)
+        role_ids, role_truth = role_ids[order], np.asarray(t["class_id"], np.int64)[order]
+        rows, _ = load_rows(fs, SPACE, role_ids, labelled_only=False)
+        rows = replace(rows, class_ids=role_truth[np.searchsorted(role_ids, rows.observation_ids)])
+        test = rows if evaluate == "role" else _cat_rows(part, rows)
+        folds = {f: (tr, va, test, names) for f, (tr, va, _, names) in folds.items()}
+        ids, truth = (role_ids, role_truth) if evaluate == "role" else (
+            np.concatenate([ids, role_ids]), np.concatenate([truth, role_truth]))
+        order = np.argsort(ids)
+        ids, truth = ids[order], truth[order]
     train, val, test, names = folds[1]
     n_test = len(np.unique(test.observation_ids))
+    poison = poisonous_ids(fs)
+    n_pois = int(np.isin(truth, poison).sum())
     summary = (f"seed {seed}: {len(np.unique(train.class_ids))} training classes, "
                f"{train.embeddings.shape[1]}-d, {len(names)} metadata columns, train images "
-               f"{len(train)}, val images {len(val)}, test observations {n_test}")
-    return SeedData(seed, poisonous_ids(fs), folds, summary, fs)
+               f"{len(train)}, val images {len(val)}, test observations {n_test} ({evaluate}; "
+               f"{int((truth < 0).sum())} of unknown species, {n_pois} poisonous)")
+    return SeedData(seed, poison, folds, summary, fs, ids, truth)
 
 
 def obs_truth(rows) -> tuple[np.ndarray, np.ndarray]:
@@ -147,14 +206,31 @@ def _obs_mean(x, rows):
     return mean
 
 
-def baselines(data: SeedData) -> dict[str, np.ndarray]:
-    """Per test observation: the class each training-free baseline answers."""
+BASELINES = ("nearest class mean (cosine)", "1-NN (cosine)", "LDA (scikit-learn)",
+             "logistic regression, embeddings", "logistic regression, embeddings + metadata")
+STRONG = {"lr_c": "strong: logistic regression, std. embeddings, C tuned, prior-corrected",
+          "meta_lr": "strong: logistic regression, metadata alone, prior-corrected",
+          "late_fusion": "strong: late fusion of the two, weight tuned, prior-corrected",
+          "lr_meta_c": "strong: logistic regression, std. emb + metadata, C tuned, "
+                       "prior-corrected"}
+RECIPES = (FULL, FUSION, ENSEMBLE)  # compared with every strong baseline
+
+
+def _as_data(rows) -> strong.Data:
+    return strong.Data(rows.embeddings, rows.metadata, rows.class_ids, rows.observation_ids)
+
+
+def baselines(data: SeedData, args=None) -> dict[str, np.ndarray]:
+    """Per test observation: the class each baseline answers. The strong baselines
+    (``sporeprint.simulator.baselines.strong_baselines``) fit on the fold-1 training rows,
+    choose C and the fusion weight on part p1 and move their class prior to p1's
+    (``--prior``)."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    train, _, test, _ = data.folds[1]
+    train, val, test, _ = data.folds[1]
     keep = train.class_ids >= 0
     x_tr, y_tr = train.embeddings[keep].astype(np.float64), train.class_ids[keep]
     m_tr = train.metadata[keep]
@@ -172,6 +248,13 @@ def baselines(data: SeedData) -> dict[str, np.ndarray]:
     lrm = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(
         np.hstack([x_tr, m_tr]), y_tr)
     out["logistic regression, embeddings + metadata"] = lrm.predict(np.hstack([q, q_meta]))
+    got, settings = strong.strong_baselines(
+        _as_data(train), _as_data(val), _as_data(test), prior=getattr(args, "prior", "val"),
+        c_grid=getattr(args, "c_grid", strong.C_GRID))
+    order = obs_truth(test)[0]  # first-appearance order, as the other rows
+    for key, (ids, pred) in got.items():
+        out[STRONG[key]] = pred[np.searchsorted(ids, order)]
+    print(f"  seed {data.seed}: strong baselines chosen on p1: {settings}", flush=True)
     return out
 
 
@@ -200,7 +283,7 @@ def run_seed(data: SeedData, args) -> dict[str, np.ndarray]:
     second = fit_head(data, args, "mlp", all_cols, "seesaw", "val_matched", 0.1, fold=2)
     preds[ENSEMBLE] = predict_obs(Ensemble([full, second]), test)
     t0 = time.perf_counter()
-    preds.update(baselines(data))
+    preds.update(baselines(data, args))
     print(f"  seed {data.seed}: heads and baselines done (baselines {time.perf_counter() - t0:.0f} s)",
           flush=True)
     return preds
@@ -237,10 +320,36 @@ def ablation_rows() -> list[tuple[str, str | None]]:
     rows = [(VARIANTS[0][0], None)]
     rows += [(VARIANTS[i][0], VARIANTS[i - 1][0]) for i in range(1, len(VARIANTS))]
     rows += [(FUSION, FULL), (NO_PLACE, FULL), (ENSEMBLE, FULL)]
-    rows += [(b, ENSEMBLE) for b in ("nearest class mean (cosine)", "1-NN (cosine)",
-                                     "LDA (scikit-learn)", "logistic regression, embeddings",
-                                     "logistic regression, embeddings + metadata")]
+    rows += [(b, ENSEMBLE) for b in (*BASELINES, *STRONG.values())]
     return rows
+
+
+def against_baselines(per_seed: list[dict], reps: int) -> str:
+    """Markdown: each recipe row (full MLP, fusion head, 2-fold ensemble) against every
+    baseline, accuracy difference with its paired-bootstrap interval; a recipe clears the
+    bar only when every interval is above zero."""
+    pool = [b for b in (*BASELINES, *STRONG.values()) if b in per_seed[0]]
+    mean = {b: np.mean([metric("accuracy", p["truth"], p[b], ()) for p in per_seed])
+            for b in pool}
+    best = max(pool, key=mean.get)
+    lines = [f"Recipe rows against every baseline (Δ accuracy, points [95% CI]); strongest "
+             f"baseline: {best} ({100 * mean[best]:.1f}).", "",
+             "| recipe | " + " | ".join(pool) + " | clears all |", "|" + "---|" * (len(pool) + 2)]
+    for name in RECIPES:
+        cells, clear = [name], True
+        for b in pool:
+            diff = paired_interval([(p["truth"], p[name], p[b]) for p in per_seed], "accuracy",
+                                   reps=reps)
+            clear &= diff[1] > 0
+            cells.append(fmt_interval(diff, 100.0))
+        lines.append("| " + " | ".join(cells) + f" | {'yes' if clear else 'no'} |")
+    return "\n".join(lines)
+
+
+def ablation_report(recs: list[dict], reps: int) -> str:
+    per_seed = [r["preds"] for r in recs]
+    return (table(per_seed, [r["poison"] for r in recs], ablation_rows(), reps) + "\n\n"
+            + against_baselines(per_seed, reps))
 
 
 SWEEP = [(1024, 1e-3), (1024, 1e-4), (4096, 1e-3), (4096, 1e-4)]
@@ -288,6 +397,14 @@ def parse(argv=None):
     ap.add_argument("--fusion-width", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates")
+    ap.add_argument("--eval", default="role", choices=EVALUATIONS,
+                    help="test rows: role (the simulation's independent test draw, labels in "
+                         "memory), part (the held-out part test of the splits), both")
+    ap.add_argument("--prior", default="val", choices=strong.PRIOR_CORRECTIONS,
+                    help="the strong baselines' prior correction: val (p1's class "
+                         "frequencies), em (Saerens EM on the test observations), none")
+    ap.add_argument("--c-grid", type=float, nargs="+", default=list(strong.C_GRID),
+                    help="C values the strong logistic-regression baselines try on p1")
     ap.add_argument("--sweep", action="store_true", help="the train defaults sweep instead")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, tiny data")
     ap.add_argument("--save", type=Path, default=None,
@@ -308,7 +425,8 @@ def setting_line(args) -> str:
     return (f"scale {args.scale}, {args.classes} classes, {args.dim}-d, count scale "
             f"{args.count_scale}; {heads}, "
             f"{args.epochs} epochs, batch 128, cosine schedule; "
-            f"seeds {args.seeds}; {args.reps} bootstrap replicates")
+            f"seeds {args.seeds}; {args.reps} bootstrap replicates; evaluated on "
+            f"{args.eval}; strong baselines: C grid {args.c_grid}, prior {args.prior}")
 
 
 def save_seed(directory: Path | None, kind: str, seed: int, record: dict) -> None:
@@ -340,15 +458,14 @@ def main(argv=None) -> None:
         if args.sweep:
             print(sweep_table(recs, args.reps))
         else:
-            print(table([r["preds"] for r in recs], [r["poison"] for r in recs],
-                        ablation_rows(), args.reps))
+            print(ablation_report(recs, args.reps))
         return
     print(setting_line(args), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         recs = []
         for seed in args.seeds:
             data = build_seed(Path(tmp), seed, args.scale, args.dim, args.classes,
-                              args.count_scale)
+                              args.count_scale, args.eval)
             print("  " + data.summary, flush=True)
             rec = {"seed": seed, "poison": data.poison, "summary": data.summary,
                    "setting": setting_line(args)}
@@ -362,9 +479,8 @@ def main(argv=None) -> None:
         if args.sweep:
             print(sweep_table(recs, args.reps))
         else:
-            print(table([r["preds"] for r in recs], [r["poison"] for r in recs],
-                        ablation_rows(), args.reps))
-    print(f"({time.perf_counter() - t0:.0f} s; held-out test part of each seed, per "
+            print(ablation_report(recs, args.reps))
+    print(f"({time.perf_counter() - t0:.0f} s; test observations: {args.eval}, per "
           "observation; unknown test species count as errors; * = the 95% interval "
           "excludes zero)")
 

@@ -4,7 +4,9 @@ Per seed ``s`` (simulator, split and training seed): the store of
 ``ablation.build_seed``; a two-fold MLP ensemble of the full recipe trained with
 ``sporeprint.training.train_folds``; the app's ``ScoringModel`` (exact index of the
 training images, calibration as ``sporeprint train`` records it by default); every
-rule scored on the held-out ``test`` part, which no head, calibration or
+rule scored on the simulation's independent test draw (the 2024-style test role,
+ingested without labels, its labels kept in memory; ``--eval part``: the held-out
+``test`` part of the splits, ``--eval both``: the two), which no head, calibration or
 threshold has seen.
 
 Calibrating what is deployed (unless ``--no-calibration-compare``): the seed's
@@ -31,13 +33,20 @@ Rules:
   prior shift; the temperature alone cannot change an argmax);
 - argmax + calibrated unknown: the app's ``argmax_unknown`` rule;
 - Track 3 rule: the app's default (expected-cost argmin);
+- Track 3 rule with the poison prior shift (the calibration's ``poison_shift``,
+  ``sporeprint train --poison-shift/--no-poison-shift``) set the other way from the
+  default: the same heads and calibration, the shift applied or not;
 - Track 3 rule + fused poison head: the poison probability of the Track 3 rule
   replaced by ``heads.calibration.PoisonFusion`` of (poison mass, the heads' poison
   logit), fitted out-of-fold: fold k's head on part p_k, the same parts and
   states as the rest of the calibration.
 
 Each rule: mean ± sd over seeds and the paired-bootstrap difference against the
-Track 3 rule (``benchmarks/stats.py``). Then the Track 3 rule replayed under
+Track 3 rule (``benchmarks/stats.py``). Poison misses (poisonous test observations
+answered edible or unknown) are counts k/n pooled over seeds with their exact
+Clopper-Pearson 95% interval, beside how many observations were answered with a
+poisonous species; with fewer than 100 poisonous test observations in all the count
+is printed with "too few to claim" and no rate. Then the Track 3 rule replayed under
 ``sporeprint.decisions.COST_MATRICES`` with its answer mix, and the unknown
 detector's AUROC on the held-out test part beside its validation AUROC.
 
@@ -60,9 +69,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ablation import SPACE, build_seed, load_seeds, save_seed, train_config  # noqa: E402
+from ablation import EVALUATIONS, SPACE, build_seed, load_seeds, save_seed, train_config  # noqa: E402
 from stats import (  # noqa: E402
     auroc,
+    clopper_pearson,
     ece,
     fmt_interval,
     fmt_mean_sd,
@@ -88,7 +98,10 @@ from sporeprint.training import train_folds  # noqa: E402
 PLAIN, CAL, UNK, T3, FUSED = ("plain argmax (raw ensemble)", "calibrated argmax",
                               "argmax + calibrated unknown", "Track 3 rule (default)",
                               "Track 3 rule + fused poison head")
-RULES = (PLAIN, CAL, UNK, T3, FUSED)
+# the Track 3 rule with the poison prior shift set the other way from the default
+T3_OTHER = f"Track 3 rule, poison prior shift {'off' if DEFAULT_POISON_SHIFT else 'on'}"
+RULES = (PLAIN, CAL, UNK, T3, T3_OTHER, FUSED)
+MIN_POISONOUS = 100  # poisonous test observations a poison-miss claim needs
 
 # calibration variants: (row name, training mode of the heads, calibration mode)
 OLD = "heads on all of p1/p2, single-head OOF calibration"
@@ -186,7 +199,7 @@ def compare_calibrations(data, args, root: Path, first: ScoringModel, test_ids) 
     scored = {mode: m.scores(fs, test_ids)[0] for mode, m in models.items()}
     ids = scored["oof"].observation_ids
     assert np.array_equal(ids, scored["holdout"].observation_ids)
-    truth = fs.observation_class_ids(ids)
+    truth = data.truth_of(ids)
     model = models["holdout"]
     k = model.calibration.detector_for(model.index).k
     knn = model.neighbours.search(scored["holdout"].queries, 5, k).unknown_score
@@ -208,15 +221,19 @@ def compare_calibrations(data, args, root: Path, first: ScoringModel, test_ids) 
 def run_seed(data, args, root: Path) -> dict:
     fs = data.store
     model = train_model(data, args, root, DEFAULT_CALIBRATION)
-    test_ids = fs.fold_observations(1)["test"]
+    test_ids = data.test_ids
     scores, rows = model.scores(fs, test_ids)
-    truth = fs.observation_class_ids(scores.observation_ids)
+    truth = data.truth_of(scores.observation_ids)
     summ, knn = summary_inputs(model, scores)
     out = {"truth": truth, PLAIN: model.classes[scores.log_probs.argmax(1)]}
     for name, rule in ((CAL, "argmax"), (UNK, "argmax_unknown"), (T3, "track3")):
         out[name] = model.decide(scores, rule, knn).class_id
     d3 = decide_summary(summ)
     assert np.array_equal(d3.class_id, out[T3]), "the replayed rule must equal the app's"
+    other = copy.copy(model)
+    other.calibration = replace(model.calibration, poison_shift=not DEFAULT_POISON_SHIFT)
+    out[T3_OTHER] = other.decide(scores, "track3", knn).class_id
+    unknown_score = model.decide(scores, "track3", knn).unknown_score
     try:
         fusion = fit_fusion(fs, model, data.poison)
     except HeadsError as exc:  # tiny data: no poisonous validation observation
@@ -236,7 +253,7 @@ def run_seed(data, args, root: Path) -> dict:
         out[f"mix {label}"] = {"edible species": int(((d.class_id >= 0) & ~named).sum()),
                                "poisonous species": int(named.sum()), "unknown": mix["unknown"],
                                "raised for poison risk": mix["poison_risk"]}
-    out["auroc_test"] = model.unknown_auroc(fs, test_ids)["auroc"]
+    out["auroc_test"] = auroc(unknown_score, ~np.isin(truth, model.classes))
     out["auroc_val"] = float(model.calibration.metrics.get("auroc", float("nan")))
     out["n_test"] = len(truth)
     if args.calibration_compare:
@@ -244,18 +261,47 @@ def run_seed(data, args, root: Path) -> dict:
     return out
 
 
+def poison_misses(pairs) -> tuple[int, int, int, int]:
+    """Pooled over seeds: ``(k, n, called, total)``: k of the n poisonous test observations
+    answered edible or unknown, and how many of all ``total`` observations were answered
+    with a poisonous species. ``pairs``: one ``(truth, prediction, poisonous ids)`` per
+    seed."""
+    k = n = called = total = 0
+    for truth, pred, pois in pairs:
+        tp, pp = np.isin(truth, pois), np.isin(pred, pois)
+        k, n = k + int((tp & ~pp).sum()), n + int(tp.sum())
+        called, total = called + int(pp.sum()), total + len(truth)
+    return k, n, called, total
+
+
+def fmt_misses(k: int, n: int) -> str:
+    """``4/84 ...``: the count with its Clopper-Pearson 95% interval, or, under
+    ``MIN_POISONOUS`` poisonous observations, the count and that it is too few to claim."""
+    if n < MIN_POISONOUS:
+        return f"{k}/{n} (too few to claim: {n} < {MIN_POISONOUS} poisonous test observations)"
+    lo, hi = clopper_pearson(k, n)
+    return f"{k}/{n} = {100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def miss_cells(pairs) -> list[str]:
+    k, n, called, total = poison_misses(pairs)
+    return [fmt_misses(k, n), f"{called}/{total} = {100 * called / max(total, 1):.1f}%"]
+
+
 def rule_table(per_seed, poison, reps) -> str:
-    metrics = ("track1", "track2", "track3", "macro_f1", "poisonous_as_edible")
-    lines = ["| rule | Track 1 | Track 2 | Track 3 | macro F1 | poisonous called edible/unknown "
-             "(per 1000) | Δ Track 3 vs Track 3 rule [95% CI] | Δ Track 2 [95% CI] | "
-             "Δ macro F1 [95% CI] |", "|" + "---|" * 9]
+    metrics = ("track1", "track2", "track3", "macro_f1")
+    lines = ["| rule | Track 1 | Track 2 | Track 3 | macro F1 | poisonous answered edible or "
+             "unknown, pooled over seeds (k/n, % [95% Clopper-Pearson]) | answered poisonous | "
+             "Δ Track 3 vs Track 3 rule [95% CI] | Δ Track 2 [95% CI] | Δ macro F1 [95% CI] |",
+             "|" + "---|" * 10]
     for name in RULES:
         cells = [name]
         for m in metrics:
             vals = [metric(m, p["truth"], p[name], pz) for p, pz in zip(per_seed, poison,
                                                                          strict=True)]
-            cells.append(fmt_mean_sd(vals, 1.0, 1 if m in ("macro_f1", "poisonous_as_edible")
-                                     else 3))
+            cells.append(fmt_mean_sd(vals, 1.0, 1 if m == "macro_f1" else 3))
+        cells += miss_cells([(p["truth"], p[name], pz) for p, pz in zip(per_seed, poison,
+                                                                         strict=True)])
         if name == T3:
             cells += ["", "", ""]
         else:
@@ -285,7 +331,7 @@ def cost_table(per_seed, poison) -> str:
 
 
 CAL_METRICS = (("NLL", 3), ("ECE", 3), ("track1", 3), ("track2", 3), ("track3", 3),
-               ("AUROC", 3), ("poisonous_as_edible", 1))
+               ("AUROC", 3))
 # (A, B): the difference A - B of each calibration comparison
 CAL_COMPARISONS = (
     ((HOLD, False), (OLD, False)), ((HOLD, True), (OLD, True)),
@@ -314,10 +360,10 @@ def cal_label(key) -> str:
 
 def calibration_tables(per_seed, poison, reps) -> str:
     recs = [p["calibration"] for p in per_seed]
-    heads = ["NLL", "ECE", "Track 1", "Track 2", "Track 3", "test AUROC",
-             "poisonous called edible/unknown (per 1000)"]
-    lines = ["| calibration | " + " | ".join(heads) + " | temperature | poison shift b |",
-             "|" + "---|" * (len(heads) + 3)]
+    heads = ["NLL", "ECE", "Track 1", "Track 2", "Track 3", "test AUROC"]
+    lines = ["| calibration | " + " | ".join(heads) + " | poisonous answered edible or unknown, "
+             "pooled | answered poisonous | temperature | poison shift b |",
+             "|" + "---|" * (len(heads) + 5)]
     for name, _, _ in CAL_VARIANTS:
         for shift in (True, False):
             cells = [cal_label((name, shift))]
@@ -325,6 +371,8 @@ def calibration_tables(per_seed, poison, reps) -> str:
                 cells.append(fmt_mean_sd([cal_value(m, r[(name, shift)], r["truth"], pz)
                                           for r, pz in zip(recs, poison, strict=True)],
                                          1.0, digits))
+            cells += miss_cells([(r["truth"], r[(name, shift)]["pred"], pz)
+                                 for r, pz in zip(recs, poison, strict=True)])
             cells.append(fmt_mean_sd([r[(name, "temperature")] for r in recs], 1.0, 2))
             cells.append(fmt_mean_sd([r[(name, "bias")] for r in recs], 1.0, 2)
                          + (" (applied)" if shift else " (not applied)"))
@@ -357,6 +405,9 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--eval", default="role", choices=EVALUATIONS,
+                    help="test observations: role (the simulation's independent test draw, "
+                         "labels in memory), part (the held-out part test of the splits), both")
     ap.add_argument("--no-calibration-compare", dest="calibration_compare",
                     action="store_false", help="skip the second training per seed and the "
                     "calibration comparison")
@@ -375,13 +426,13 @@ def main(argv=None) -> None:
           f"2-fold MLP ensemble hidden {args.hidden}, {args.epochs} epochs, lr {args.lr:g}, "
           f"seesaw + val-matched sampler + poison term; seeds {args.seeds}; default "
           f"calibration {DEFAULT_CALIBRATION}, poison shift "
-          f"{'on' if DEFAULT_POISON_SHIFT else 'off'}")
+          f"{'on' if DEFAULT_POISON_SHIFT else 'off'}; evaluated on {args.eval}")
     print(setting, flush=True)
     per_seed, poison = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             data = build_seed(Path(tmp), seed, args.scale, args.dim, args.classes,
-                              args.count_scale)
+                              args.count_scale, args.eval)
             print("  " + data.summary, flush=True)
             per_seed.append(run_seed(data, args, Path(tmp)))
             poison.append(data.poison)

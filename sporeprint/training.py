@@ -87,6 +87,25 @@ def poisonous_ids(fs) -> np.ndarray:
     return fs.poisonous_class_ids()
 
 
+def taxonomy_indices(fs, class_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the index of its class's genus and family among the sorted genus and family
+    names of the store's species table (``-1`` for an unknown class or a missing name), for
+    the auxiliary taxonomy loss (``TrainConfig.taxonomy_weight``)."""
+    table = fs.species_table()
+    cid = np.asarray(table["class_id"].to_pylist(), dtype=np.int64)
+    order = np.argsort(cid)
+    out = []
+    for level in ("genus", "family"):
+        names = np.asarray([v or "" for v in table[level].to_pylist()], dtype=object)
+        vocab = sorted({n for n in names if n})
+        code = np.array([vocab.index(n) if n else -1 for n in names], dtype=np.int64)
+        y = np.asarray(class_ids, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(cid[order], y), max(len(cid) - 1, 0))
+        found = (len(cid) > 0) & (cid[order][pos] == y) & (y >= 0)
+        out.append(np.where(found, code[order][pos], -1))
+    return out[0], out[1]
+
+
 def fold_rows(fs, space: str, fold: int, seed: int | None = None,
               calibration_slice: int | None = None) -> tuple[Rows, Rows, Rows, list[str]]:
     """(train, val, test) rows of ``fold`` (of the store's current split, or ``seed``'s)
@@ -222,10 +241,17 @@ def train_folds(fs, space: str, head: str = "mlp", folds: list[int] = (1, 2),
             continue
         log.info("fold %d: %d training images, %d validation images", fold, len(train), len(val))
         clf = Classifier(head, head_params, config, space=space, feature_names=names)
+        genus, family = taxonomy_indices(fs, train.class_ids) if config.taxonomy_weight \
+            else (None, None)
+        if genus is not None and (genus < 0).all() and (family < 0).all():
+            raise SporeprintError(
+                f"taxonomy_weight={config.taxonomy_weight} needs genus or family names in the "
+                "store's species table and none of the training classes has one; ingest "
+                "metadata with genus/family columns or leave the taxonomy loss off (0)")
         clf.fit(train.embeddings, train.class_ids, train.metadata,
                 observation_ids=train.observation_ids, poisonous_classes=poison,
                 val=EvalSet(val.embeddings, val.class_ids, val.metadata, val.observation_ids)
-                if len(val) else None)
+                if len(val) else None, genus=genus, family=family)
         run_id = f"{space}-{head}-fold{fold}-{stamp}-s{config.seed}"
         path = clf.save(root / run_id)
         metrics = {k: v for k, v in clf.metrics_.items() if isinstance(v, (int, float))}

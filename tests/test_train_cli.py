@@ -77,7 +77,8 @@ def test_cli_defaults_are_the_python_defaults_and_every_option_is_explained():
     args = parser.parse_args(["--store", "s", "--space", "x"])
     tc = TrainConfig()
     for name in ("epochs", "batch_size", "lr", "loss", "poison_weight", "poison_mode",
-                 "sampler", "scheduler", "patience", "seed", "device"):
+                 "taxonomy_weight", "sampler", "scheduler", "restart_epochs", "patience", "seed",
+                 "device"):
         assert getattr(args, name) == getattr(tc, name), name
     assert args.hidden == MLPConfig.hidden and tc.lr == 1e-3
     for action in parser._actions:
@@ -89,3 +90,32 @@ def test_cli_defaults_are_the_python_defaults_and_every_option_is_explained():
     assert all(a.help for a in calibrate._actions)
     assert calibrate.format_help().rstrip().splitlines()[-1].strip().startswith(
         "sporeprint calibrate --store ")
+
+
+def test_taxonomy_weight_turns_on_the_genus_and_family_loss_and_is_off_by_default(store_path,
+                                                                                   capsys):
+    import time
+
+    from heads.config import TrainConfig
+
+    base = ["train", "--store", str(store_path), "--space", "sim", "--head", "mlp",
+            "--hidden", "32", "--epochs", "1", "--fold", "1", "--batch-size", "64",
+            "--seed", "7", "--retrain"]
+    runs = {}
+    for weight in (None, "2.0"):
+        assert main(base + ([] if weight is None else ["--taxonomy-weight", weight])) == 0
+        run_id = capsys.readouterr().out.strip().splitlines()[0].split("\t")[0]
+        with FeatureStore(store_path, read_only=True) as fs:
+            run = fs.get_run(run_id)
+        runs[weight] = (run["config"], run["metrics"]["history"][0]["train_loss"],
+                        Classifier.load(run["path"], space="sim", dim=16))
+        time.sleep(1.1)  # run ids carry a one-second stamp
+    plain, taxonomy = runs[None], runs["2.0"]
+    assert TrainConfig().taxonomy_weight == 0.0
+    assert plain[0]["train"]["taxonomy_weight"] == 0.0
+    assert plain[0]["head"]["num_genus"] == 0 and plain[0]["head"]["num_family"] == 0
+    assert taxonomy[0]["train"]["taxonomy_weight"] == 2.0
+    assert taxonomy[0]["head"]["num_genus"] > 1 and taxonomy[0]["head"]["num_family"] > 1
+    assert taxonomy[2].config_.num_genus == taxonomy[0]["head"]["num_genus"]
+    # the same seed, data and head: only the beta * (genus CE + family CE) term differs
+    assert taxonomy[1] > plain[1] + 1.0, (taxonomy[1], plain[1])

@@ -48,12 +48,20 @@ def add_arguments(parser) -> None:
                         help="alpha: weight of the poisonous BCE term")
     parser.add_argument("--poison-mode", default=tc.poison_mode, choices=POISON_MODES,
                         help="BCE on the poison logit or on the poisonous probability mass")
+    parser.add_argument("--taxonomy-weight", type=float, default=tc.taxonomy_weight,
+                        help="beta: weight of the auxiliary genus and family cross-entropy "
+                             "(names from the store's species table); 0 = off")
     parser.add_argument("--sampler", default=tc.sampler, choices=SAMPLERS,
                         help="training batches: shuffled rows, class-balanced, or weighted "
-                             "toward the validation class frequencies")
+                             "toward the validation class frequencies (val_matched)")
     parser.add_argument("--scheduler", default=tc.scheduler, choices=SCHEDULERS,
-                        help="learning-rate schedule (cosine: warm restarts)")
-    parser.add_argument("--epochs", type=int, default=tc.epochs, help="most training epochs")
+                        help="learning-rate schedule (cosine: warm restarts every "
+                             "--restart-epochs)")
+    parser.add_argument("--restart-epochs", type=int, default=tc.restart_epochs,
+                        help="cosine schedule: epochs per cycle before the learning rate "
+                             "restarts")
+    parser.add_argument("--epochs", type=int, default=tc.epochs,
+                        help="most training epochs (the cap; early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, default=tc.batch_size,
                         help="training rows per step")
     parser.add_argument("--lr", type=float, default=tc.lr,
@@ -106,9 +114,10 @@ def run(args) -> int:
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          loss=args.loss, poison_weight=args.poison_weight,
-                         poison_mode=args.poison_mode, sampler=args.sampler,
-                         scheduler=args.scheduler, patience=args.patience, seed=args.seed,
-                         device=args.device)
+                         poison_mode=args.poison_mode, taxonomy_weight=args.taxonomy_weight,
+                         sampler=args.sampler, scheduler=args.scheduler,
+                         restart_epochs=args.restart_epochs, patience=args.patience,
+                         seed=args.seed, device=args.device)
     params: dict = {}
     if args.head == "mlp":
         params["hidden"] = args.hidden
