@@ -60,3 +60,22 @@ def test_clopper_pearson_matches_known_values():
 def test_clopper_pearson_refuses_impossible_counts(k, n, level):
     with pytest.raises(ValueError, match="clopper_pearson|level"):
         clopper_pearson(k, n, level)
+
+
+def test_decision_analysis_pools_poison_misses_and_refuses_a_claim_under_100():
+    from decision_analysis import MIN_POISONOUS, fmt_misses, poison_misses
+
+    pois = np.array([3, 4])
+    # seed 1: 50 poisonous observations, 2 answered edible, 1 unknown; seed 2: 40, 1 missed
+    y1 = np.array([3] * 50 + [7] * 50)
+    p1 = y1.copy()
+    p1[:2], p1[2] = 7, -1
+    p1[50:55] = 4  # five edible observations called poisonous
+    y2 = np.array([4] * 40 + [8] * 10)
+    p2 = y2.copy()
+    p2[0] = 8
+    k, n, called, total = poison_misses([(y1, p1, pois), (y2, p2, pois)])
+    assert (k, n, called, total) == (4, 90, 47 + 5 + 39, 150)
+    assert MIN_POISONOUS == 100
+    assert fmt_misses(4, 90) == "4/90 (too few to claim: 90 < 100 poisonous test observations)"
+    assert fmt_misses(4, 120).startswith("4/120 = 3.3% [") and "too few" not in fmt_misses(4, 120)
