@@ -463,7 +463,8 @@ def report(per_seed, poison, reps) -> None:
           f"test observations per seed {[p['n_test'] for p in per_seed]}")
     if all("calibration" in p for p in per_seed):
         print()
-        print("Calibrating what is deployed; the poison prior shift (Track 3 rule, test part):")
+        print("Calibrating what is deployed; the poison prior shift (Track 3 rule, test "
+              "observations):")
         print(calibration_tables(per_seed, poison, reps))
     print("(per observation, official definitions; * = the 95% interval excludes zero)")
 
