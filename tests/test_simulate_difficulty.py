@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def scores():
     sim = simulate(SimConfig(scale="small", seed=0))
-    return measure(sim, seed=0, epochs=12, skip=("lda", "lr", "lr_meta"), extra_test=True)
+    return measure(sim, seed=0, epochs=12, skip=("lda", "lr", "lr_meta"), extra_test=True,
+                   strong=False)
 
 
 def test_one_nearest_neighbour_is_in_its_band(scores):
