@@ -251,6 +251,11 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS set_size INTEGER",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS answer_rank VARCHAR",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS genus VARCHAR",
+    # the ranked options behind the set (down to a conformal score bound), so a batch can
+    # be given its sets again at another level; NULL for rows scored before
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS ranked_class_ids INTEGER[]",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS ranked_probs DOUBLE[]",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS ranked_bound DOUBLE",
     # enrolled species and their labelled observations (store/enrollment.py): new tables,
     # so stores of either version gain them on their first writable open
     *ENROLLMENT_DDL,

@@ -189,3 +189,140 @@ def test_a_genus_answer_warns_when_its_genus_has_poisonous_species():
                      poison_threshold=None, coverage=0.9, genus_of=genus)
     assert out.answer_rank == ["genus"] and out.kind.tolist() == ["species"]
     assert "within genus Boletus, which has poisonous species" in out.reason[0]
+
+
+SET_COLUMNS = ("class_id", "kind", "prediction_set", "poison_check", "set_size", "answer_rank",
+               "genus")
+
+
+@pytest.mark.parametrize("levels", [{"coverage": 0.8}, {"coverage": 0.8, "poison_coverage": 0.6},
+                                    {"coverage": 0.95, "poison_coverage": 0.0}])
+def test_decide_replays_the_sets_at_another_level_as_a_fresh_score(world, levels):
+    from heads.decision import Costs
+    from sporeprint.decisions import redecide, set_replay
+
+    fs, runs, _, _ = world
+    _score(world, runs["holdout"], "stored")  # the default levels, 0.9 / 0.99
+    tag = "_".join(str(v) for v in levels.values()).replace(".", "")
+    _, fresh = _score(world, runs["holdout"], f"fresh{tag}", **levels)
+    preds = fs.batch_predictions("stored")
+    replay = set_replay(fs, preds, levels["coverage"], levels.get("poison_coverage", 0.99))
+    again = redecide(preds, Costs(), replay)
+    assert again.column("observation_id").to_pylist() == fresh.column("observation_id").to_pylist()
+    for name in SET_COLUMNS:
+        assert again.column(name).to_pylist() == fresh.column(name).to_pylist(), name
+    scored = np.asarray(fresh.column("status").to_pylist()) == "scored"
+    assert scored.any()
+    a, b = again.column("reason").to_pylist(), fresh.column("reason").to_pylist()
+    assert [x for x, s in zip(a, scored, strict=True) if s] == \
+        [x for x, s in zip(b, scored, strict=True) if s]
+    # the level changed something: the stored default sets differ from the replayed ones
+    assert again.column("set_size").to_pylist() != preds.column("set_size").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory):
+    """A store trained with `sporeprint train --calibration holdout` and its test batch
+    scored at the default levels (batch ``stored``) and at 0.8 (batch ``fresh``)."""
+    from conftest import ingest_simulation_cli
+
+    from sporeprint.cli import main
+
+    root = tmp_path_factory.mktemp("decide-sets")
+    store, files = ingest_simulation_cli(root, seed=3)
+    assert main(["train", "--store", str(store), "--space", "sim", "--hidden", "32",
+                 "--epochs", "2", "--lr", "3e-3", "--calibration", "holdout"]) == 0
+    for batch, extra in (("stored", []), ("fresh", ["--coverage", "0.8"])):
+        assert main(["score", "--store", str(store), "--metadata", str(files["test"]),
+                     "--embeddings", str(files["embeddings_test"]), "--batch", batch,
+                     "--out", str(root / f"{batch}.csv"), *extra]) == 0
+    return store, root
+
+
+def test_decide_cli_replays_a_level_and_refuses_what_it_cannot_replay(cli_store, tmp_path,
+                                                                       capsys):
+    from sporeprint.cli import main
+
+    store, root = cli_store
+    capsys.readouterr()
+    out = tmp_path / "decided.csv"
+    assert main(["decide", "--store", str(store), "--batch", "stored", "--coverage", "0.8",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sets at coverage 0.8, poison check at 0.99" in printed
+    fresh = pacsv.read_csv(root / "fresh.csv")
+    assert pacsv.read_csv(out).column("class_id").to_pylist() == \
+        fresh.column("class_id").to_pylist()
+    with FeatureStore(store, read_only=True) as fs:
+        a = fs.sql("SELECT set_size FROM predictions WHERE batch = 'fresh' "
+                   "ORDER BY observation_id").column(0).to_pylist()
+    assert any(x is not None for x in a)
+    # the stored batch was scored at 0.9, more than its 8 calibration observations promise,
+    # so it has no set; its ranked options still give the sets at 0.8
+    with FeatureStore(store, read_only=True) as fs:
+        stored = fs.batch_predictions("stored")
+    assert stored["set_size"].null_count == stored.num_rows
+    assert stored["ranked_bound"].null_count == 0
+    # a level the calibration slice cannot promise: refused in one line with the limit
+    assert main(["decide", "--store", str(store), "--batch", "stored", "--coverage",
+                 "0.9999"]) != 0
+    err = capsys.readouterr().err
+    assert "cannot be promised with" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_threshold_past_the_stored_options_is_refused_naming_the_fix():
+    from sporeprint.scoring.sets import Ranked, sets_from_ranked
+
+    ranked = Ranked.from_lists([[3, 4]], [[0.6, 0.3]], bound=0.9)
+    args = (np.array([], np.int64), np.array([3]), np.array(["species"], dtype=object), ["x"])
+    assert sets_from_ranked(ranked, *args, 0.9, None, 0.9).set_size.tolist() == [2]
+    with pytest.raises(SporeprintError, match="sporeprint score --coverage"):
+        sets_from_ranked(ranked, *args, 0.95, None, 0.95)
+
+
+def test_replay_refuses_rows_without_ranked_options_and_heads_without_sets(world):
+    from heads.decision import Costs
+    from sporeprint.decisions import redecide, set_replay
+
+    fs, runs, _, _ = world
+    _score(world, runs["holdout"], "old")
+    fs.sql("UPDATE predictions SET ranked_class_ids = NULL, ranked_probs = NULL, "
+           "ranked_bound = NULL WHERE batch = 'old'")
+    preds = fs.batch_predictions("old")
+    with pytest.raises(SporeprintError, match="score the batch again with `sporeprint score`"):
+        redecide(preds, Costs(), set_replay(fs, preds, 0.8, 0.99))
+    # without --coverage, decide still replays the stored poison check
+    assert redecide(preds, Costs()).num_rows == preds.num_rows
+    _score(world, runs["oof"], "oofreplay")
+    preds = fs.batch_predictions("oofreplay")
+    with pytest.raises(SporeprintError, match="--calibration holdout"):
+        set_replay(fs, preds, 0.8, 0.99)
+
+
+def test_sets_from_the_ranked_prefix_equal_the_full_aps_rule():
+    """The sets (and the poison set, without its top option) computed from the stored
+    ranked prefix are those of ``heads.conformal.predict_sets`` on the full rows, ties
+    included, listed most probable first."""
+    from heads import conformal as cp
+    from sporeprint.scoring.sets import prefix_inside, ranked_options
+
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        n, c = 300, int(rng.integers(2, 60))
+        p = rng.dirichlet(np.full(c, rng.uniform(0.05, 3)), n)
+        if trial % 3 == 0:  # many ties
+            p = np.round(p, 2)
+            p /= p.sum(1, keepdims=True)
+        u = rng.uniform(0, 0.5, n) * (rng.uniform(size=n) < 0.5)
+        options = cp.with_unknown(p, u)
+        classes = np.arange(c) * 3 + 5
+        ids = np.r_[classes, -1]
+        t = float(rng.uniform(0.3, 0.99))
+        ranked = ranked_options(options, classes, bound=0.995)
+        for keep_top in (True, False):
+            full = cp.predict_sets(options, t, keep_top=keep_top)
+            inside = prefix_inside(ranked.probs, t, keep_top=keep_top)
+            for i in range(n):
+                cols = np.flatnonzero(full[i])
+                want = ids[cols[np.argsort(-options[i, cols], kind="stable")]]
+                assert ranked.ids[i][inside[i]].tolist() == want.tolist(), (trial, i)

@@ -3,8 +3,11 @@ with each prediction (best edible and best poisonous species' probabilities, poi
 mass, P(unknown)): nothing is recomputed. Prints the answer mix (answers per kind:
 species, poison_risk, unknown, prior_only — each kind decided again under the new
 costs), how many answers name a poisonous species, how many answers change and,
-where the store has labels for the batch, the official scores. Writes a submission
-CSV with --out; the stored predictions are left as they are."""
+where the store has labels for the batch, the official scores. With --coverage /
+--poison-coverage the conformal sets, their poison check and the answer rank are made
+again at those levels from the ranked options stored with each prediction (as `sporeprint
+score --coverage` would give them, without rescoring). Writes a submission CSV with
+--out; the stored predictions are left as they are."""
 
 from __future__ import annotations
 
@@ -24,7 +27,21 @@ def add_arguments(parser) -> None:
                         "when the cost above is 0)")
     parser.add_argument("--cost-wrong", type=float, default=1.0,
                         help="cost of any other wrong answer (0..1e12)")
+    parser.add_argument("--coverage", type=_level, default=None,
+                        help="give the conformal sets again at this level (e.g. 0.8; 0: none) "
+                             "from the stored ranked options, as `sporeprint score --coverage` "
+                             "would; default: keep the poison check of the levels the batch "
+                             "was scored with")
+    parser.add_argument("--poison-coverage", type=_level, default=None,
+                        help="level of the poison check's set when the sets are given again "
+                             "(default 0.99, as for `sporeprint score`; 0: the set alone)")
     parser.add_argument("--out", help="write the re-decided submission CSV here")
+
+
+def _level(text: str) -> float:
+    from sporeprint.commands.score import _level as level
+
+    return level(text)
 
 
 # Costs are compared as ratios; this cap keeps their sums finite and well conditioned.
@@ -86,10 +103,19 @@ def run(args) -> int:
     warning = poison_risk_warning(costs)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    replay = None
     with FeatureStore(args.store, read_only=True, create=False) as fs:
         preds = fs.batch_predictions(args.batch, args.run)
         poison = fs.poisonous_class_ids()
-    new = redecide(preds, costs)
+        if args.coverage is not None or args.poison_coverage is not None:
+            from heads.conformal import DEFAULT_COVERAGE, DEFAULT_POISON_COVERAGE
+            from sporeprint.decisions import set_replay
+
+            replay = set_replay(
+                fs, preds, DEFAULT_COVERAGE if args.coverage is None else args.coverage,
+                DEFAULT_POISON_COVERAGE if args.poison_coverage is None
+                else args.poison_coverage)
+    new = redecide(preds, costs, replay)
     cls = new.column("class_id").to_numpy()
     mix = answer_mix(new.column("kind"))
     named_poisonous = int(np.isin(cls, poison).sum())
@@ -100,6 +126,8 @@ def run(args) -> int:
     print(f"  naming a poisonous species {named_poisonous}, an edible species "
           f"{int((cls >= 0).sum()) - named_poisonous}")
     print(f"  answers changed from the stored ones: {int(np.sum(new.column('changed')))}")
+    if replay is not None:
+        print("  " + _sets_line(new, replay))
     truth = preds.column("true_class_id").to_numpy(zero_copy_only=False)
     labelled = ~np.isnan(truth.astype(np.float64))
     if labelled.any():
@@ -114,3 +142,22 @@ def run(args) -> int:
             raise CommandError(f"--out {args.out} cannot be written ({exc})") from None
         print(f"  wrote {args.out}")
     return 0
+
+
+def _sets_line(new, replay) -> str:
+    """The replayed sets in one line: the levels, the sizes and the answer ranks."""
+    import numpy as np
+
+    if replay.threshold is None:
+        return "no prediction sets (coverage 0)"
+    size = new.column("set_size").drop_null().to_numpy()
+    if not len(size):
+        return "no observation of the batch has a set (every answer is prior-only)"
+    ranks = new.column("answer_rank").drop_null().to_pylist()
+    line = (f"sets at coverage {replay.coverage}, poison check at "
+            f"{replay.poison_coverage or 'the set alone'}: size mean {size.mean():.1f}, median "
+            f"{np.median(size):.0f}; answer rank: " +
+            ", ".join(f"{r} {ranks.count(r)}" for r in ("species", "genus", "unknown")))
+    if replay.note:
+        line += f"; {replay.note}"
+    return line

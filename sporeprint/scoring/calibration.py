@@ -136,6 +136,21 @@ class Calibration:
         except ValueError as exc:
             return None, f"no conformal guarantee: {exc}"
 
+    def conformal_bound(self, *thresholds: float | None) -> float:
+        """How far the ranked options stored with a prediction reach (the largest of
+        ``thresholds`` and of the thresholds at ``sets.REPLAY_COVERAGE``, or the highest
+        level the slice can promise if lower, for the set and the poison set), so that
+        ``sporeprint decide`` can replay the sets at any level up to that."""
+        from sporeprint.scoring.sets import REPLAY_COVERAGE
+
+        c = self.conformal or {}
+        out = [t for t in thresholds if t is not None]
+        for key in ("scores", "poisonous_scores"):
+            s = np.asarray(c.get(key) or [], dtype=np.float64)
+            if len(s):
+                out.append(cp.threshold(s, min(REPLAY_COVERAGE, cp.max_coverage(len(s)))))
+        return max(out, default=0.0)
+
     def conformal_summary(self) -> str:
         """The slice sizes and the highest levels they can promise."""
         c = self.conformal or {}

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from heads.classifier import Ensemble
-from heads.conformal import DEFAULT_COVERAGE, DEFAULT_POISON_COVERAGE
+from heads.conformal import DEFAULT_COVERAGE, DEFAULT_POISON_COVERAGE, with_unknown
 from heads.decision import RULES, DecisionSummary, decide, decide_summary, summarise
 from retrieval import VectorIndex
 from sporeprint.errors import SporeprintError
@@ -25,7 +25,7 @@ from sporeprint.scoring.enrolled import EnrolledSpecies
 from sporeprint.scoring.index import training_index
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
 from sporeprint.scoring.runs import Member, load_members, run_key
-from sporeprint.scoring.sets import SetAnswers, apply_sets
+from sporeprint.scoring.sets import Ranked, SetAnswers, apply_sets, ranked_options
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Decided:
     summary: DecisionSummary | None = None  # the four numbers `sporeprint decide` replays
     sets: SetAnswers | None = None  # the conformal sets; None where none is promised
     coverage_note: str = ""  # why there is no set, or why the poison check reads it alone
+    ranked: Ranked | None = None  # the options stored for replay where there is no set
 
 
 def check_levels(coverage: float, poison_coverage: float) -> None:
@@ -224,19 +225,23 @@ class ScoringModel:
         """``d`` with its conformal sets and the poison check applied, or with the line
         saying why no set is promised."""
         check_levels(coverage, poison_coverage)
-        if not coverage:
-            return d
         cal = self.calibration
-        threshold, why = cal.conformal_threshold(coverage)
+        threshold, why = cal.conformal_threshold(coverage) if coverage else (None, "")
         if threshold is None:
             d.coverage_note = why
+            if "scores" in (cal.conformal or {}):  # no set at this level, but at others:
+                # the ranked options `sporeprint decide --coverage` gives them from
+                d.ranked = ranked_options(with_unknown(d.probs, d.unknown_prob), self.classes,
+                                          cal.conformal_bound(), cal.conformal.get("lam", 0.0),
+                                          cal.conformal.get("k_reg", 0))
             return d
         p_threshold, p_why = (cal.conformal_threshold(poison_coverage, poisonous=True)
                               if poison_coverage else (None, ""))
         sets = apply_sets(d.probs, d.unknown_prob, d.classes, d.poisonous, d.class_id,
                           d.kind, d.reason, threshold, p_threshold, coverage,
                           cal.conformal.get("lam", 0.0), cal.conformal.get("k_reg", 0),
-                          self.genus_of, self.species_names or self.names_of)
+                          self.genus_of, self.species_names or self.names_of,
+                          bound=cal.conformal_bound(threshold, p_threshold))
         if p_why:
             sets.note = (f"poison coverage {poison_coverage}: {p_why}; the poison check reads "
                          f"the {coverage} set alone")

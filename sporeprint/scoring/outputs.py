@@ -12,7 +12,10 @@ probabilities: already scaled by 1 - unknown_prob); the conformal set
 prediction_set (class ids, most probable first, -1 = a species not in the model),
 poison_check (the poisonous species the poison check found in the sets, most
 probable first; what ``sporeprint decide`` replays), set_size, answer_rank (species /
-genus / unknown) and genus.
+genus / unknown) and genus; and what ``sporeprint decide --coverage`` replays the sets
+from at other levels: ranked_class_ids and ranked_probs (the most probable options, -1 =
+a species not in the model, with their joint probabilities, down to the conformal score
+ranked_bound).
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def predictions_table(parts: list) -> pa.Table:
             "top5_probs": _list_column(top_p, None, pa.float64()),
             "evidence_observation_ids": _list_column(evidence, evidence >= 0, pa.int64()),
             **_summary_columns(d.summary, n),
-            **_set_columns(d.sets, n),
+            **_set_columns(d.sets, n, d.ranked),
         }))
     if not tables:
         raise SporeprintError("nothing to write: the batch has no observations")
@@ -106,18 +109,33 @@ def _ragged(rows: list[np.ndarray]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int32()))
 
 
-def _set_columns(sets, n: int) -> dict[str, pa.Array]:
-    """The set columns, null for every row without a set (one schema for all parts)."""
+def _ranked_columns(ranked, n: int) -> dict[str, pa.Array]:
+    if ranked is None:
+        return {"ranked_class_ids": pa.nulls(n, pa.list_(pa.int32())),
+                "ranked_probs": pa.nulls(n, pa.list_(pa.float64())),
+                "ranked_bound": pa.nulls(n, pa.float64())}
+    ids, probs = ranked.lists()
+    offsets = np.r_[0, np.cumsum([len(r) for r in probs])].astype(np.int32)
+    flat = np.concatenate(probs) if probs else np.zeros(0)
+    return {"ranked_class_ids": _ragged(ids),
+            "ranked_probs": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                                     pa.array(flat, pa.float64())),
+            "ranked_bound": pa.array(np.full(n, ranked.bound), pa.float64())}
+
+
+def _set_columns(sets, n: int, ranked=None) -> dict[str, pa.Array]:
+    """The set columns, null for every row without a set (one schema for all parts), and
+    the ranked options behind them (``ranked``: those of rows with none at this level)."""
     if sets is None:
         return {"prediction_set": pa.nulls(n, pa.list_(pa.int32())),
                 "poison_check": pa.nulls(n, pa.list_(pa.int32())),
                 "set_size": pa.nulls(n, pa.int32()), "answer_rank": pa.nulls(n, pa.string()),
-                "genus": pa.nulls(n, pa.string())}
+                "genus": pa.nulls(n, pa.string()), **_ranked_columns(ranked, n)}
     return {"prediction_set": _ragged(sets.prediction_set),
             "poison_check": _ragged(sets.poison_check),
             "set_size": pa.array(sets.set_size, pa.int32()),
             "answer_rank": pa.array(sets.answer_rank, pa.string()),
-            "genus": pa.array(sets.genus, pa.string())}
+            "genus": pa.array(sets.genus, pa.string()), **_ranked_columns(sets.ranked, n)}
 
 
 def answer_counts(table: pa.Table) -> dict[str, int]:
@@ -141,7 +159,7 @@ def write_outputs(table: pa.Table, out: str | Path,
     pq.write_table(table, full_pq)
     flat = table
     for name in ("top5_class_ids", "top5_probs", "evidence_observation_ids", "prediction_set",
-                 "poison_check"):
+                 "poison_check", "ranked_class_ids", "ranked_probs"):
         joined = pc.binary_join(pc.cast(table.column(name),
                                                         pa.list_(pa.string())), " ")
         flat = flat.set_column(flat.column_names.index(name), name, joined)
