@@ -217,6 +217,7 @@ class Service:
             self.model = self._load_model(run)
             self.space = self._pick_space(space)
             self.species = self._species()
+            self.examples = self._examples()
             self.choices = self._choices()
         except BaseException:
             self.db.close()
@@ -260,6 +261,16 @@ class Service:
                 k: r[k] for k in ("class_id", "species", "genus", "family", "poisonous")},
                 "enrolled": True}
         return out
+
+    def _examples(self) -> dict[int, int]:
+        """One training image per species (the first with a photo file, else the first):
+        the thumbnail shown beside each member of a prediction set."""
+        rows = self.db.store.sql(
+            "SELECT o.class_id, coalesce(min(i.image_id) FILTER (WHERE i.file_path IS NOT "
+            "NULL), min(i.image_id)) AS image_id FROM images i JOIN observations o USING "
+            "(observation_id) WHERE o.role = 'train' AND o.class_id IS NOT NULL GROUP BY 1")
+        return dict(zip(rows.column("class_id").to_pylist(), rows.column("image_id").to_pylist(),
+                        strict=True))
 
     def _choices(self) -> dict[str, list[str]]:
         """Values offered in the page's drop-downs: the official DF20 lists plus any value
@@ -409,10 +420,45 @@ class Service:
         for t in top5:
             t["named_by_answer"] = t["class_id"] == answer["class_id"]
         return {"query": query, "run": model.run_key, "answer": answer,
+                "prediction_set": self._prediction_set(model, row),
                 "warnings": row.get("warnings") or [], "top5": top5,
                 "answer_outside_top5": self._outside_top5(row, answer, top5),
                 "evidence_observation_ids": row["evidence_observation_ids"],
                 **hits}
+
+    def _prediction_set(self, model, row: dict) -> dict:
+        """The answer's conformal set: its level, size, rank (species / genus / unknown)
+        and members, most probable first, each with its probability, poison status and a
+        training thumbnail (``-1``: a species not in the model); without a set, ``members``
+        is empty and ``why`` says why (e.g. heads trained without a held-out calibration
+        slice)."""
+        out = {"coverage": model.coverage, "poison_coverage": model.poison_coverage,
+               "size": row.get("set_size"), "answer_rank": row.get("answer_rank"),
+               "genus": row.get("genus"), "members": [], "poisonous_members": [],
+               "poison_check": [], "genus_poisonous": None, "why": None}
+        if row.get("set_size") is None:
+            out["why"] = model.sets_line()
+            return out
+        probs = dict(zip(row.get("ranked_class_ids") or [], row.get("ranked_probs") or [],
+                         strict=True))
+        for cid in row["prediction_set"]:
+            if cid < 0:
+                out["members"].append({"class_id": -1, "species": None, "genus": None,
+                                       "poisonous": None, "prob": probs.get(cid),
+                                       "image_url": None, "in_model": False})
+                continue
+            entry = self._species_entry(cid, probs.get(cid))
+            image = self.examples.get(int(cid))
+            entry["image_url"] = f"/images/{image}" if image is not None else None
+            out["members"].append(entry)
+        out["poisonous_members"] = [m for m in out["members"] if m["poisonous"]]
+        out["poison_check"] = [self._species_entry(c, probs.get(c))
+                               for c in row.get("poison_check") or []]
+        if out["genus"] is not None:
+            out["genus_poisonous"] = sorted(
+                r["species"] or f"class {c}" for c, r in self.species.items()
+                if r.get("genus") == out["genus"] and r.get("poisonous"))
+        return out
 
     @staticmethod
     def _in_model(model, class_id) -> bool | None:
