@@ -31,12 +31,13 @@ from sporeprint.scoring.calibration import record_id
 from store import FeatureStore, reports
 
 # The most figures each section draws; one left out says so in one line ("omitted" note).
-SECTIONS = {"safety": 0, "data": 5, "map": 1, "run": 2, "heldout": 4, "batch": 2, "frontier": 1,
-            "confusion": 1}
+SECTIONS = {"safety": 0, "data": 5, "map": 1, "run": 2, "heldout": 4, "sets": 2, "batch": 2,
+            "frontier": 1, "confusion": 1}
 HEADINGS = ["Safety: poisonous mushrooms in the scored batch", "The data",
             "Embedding map of training observations",
             "Trained run: scores recorded at training, training curves, calibration",
-            "Held-out decisions: rules, calibration, unknown detector", "Scored batch",
+            "Held-out decisions: rules, calibration, unknown detector",
+            "Prediction sets: coverage by level, set sizes, groups", "Scored batch",
             "Danger frontier: where edible and poisonous meet",
             "Poisonous / edible / unknown confusion"]
 LABEL_OFFSET = 10**11  # observation ids of the labelled copy of the held-out batch
@@ -158,6 +159,9 @@ def test_report_has_every_section_with_images(demo, capsys):
     for sid, title in zip(SECTIONS, HEADINGS, strict=True):
         s = page.sections[sid]
         assert s["title"] == title
+        if sid == "sets":  # the demo trains with calibration mode oof: no set is promised
+            assert len(s["absent"]) == 1 and "--calibration holdout" in s["absent"][0]
+            continue
         assert s["absent"] == [], f"{sid}: {s['absent']}"
         # every figure is drawn or left out with its line
         assert len(s["images"]) + len(s["omitted"]) == SECTIONS[sid], sid
@@ -233,12 +237,12 @@ def test_report_of_a_store_with_metadata_only_says_what_is_missing(tmp_path, cap
     assert list(page.sections) == list(SECTIONS)
     data = page.sections["data"]
     assert len(data["images"]) + len(data["omitted"]) == 5 and data["images"]
-    for sid in ("safety", "map", "run", "heldout", "batch", "frontier", "confusion"):
+    for sid in ("safety", "map", "run", "heldout", "sets", "batch", "frontier", "confusion"):
         s = page.sections[sid]
         assert s["images"] == [] and len(s["absent"]) == 1, sid
     assert "sporeprint train" in page.sections["run"]["absent"][0]
     assert "sporeprint score" in page.sections["safety"]["absent"][0]
-    assert ("no data for: safety, map, run, heldout, batch, frontier, confusion"
+    assert ("no data for: safety, map, run, heldout, sets, batch, frontier, confusion"
             in capsys.readouterr().out)
 
 

@@ -16,6 +16,7 @@ from .sample import vector_sample
 from .sections import batch as batch_section
 from .sections import confusion, data, frontier, heldout, run, safety
 from .sections import map as map_section
+from .sections import sets as sets_section
 from .sections.common import query
 from .sections.confusion import TOXICITY, truth_confusion
 
@@ -91,6 +92,8 @@ def build_report(fs, out: str | Path, options: ReportOptions | None = None) -> R
     sections.append(timed("embedding map", map_section.section, sample, space, o.seed))
     sections.append(timed("run", run.section, fs, run_row))
     sections.append(timed("held-out", heldout.section, fs, run_row, o.heldout_points, o.seed))
+    sections.append(timed("prediction sets", sets_section.section, fs, run_row, batch, o.truth,
+                          o.heldout_points, o.seed))
     sections.append(timed("batch", batch_section.section, fs, batch))
     sections.append(timed("danger frontier", frontier.section, sample, space))
     sections.append(timed("confusion", confusion.section, fs, batch, o.truth))
