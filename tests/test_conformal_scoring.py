@@ -326,3 +326,31 @@ def test_sets_from_the_ranked_prefix_equal_the_full_aps_rule():
                 cols = np.flatnonzero(full[i])
                 want = ids[cols[np.argsort(-options[i, cols], kind="stable")]]
                 assert ranked.ids[i][inside[i]].tolist() == want.tolist(), (trial, i)
+
+
+def test_the_set_columns_are_in_model_predict_the_output_files_and_the_table(world):
+    """`model.predict`, the full CSV/Parquet and the predictions table all carry the set,
+    its size, the answer rank and genus, and the ranked options behind them."""
+    from sporeprint.rows import load_rows
+
+    fs, runs, _, root = world
+    _score(world, runs["holdout"], "columns")
+    model = ScoringModel.load(fs, [runs["holdout"]])
+    ids = fs.sql("SELECT observation_id FROM predictions WHERE batch = 'columns' AND "
+                 "status = 'scored' ORDER BY 1 LIMIT 5").column(0).to_numpy()
+    rows, _ = load_rows(fs, model.space, ids, labelled_only=False)
+    got = model.predict(rows.embeddings, observation_ids=rows.observation_ids)
+    wanted = ("prediction_set", "poison_check", "set_size", "answer_rank", "genus",
+              "ranked_class_ids", "ranked_probs", "ranked_bound")
+    for name in wanted:
+        assert name in got.column_names, name
+    assert got["set_size"].null_count == 0
+    assert all(len(s) == n for s, n in zip(got["prediction_set"].to_pylist(),
+                                           got["set_size"].to_pylist(), strict=True))
+    assert set(got["answer_rank"].to_pylist()) <= {"species", "genus", "unknown"}
+    stored = fs.sql("SELECT * FROM predictions WHERE batch = 'columns' LIMIT 1")
+    csv = pacsv.read_csv(root / "columns" / "pred.full.csv")
+    full = pq.read_table(root / "columns" / "pred.full.parquet")
+    for name in wanted:
+        assert name in stored.column_names and name in csv.column_names
+        assert name in full.column_names
