@@ -354,3 +354,15 @@ def test_the_set_columns_are_in_model_predict_the_output_files_and_the_table(wor
     for name in wanted:
         assert name in stored.column_names and name in csv.column_names
         assert name in full.column_names
+
+
+def test_a_store_without_the_ranked_columns_gets_them_on_a_writable_open(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with FeatureStore(path) as fs:
+        for name in ("ranked_class_ids", "ranked_probs", "ranked_bound"):
+            fs.con.execute(f"ALTER TABLE predictions DROP COLUMN {name}")
+    with FeatureStore(path, read_only=True) as fs:  # a read never writes: still without
+        assert "ranked_bound" not in fs.sql("SELECT * FROM predictions").column_names
+    with FeatureStore(path) as fs:
+        cols = fs.sql("SELECT * FROM predictions").column_names
+    assert {"ranked_class_ids", "ranked_probs", "ranked_bound"} <= set(cols)
