@@ -595,5 +595,6 @@ def test_names_with_dollars_and_markup_are_drawn_literally(demo, tmp_path):
     assert "<script" not in html and "<i>" not in html and "<b>&" not in html
     assert f"{BAD}&lt;i&gt;" in html.replace("&#x27;", "'")  # a genus in a table, escaped
     page = parse(out)
-    assert all(s["absent"] == [] for s in page.sections.values())
+    # every section but the sets (the demo trains with calibration mode oof: no set)
+    assert all(s["absent"] == [] for sid, s in page.sections.items() if sid != "sets")
     assert len(page.sections["map"]["images"]) == 1  # poisonous species named on the map
