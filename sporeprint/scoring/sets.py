@@ -17,6 +17,12 @@ fell outside both sets:
 The check only turns answers into poisonous ones; it never makes an answer edible.
 The submission keeps one class id per observation (the decided one), so FungiCLEF's
 metrics stay comparable; the set, its size and the rank are extra columns.
+
+Every set is computed from each observation's **ranked options** (:class:`Ranked`: the
+most probable options with their probabilities, down to a conformal score bound), which
+the predictions table stores; so :func:`sets_from_ranked` gives a scored batch its sets
+at another level from stored values (``sporeprint decide --coverage``), the same code a
+fresh score runs, hence the same rows.
 """
 
 from __future__ import annotations
