@@ -47,7 +47,7 @@ def _one_line_error(capsys) -> str:
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--classes", "60"], "need 66 classes; pass --classes 66 or more"),
+    (["--classes", "60", "--poisonous-species", "49"], "need 66 classes; pass --classes 66 or more"),
     (["--seed", "-1"], "seed=-1 is negative"),
     (["--dim", "100000"], "dim=100000 is outside 2..4096"),
     (["--images", "--image-size", "0"], "image_size=0 is outside 16..1024"),

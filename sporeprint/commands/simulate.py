@@ -14,8 +14,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scale", default="small", choices=["small", "medium", "full"],
                         help="small: a few thousand observations; full: DF20-sized (~296k images)")
     parser.add_argument("--classes", type=int, default=None,
-                        help="keep N known classes, at least 66 (all 49 poisonous ones and an "
-                             "edible look-alike of each are always kept)")
+                        help="keep N known classes (default: the scale's, 200 / 600 / 1604); "
+                             "DF20's share of them poisonous, each with an edible look-alike")
+    parser.add_argument("--poisonous-species", type=int, default=None,
+                        help="poisonous species among them, 0..49 (default: DF20's ~3%%, "
+                             "at least 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation, 0 or more")
     parser.add_argument("--dim", type=int, default=1024, help="embedding dimension, 2..4096")
     parser.add_argument("--images", action="store_true", help="also write JPEGs under OUT/images")
@@ -34,7 +37,7 @@ def run(args) -> int:
     )
 
     config = SimConfig(scale=args.scale, classes=args.classes, seed=args.seed, dim=args.dim,
-                       images=args.images)
+                       images=args.images, poisonous_species=args.poisonous_species)
     config.resolved()  # every setting checked before any work
     check_image_size(args.image_size)
     print(f"simulating scale={args.scale} seed={args.seed} ...")

@@ -9,7 +9,7 @@ reduced to four fields and counted:
     profile, genus, habitat, substrate, month, site, observations
 
 ``site`` is the index of the nearest of the simulator's Danish hot spots
-(``metadata.DANISH_SITES``), so a profile says *where in Denmark* without carrying the
+(``places.DANISH_SITES``), so a profile says *where in Denmark* without carrying the
 record's coordinates; records from abroad, and species with fewer than
 ``MIN_OBSERVATIONS`` observations, are left out. Species names are not kept: a profile
 is known by a number and its real genus (look-alikes are given profiles of one real
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sporeprint.simulator.places import DANISH_SITES
 from store.reference import habitats, substrate_groups
 
 PROFILES_FILE = Path(__file__).resolve().parent / "data" / "df20_profiles.csv"
@@ -79,8 +80,6 @@ class Profiles:
 
 
 def _nearest_site(lat: float, lon: float) -> int:
-    from sporeprint.simulator.metadata import DANISH_SITES
-
     la = np.array([s[1] for s in DANISH_SITES])
     lo = np.array([s[2] for s in DANISH_SITES])
     # Equirectangular distance: at 56° N a degree of longitude is about 0.56 of latitude's.
