@@ -29,11 +29,13 @@ def make_simulated_store(root: Path, dim: int, space: str = "sim") -> Path:
     return path
 
 
-def split_store(root: Path, seed: int, dim: int, space: str = "sim") -> FeatureStore:
+def split_store(root: Path, seed: int, dim: int, space: str = "sim",
+                count_scale: float = 0.05) -> FeatureStore:
     """An open, writable store of a 70-class simulation (``seed``, ``dim``-d, count scale
-    0.05): train and val roles with their vectors, metadata encoded, splits made with
-    ``seed``. The caller closes it."""
-    sim = simulate(SimConfig(scale="small", classes=70, seed=seed, dim=dim, count_scale=0.05))
+    0.05 unless given): train and val roles with their vectors, metadata encoded, splits
+    made with ``seed``. The caller closes it."""
+    sim = simulate(SimConfig(scale="small", classes=70, seed=seed, dim=dim,
+                             count_scale=count_scale))
     files = write_simulation(sim, root / "sim")
     fs = FeatureStore(root / "s.duckdb")
     ingest_simulation(fs, files, space, seed)

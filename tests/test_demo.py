@@ -97,7 +97,7 @@ def test_the_ids_the_serve_docs_and_page_show_exist_in_the_demo_store(demo_world
     text = (root / "docs" / "serve.md").read_text()
     page = (root / "sporeprint" / "serve" / "templates" / "page.html").read_text()
     ids = {int(x) for x in re.findall(r"\b(2\d{9})\b", text + page)}
-    assert 2989919160 in ids and len(ids) > 3
+    assert 2708537666 in ids and len(ids) > 3
     with FeatureStore(demo_world["dir"] / "fungi.duckdb", read_only=True) as fs:
         stored = set(fs.existing_observations(sorted(ids)).column(0).to_pylist())
     assert stored == ids, sorted(ids - stored)

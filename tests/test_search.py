@@ -81,7 +81,8 @@ def test_filter_values_are_bound_not_sql(store_path, capsys):
     args = ["search", "--store", str(store_path), "--vector-file", "", "--format", "json"]
     with FeatureStore(store_path, read_only=True) as fs:
         np.save(store_path.parent / "q.npy", fs.fetch_embeddings("sim")[1][0])
-        genus = fs.sql("SELECT genus FROM observations WHERE role = 'train' LIMIT 1").column(0)[0].as_py()
+        genus = fs.sql("SELECT genus FROM observations WHERE role = 'train' GROUP BY genus "
+                       "HAVING count(*) >= 3 ORDER BY genus LIMIT 1").column(0)[0].as_py()
     args[4] = str(store_path.parent / "q.npy")
     assert main(args + ["--species", "x' OR '1'='1"]) == 0
     assert json.loads(capsys.readouterr().out) == []

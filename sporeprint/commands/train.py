@@ -88,8 +88,9 @@ def add_arguments(parser) -> None:
                              "ensemble on it (docs/results.md measures both)")
     parser.add_argument("--poison-shift", default=DEFAULT_POISON_SHIFT,
                         action=argparse.BooleanOptionalAction,
-                        help="apply the fitted poison prior shift when scoring (it lowers "
-                             "Track 3 in docs/results.md)")
+                        help="apply the fitted poison prior shift when scoring (off: on the "
+                             "grounded simulator it raised Track 3 and the poison misses; "
+                             "docs/results.md)")
     parser.add_argument("--seed", type=int, default=tc.seed,
                         help="seed of the head's initialisation and batch order")
     parser.add_argument("--retrain", action="store_true",

@@ -57,7 +57,7 @@ from sporeprint.rows import load_rows
 from sporeprint.scoring.index import training_index
 from sporeprint.scoring.observations import ObservationScores, observation_scores, uncertainty
 from sporeprint.scoring.runs import Member, load_members, run_key, split_seed_of
-from sporeprint.scoring.settings import CALIBRATION_MODES, DEFAULT_POISON_SHIFT
+from sporeprint.scoring.settings import CALIBRATION_MODES, POISON_SHIFT_RECORDED_BEFORE
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +211,15 @@ def known_classes(ensemble: Ensemble) -> np.ndarray:
 
 def run_settings(fs, members: list[Member]) -> dict:
     """The calibration settings the members were trained with (one set for all);
-    runs recorded before the setting existed count as ``oof``."""
+    runs recorded before the settings existed count as ``oof`` with the poison shift on
+    (what they were calibrated with then)."""
     found = set()
     for m in members:
         run = fs.get_run(m.run_id) or {}
         c = (run.get("config") or {}).get("calibration") or {}
         found.add((c.get("mode", "oof"), c.get("one_in"),
-                   bool(c.get("poison_shift", DEFAULT_POISON_SHIFT)), c.get("slice_digest")))
+                   bool(c.get("poison_shift", POISON_SHIFT_RECORDED_BEFORE)),
+                   c.get("slice_digest")))
     if len(found) != 1:
         raise SporeprintError(f"the heads were trained with different calibration settings "
                               f"{sorted(found, key=str)}; score heads of one training run")

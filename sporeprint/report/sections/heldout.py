@@ -186,7 +186,7 @@ def _poison_confusion_block(fs, s: Section, decided, y: np.ndarray, poison: np.n
     wrong = np.isin(y, poison) & (pred != y)
     if not wrong.any():
         s.blocks.append(Note("No poisonous held-out observation was answered wrongly, so there "
-                             "is no poisonous-species confusion to show."))
+                             "is no poisonous-species confusion to show.", "omitted"))
         return
     true_ids, errors = np.unique(y[wrong], return_counts=True)
     order = np.lexsort((true_ids, -errors))[:rows]
