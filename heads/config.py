@@ -1,6 +1,6 @@
 """Settings of a head and of its training: plain dataclasses, no torch.
 
-The defaults here are the measured ones (docs/results.md) and the only ones:
+The defaults here are the only ones (docs/results.md says what evidence each has):
 ``Classifier().fit`` from Python and ``sporeprint train`` (which takes its option
 defaults from these classes) train the same way.
 
@@ -107,7 +107,7 @@ class LinearConfig(HeadConfig):
 
 @dataclass
 class MLPConfig(HeadConfig):
-    hidden: int = 1024  # the measured best width (docs/results.md)
+    hidden: int = 1024  # best width on the earlier simulator; not re-measured (docs/results.md)
     depth: int = 1  # hidden blocks
     norm: str = "layer"  # "layer" | "batch" | "none"
     dropout: float = 0.2
@@ -177,7 +177,7 @@ class TrainConfig:
 
     epochs: int = 20
     batch_size: int = 256
-    lr: float = 1e-3  # best macro F1 of the measured sweep (docs/results.md)
+    lr: float = 1e-3  # best on the earlier simulator's sweep; not re-measured (docs/results.md)
     weight_decay: float = 0.01
     loss: str = "seesaw"  # ce | weighted_ce | focal | seesaw
     # seesaw class counts: "accumulate" the labels of the training batches (what the loss

@@ -65,11 +65,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=tc.batch_size,
                         help="training rows per step")
     parser.add_argument("--lr", type=float, default=tc.lr,
-                        help="AdamW learning rate (the best macro F1 of the measured sweep, "
-                             "docs/results.md)")
+                        help="AdamW learning rate (chosen on the earlier simulator; not yet "
+                             "re-measured on the grounded one, docs/results.md)")
     parser.add_argument("--hidden", type=int, default=MLPConfig.hidden,
-                        help="MLP hidden width, --head mlp only (better macro F1 than 4096 on "
-                             "the measured sweep in about half the time; docs/results.md)")
+                        help="MLP hidden width, --head mlp only (chosen on the earlier "
+                             "simulator; not yet re-measured, docs/results.md)")
     parser.add_argument("--unknown-output", action="store_true",
                         help="add an 'unknown species' output trained on unknown (-1) rows")
     parser.add_argument("--patience", type=int, default=tc.patience,
