@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test test-all test-ray lint bench clean
+.PHONY: install demo test test-all test-slow test-ray lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ test: install  ## the test suite without the tests marked slow (the README tour)
 
 test-all: install  ## every test, the slow ones included
 	$(PY) -m pytest -q
+
+test-slow: install  ## only the tests marked slow (what test-all adds to test)
+	$(PY) -m pytest -q -m slow
 
 test-ray: install  ## install the Ray extra and run the Ray Data tests (a local Ray on 2 CPUs)
 	$(PY) -m pip install -e ".[dev,ray]"
