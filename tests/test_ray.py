@@ -136,9 +136,11 @@ def test_ray_predictions_equal_single_process_row_for_row(world, capsys):
     for a, b in zip(local, distributed, strict=True):
         assert a.keys() == b.keys()
         for key in a:
-            if isinstance(a[key], float) or key == "top5_probs":
-                # float32 head and kNN arithmetic over other batch shapes: last-bit noise
-                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+            if isinstance(a[key], float) or (key in ("top5_probs", "ranked_probs")
+                                             and a[key] is not None):
+                # float32 head and kNN arithmetic over other batch shapes: float32 noise,
+                # a few units of 1e-6 after the unknown score's fusion (1.4e-6 measured)
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), key
             else:  # the decision, its reason, the top-5 classes and the evidence: exact
                 assert a[key] == b[key], (key, a["observation_id"])
     assert results["local_csv"] == results["ray_csv"]  # the submission file
