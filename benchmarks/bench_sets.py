@@ -39,26 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation import SPACE, build_seed, train_config  # noqa: E402
 
-from heads.metrics import fungiclef_scores  # noqa: E402
+from heads.metrics import clopper_pearson, fungiclef_scores  # noqa: E402
 from sporeprint.scoring import ScoringModel  # noqa: E402
 from sporeprint.scoring import calibration as calib  # noqa: E402
 from sporeprint.scoring.model import N_EVIDENCE  # noqa: E402
 from sporeprint.scoring.settings import DEFAULT_POISON_SHIFT  # noqa: E402
 from sporeprint.training import train_folds  # noqa: E402
-
-try:  # the shared helper, where it exists
-    from stats import clopper_pearson  # noqa: E402
-except ImportError:
-    def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-        """The exact binomial (Clopper–Pearson) ``level`` interval of ``k`` of ``n``."""
-        from scipy.stats import beta
-
-        if n <= 0:
-            return float("nan"), float("nan")
-        a = (1.0 - level) / 2
-        lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-        hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-        return lo, hi
 
 SET, T3, ARGMAX = "set rule (Track 3 + poison check of the sets)", "Track 3 rule", \
     "calibrated argmax"

@@ -214,3 +214,48 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
     acc = np.bincount(at, correct, minlength=bins) / np.maximum(count, 1)
     ece = float(np.sum(count * np.abs(acc - conf)) / max(count.sum(), 1))
     return conf, acc, count, ece
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (exact to float rounding)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    from math import lgamma, log
+
+    i = np.arange(k + 1)
+    log_terms = (lgamma(n + 1) - np.array([lgamma(x + 1) + lgamma(n - x + 1) for x in i])
+                 + i * log(p) + (n - i) * log(1.0 - p))
+    top = log_terms.max()
+    return float(min(1.0, np.exp(top) * np.exp(log_terms - top).sum()))
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided ``level`` interval of a binomial share
+    ``k / n``, by bisection on the binomial tails (numpy only; equal to the beta-quantile
+    form to 1e-9); ``(nan, nan)`` when ``n`` is 0.
+
+    >>> [round(x, 4) for x in clopper_pearson(4, 84)]
+    [0.0131, 0.1174]
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    if not 0 <= k <= n:
+        raise ValueError(f"k={k} is outside 0..n={n}")
+    a = (1.0 - level) / 2
+
+    def crossing(k_: int, target: float) -> float:  # the p where P(X <= k_; p) = target
+        lo, hi = 0.0, 1.0  # P(X <= k_; p) falls as p grows
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if _binomial_cdf(k_, n, mid) > target else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    lower = 0.0 if k == 0 else crossing(k - 1, 1.0 - a)  # P(X >= k; p) = a
+    upper = 1.0 if k == n else crossing(k, a)  # P(X <= k; p) = a
+    return lower, upper

@@ -294,3 +294,15 @@ def test_map_pca_matches_scikit_learn_up_to_sign(shape):
     ref = PCA(2, svd_solver="full").fit_transform(x)
     signs = np.sign((got * ref).sum(0))
     np.testing.assert_allclose(got, ref * signs, atol=1e-8)
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (0, 10), (10, 10), (1, 2), (4, 84),
+                                  (46, 207), (79, 207), (500, 1000), (3, 1500)])
+def test_clopper_pearson_equals_the_beta_quantiles(k, n):
+    from scipy.stats import beta
+
+    from heads.metrics import clopper_pearson
+
+    lo = 0.0 if k == 0 else beta.ppf(0.025, k, n - k + 1)
+    hi = 1.0 if k == n else beta.ppf(0.975, k + 1, n - k)
+    assert clopper_pearson(k, n) == pytest.approx((lo, hi), abs=1e-9)

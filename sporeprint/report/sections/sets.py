@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from heads.metrics import clopper_pearson
 from store import StoreError
 
 from .. import figures
@@ -23,16 +24,6 @@ MAIN_LEVEL = 0.9  # the level of the size histogram and the groups (the scoring 
 RARE_SHARE = 0.25  # "rare species": the rarest quarter of the run's species by training images
 
 
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper–Pearson) ``level`` interval of a binomial share ``k / n``."""
-    from scipy.stats import beta
-
-    if n <= 0:
-        return float("nan"), float("nan")
-    a = (1.0 - level) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
 
 
 def section(fs, run: dict | None, batch: str | None, truth, n_points: int, seed: int
