@@ -20,6 +20,10 @@ def test_bench_sets_small_one_seed_prints_coverage_and_poison_tables():
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "| 80% | s0 " in text and "| 90% | s0 " in text
+    # both evaluations: the exchangeable test part and the shifted test draw
+    assert "=== evaluated on the splits' held-out test part" in text
+    assert "=== evaluated on the independent test draw" in text
+    assert text.count("| 80% | s0 ") == 2
     for rule in ("calibrated argmax", "Track 3 rule", "set rule (Track 3 + poison check of the "
                  "sets), 90%"):
         assert f"| {rule} |" in text
