@@ -92,7 +92,8 @@ def run_one(scale: str, seed: int, args) -> dict[str, float]:
     preds: dict = {}
     res = measure(sim, seed, epochs=args.epochs or EPOCHS[scale], lr_c=args.lr_c,
                   skip=args.skip, mlp=not args.no_mlp, timing=timing, evaluate=args.eval,
-                  strong=not args.no_strong, prior=args.prior, c_grid=args.c_grid, preds=preds)
+                  strong=not args.no_strong, prior=args.prior, c_grid=args.c_grid, preds=preds,
+                  patience=args.patience)
     n_img, n_obs = timing.pop("n_train_images"), timing.pop("n_test_observations")
     settings = timing.pop("strong_settings", None)
     print(f"  {scale} seed {seed}: {n_img:,} training images, {n_obs} known test observations "
@@ -176,6 +177,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--epochs", type=int, default=None, help="default: the demo's per scale")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="the heads' early-stopping patience (0 = off; default: TrainConfig's)")
     ap.add_argument("--lr-c", type=float, default=1.0,
                     help="C of the untuned logistic-regression rows (lr, lr_meta)")
     ap.add_argument("--c-grid", type=float, nargs="+", default=list(C_GRID),

@@ -412,14 +412,16 @@ def strong_baselines(train: Data, val: Data, test: Data, *, use_meta: bool = Tru
 
 
 def ensemble(folds: list[tuple[Data, Data]], test: Data, use_meta: bool, epochs: int,
-             seed: int, names: list[str], preds: dict | None = None, key: str = "") -> float:
+             seed: int, names: list[str], preds: dict | None = None, key: str = "",
+             patience: int | None = None) -> float:
     from heads.classifier import Classifier, EvalSet
     from heads.train import TrainConfig
 
     members = []
     for tr, va in folds:
         clf = Classifier("mlp", {"hidden": HIDDEN},
-                         TrainConfig(epochs=epochs, lr=LR, seed=seed, progress=False),
+                         TrainConfig(epochs=epochs, lr=LR, seed=seed, progress=False,
+                                     **({} if patience is None else {"patience": patience})),
                          feature_names=names if use_meta else None)
         clf.fit(tr.x, tr.y, tr.meta if use_meta else None, observation_ids=tr.obs,
                 val=EvalSet(va.x, va.y, va.meta if use_meta else None, va.obs))
@@ -438,7 +440,8 @@ EVALUATIONS = ("role", "part", "both")
 def measure(sim, seed: int = 0, epochs: int = 12, lr_c: float = 1.0, skip=(),
             mlp: bool = True, timing: dict | None = None, extra_test: bool = False,
             evaluate: str | None = None, strong: bool = True, prior: str = "val",
-            c_grid=C_GRID, preds: dict | None = None) -> dict[str, float]:
+            c_grid=C_GRID, preds: dict | None = None,
+            patience: int | None = None) -> dict[str, float]:
     """Top-1 (fractions) of every baseline not in ``skip`` and, with ``mlp``, of the
     two-fold MLP ensemble with and without metadata.
 
@@ -487,7 +490,8 @@ def measure(sim, seed: int = 0, epochs: int = 12, lr_c: float = 1.0, skip=(),
         folds = [(cat(sel["train"], sel["p2"]), sel["p1"]), (cat(sel["train"], sel["p1"]), sel["p2"])]
         for key, use_meta in (("mlp", False), ("mlp_meta", True)):
             t1 = time.perf_counter()
-            res[key] = ensemble(folds, test, use_meta, epochs, seed, names, preds, key)
+            res[key] = ensemble(folds, test, use_meta, epochs, seed, names, preds, key,
+                                patience)
             timing[key] = time.perf_counter() - t1
     preds["truth"] = obs_labels(test)[1]
     timing["n_train_images"] = len(train_all)
