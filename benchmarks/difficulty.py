@@ -93,7 +93,7 @@ def run_one(scale: str, seed: int, args) -> dict[str, float]:
     res = measure(sim, seed, epochs=args.epochs or EPOCHS[scale], lr_c=args.lr_c,
                   skip=args.skip, mlp=not args.no_mlp, timing=timing, evaluate=args.eval,
                   strong=not args.no_strong, prior=args.prior, c_grid=args.c_grid, preds=preds,
-                  patience=args.patience)
+                  patience=args.patience, last_epoch=args.last_epoch)
     n_img, n_obs = timing.pop("n_train_images"), timing.pop("n_test_observations")
     settings = timing.pop("strong_settings", None)
     print(f"  {scale} seed {seed}: {n_img:,} training images, {n_obs} known test observations "
@@ -179,6 +179,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: the demo's per scale")
     ap.add_argument("--patience", type=int, default=None,
                     help="the heads' early-stopping patience (0 = off; default: TrainConfig's)")
+    ap.add_argument("--last-epoch", action="store_true",
+                    help="keep each head's last epoch instead of the checkpoint with the best "
+                         "loss on its own validation part (no early stopping either)")
     ap.add_argument("--lr-c", type=float, default=1.0,
                     help="C of the untuned logistic-regression rows (lr, lr_meta)")
     ap.add_argument("--c-grid", type=float, nargs="+", default=list(C_GRID),

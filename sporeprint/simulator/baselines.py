@@ -413,7 +413,7 @@ def strong_baselines(train: Data, val: Data, test: Data, *, use_meta: bool = Tru
 
 def ensemble(folds: list[tuple[Data, Data]], test: Data, use_meta: bool, epochs: int,
              seed: int, names: list[str], preds: dict | None = None, key: str = "",
-             patience: int | None = None) -> float:
+             patience: int | None = None, last_epoch: bool = False) -> float:
     from heads.classifier import Classifier, EvalSet
     from heads.train import TrainConfig
 
@@ -424,7 +424,8 @@ def ensemble(folds: list[tuple[Data, Data]], test: Data, use_meta: bool, epochs:
                                      **({} if patience is None else {"patience": patience})),
                          feature_names=names if use_meta else None)
         clf.fit(tr.x, tr.y, tr.meta if use_meta else None, observation_ids=tr.obs,
-                val=EvalSet(va.x, va.y, va.meta if use_meta else None, va.obs))
+                val=None if last_epoch else EvalSet(va.x, va.y, va.meta if use_meta else None,
+                                                    va.obs))
         members.append(clf)
     classes = np.unique(np.concatenate([m.classes_ for m in members]))
     probs = np.zeros((len(test), len(classes)))
@@ -441,7 +442,7 @@ def measure(sim, seed: int = 0, epochs: int = 12, lr_c: float = 1.0, skip=(),
             mlp: bool = True, timing: dict | None = None, extra_test: bool = False,
             evaluate: str | None = None, strong: bool = True, prior: str = "val",
             c_grid=C_GRID, preds: dict | None = None,
-            patience: int | None = None) -> dict[str, float]:
+            patience: int | None = None, last_epoch: bool = False) -> dict[str, float]:
     """Top-1 (fractions) of every baseline not in ``skip`` and, with ``mlp``, of the
     two-fold MLP ensemble with and without metadata.
 
@@ -491,7 +492,7 @@ def measure(sim, seed: int = 0, epochs: int = 12, lr_c: float = 1.0, skip=(),
         for key, use_meta in (("mlp", False), ("mlp_meta", True)):
             t1 = time.perf_counter()
             res[key] = ensemble(folds, test, use_meta, epochs, seed, names, preds, key,
-                                patience)
+                                patience, last_epoch)
             timing[key] = time.perf_counter() - t1
     preds["truth"] = obs_labels(test)[1]
     timing["n_train_images"] = len(train_all)
