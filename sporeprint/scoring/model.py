@@ -231,7 +231,7 @@ class ScoringModel:
             d.coverage_note = why
             if "scores" in (cal.conformal or {}):  # no set at this level, but at others:
                 # the ranked options `sporeprint decide --coverage` gives them from
-                d.ranked = ranked_options(with_unknown(d.probs, d.unknown_prob), self.classes,
+                d.ranked = ranked_options(with_unknown(d.probs, d.unknown_prob), d.classes,
                                           cal.conformal_bound(), cal.conformal.get("lam", 0.0),
                                           cal.conformal.get("k_reg", 0))
             return d
